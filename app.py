@@ -1,0 +1,11 @@
+"""PoolChat's Streamlit entry point: a frame that declares the pages."""
+
+import streamlit as st
+
+st.set_page_config(page_title="PoolChat", page_icon="💬", layout="wide")
+
+navigation = st.navigation([
+    st.Page("pages/chat.py", title="Chat", icon="💬", url_path="chat", default=True),
+    st.Page("pages/stats.py", title="Stats", icon="📊", url_path="stats"),
+])
+navigation.run()

@@ -1,0 +1,73 @@
+"""Building agents: one factory for the shared pool and for per-session custom agents.
+
+An agent is a LangChain ``create_agent`` graph with no checkpointer: it holds no chat
+history (the caller passes it in on every request), so one agent can serve many sessions
+and threads at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from langchain.agents import create_agent
+from langchain_core.language_models import BaseChatModel
+
+from core.config import Settings
+from core.offline_model import OFFLINE_MODEL_NAME, OfflineChatModel
+from core.tools import DEFAULT_TOOLS
+
+Agent = Any  # a compiled LangGraph graph: .invoke / .stream / .ainvoke / .astream
+AgentFactory = Callable[["AgentSpec"], Agent]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSpec:
+    """What makes an agent different from another: model, system prompt, temperature."""
+
+    model: str
+    system_prompt: str
+    temperature: float
+
+    @classmethod
+    def default(cls, settings: Settings) -> AgentSpec:
+        model = OFFLINE_MODEL_NAME if settings.offline else settings.CHAT_MODEL
+        return cls(model, settings.SYSTEM_PROMPT, settings.TEMPERATURE)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AgentSpec:
+        return cls(str(data["model"]), str(data["system_prompt"]), float(data["temperature"]))
+
+
+def build_chat_model(settings: Settings, spec: AgentSpec) -> BaseChatModel:
+    """ChatOpenAI when an API key is configured, else the offline demo model."""
+    if settings.offline or spec.model == OFFLINE_MODEL_NAME:
+        return OfflineChatModel(temperature=spec.temperature)
+    from langchain_openai import ChatOpenAI
+
+    return ChatOpenAI(
+        model=spec.model,
+        temperature=spec.temperature,
+        api_key=settings.OPENAI_API_KEY,
+        base_url=settings.OPENAI_BASE_URL,
+        timeout=settings.OPENAI_TIMEOUT,  # a number, so the shared HTTP client is reused
+        max_retries=settings.OPENAI_MAX_RETRIES,
+        streaming=True,
+    )
+
+
+def agent_factory_for(settings: Settings) -> AgentFactory:
+    """The factory used by default: real or offline model, the default tools."""
+
+    def build(spec: AgentSpec) -> Agent:
+        return create_agent(
+            build_chat_model(settings, spec),
+            tools=list(DEFAULT_TOOLS),
+            system_prompt=spec.system_prompt or None,
+        )
+
+    return build

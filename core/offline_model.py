@@ -1,0 +1,158 @@
+"""The offline demo model shipped with PoolChat: honest, deterministic, no network.
+
+It is a real LangChain chat model (tool binding, streaming), so it drives the same agent
+loop as an LLM: arithmetic goes through the calculator tool, the time through the clock
+tool, and it can recall what was said earlier in the history it is given. Anything else
+gets a plain statement that this is an offline demo and how to connect a real model.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    ToolMessage,
+)
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+
+OFFLINE_MODEL_NAME = "offline-demo"
+OFFLINE_HELP = (
+    "I am PoolChat's offline demo model, not an LLM: I can do arithmetic "
+    "(try “what is 12*7?”), tell the time, and remember your name in this chat. "
+    "To talk to a real model, set OPENAI_API_KEY (and OPENAI_BASE_URL for Ollama, "
+    "vLLM or llama.cpp) and restart."
+)
+
+# An arithmetic expression: numbers joined by at least one operator, brackets allowed.
+_NUMBER = r"\d+(?:\.\d+)?"
+_EXPRESSION = re.compile(
+    rf"[(\s]*-?{_NUMBER}[)\s]*(?:(?:\*\*|//|[-+*/%^×÷])[(\s]*-?{_NUMBER}[)\s]*)+"
+)
+_NAME_GIVEN = re.compile(r"\bmy name is\s+([^\W\d_][\w' .-]{0,60}?)\s*(?:[.!,;]|$)", re.I)
+_NAME_ASKED = re.compile(r"\bwhat(?:'s| is) my name\b|\bwho am i\b", re.I)
+_TIME_ASKED = re.compile(r"\b(?:what time|the time|current time|what day|date today|today's date)\b",
+                         re.I)
+_RECALL_ASKED = re.compile(r"\bwhat did i (?:say|ask|write)\b", re.I)
+
+
+class OfflineChatModel(BaseChatModel):
+    """A deterministic chat model for demos and tests; ``latency`` simulates a provider."""
+
+    model_name: str = OFFLINE_MODEL_NAME
+    temperature: float = 0.0
+    latency: float = 0.0
+    tool_names: tuple[str, ...] = ()
+
+    @property
+    def _llm_type(self) -> str:
+        return "poolchat-offline"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_name": self.model_name}
+
+    def bind_tools(self, tools: Sequence[Any], *, tool_choice: str | None = None,
+                   **kwargs: Any) -> OfflineChatModel:
+        names = tuple(getattr(t, "name", None) or getattr(t, "__name__", str(t)) for t in tools)
+        return self.model_copy(update={"tool_names": names})
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None,
+                  **kwargs: Any) -> ChatResult:
+        if self.latency:
+            time.sleep(self.latency)
+        return ChatResult(generations=[ChatGeneration(message=self.respond(messages))])
+
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                run_manager: CallbackManagerForLLMRun | None = None,
+                **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        if self.latency:
+            time.sleep(self.latency)
+        reply = self.respond(messages)
+        if reply.tool_calls:
+            call = reply.tool_calls[0]
+            chunk = AIMessageChunk(content="", tool_call_chunks=[{
+                "name": call["name"], "args": json.dumps(call["args"]), "id": call["id"],
+                "index": 0}], response_metadata={"finish_reason": "tool_calls"})
+            yield ChatGenerationChunk(message=chunk)
+            return
+        words = re.findall(r"\S+\s*", reply.text)
+        for i, word in enumerate(words):
+            last = i == len(words) - 1
+            chunk = AIMessageChunk(content=word, response_metadata=(
+                {"finish_reason": "stop", "model_name": self.model_name} if last else {}))
+            if run_manager:
+                run_manager.on_llm_new_token(word, chunk=ChatGenerationChunk(message=chunk))
+            yield ChatGenerationChunk(message=chunk)
+
+    def respond(self, messages: Sequence[BaseMessage]) -> AIMessage:
+        """The whole reply to a history: a tool call, an answer from a tool, or text."""
+        meta = {"finish_reason": "stop", "model_name": self.model_name}
+        last = messages[-1] if messages else HumanMessage("")
+        if isinstance(last, ToolMessage):
+            return AIMessage(_answer_from_tool(messages), response_metadata=meta)
+        text = last.text if isinstance(last, HumanMessage) else ""
+        expression = _find_expression(text)
+        if expression and "calculator" in self.tool_names:
+            return self._call("calculator", {"expression": expression})
+        if _TIME_ASKED.search(text) and "current_time" in self.tool_names:
+            return self._call("current_time", {})
+        return AIMessage(_answer_from_text(text, messages), response_metadata=meta)
+
+    def _call(self, name: str, args: dict[str, Any]) -> AIMessage:
+        call_id = f"call_{uuid.uuid4().hex[:12]}"
+        return AIMessage("", tool_calls=[{"name": name, "args": args, "id": call_id}],
+                         response_metadata={"finish_reason": "tool_calls",
+                                            "model_name": self.model_name})
+
+
+def _find_expression(text: str) -> str | None:
+    match = _EXPRESSION.search(text)
+    return " ".join(match.group(0).split()) if match else None
+
+
+def _human_texts(messages: Sequence[BaseMessage]) -> list[str]:
+    return [m.text for m in messages if isinstance(m, HumanMessage)]
+
+
+def _answer_from_tool(messages: Sequence[BaseMessage]) -> str:
+    result = messages[-1]
+    call = next((c for m in reversed(messages) if isinstance(m, AIMessage)
+                 for c in m.tool_calls if c["id"] == result.tool_call_id), None)
+    if call and call["name"] == "calculator":
+        expression = call["args"].get("expression", "")
+        if result.text.startswith("error"):
+            return f"I could not calculate {expression}: {result.text[7:]}."
+        return f"{expression} = {result.text}"
+    if call and call["name"] == "current_time":
+        return f"The current time is {result.text} (UTC)."
+    return f"The tool returned: {result.text}"
+
+
+def _answer_from_text(text: str, messages: Sequence[BaseMessage]) -> str:
+    given = _NAME_GIVEN.search(text)
+    if given:
+        return f"Nice to meet you, {given.group(1).strip()}. I'll remember your name in this chat."
+    if _NAME_ASKED.search(text):
+        for earlier in reversed(_human_texts(messages)[:-1]):
+            found = _NAME_GIVEN.search(earlier)
+            if found:
+                return f"Your name is {found.group(1).strip()}."
+        return "You haven't told me your name in this chat yet."
+    if _RECALL_ASKED.search(text):
+        earlier = _human_texts(messages)[:-1]
+        if earlier:
+            return f"Earlier you said: “{earlier[-1]}”"
+        return "This is the first thing you said in this chat."
+    return OFFLINE_HELP

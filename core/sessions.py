@@ -1,0 +1,417 @@
+"""Chat sessions over a shared agent pool.
+
+A ``ChatbotSession`` is small: an id, an optional custom agent and a timestamp. Its
+history lives in the store, never in an agent or in memory, so idle sessions cost a few
+hundred bytes and a restarted process resumes every chat. The manager builds the pool
+once, keeps recently used sessions in memory (evicting idle ones) and reloads the rest
+from the store on demand. Everything here is thread-safe and usable from asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+
+from core import turns
+from core.agents import Agent, AgentFactory, AgentSpec, agent_factory_for
+from core.config import Settings, load_settings
+from core.errors import ChatError, MessageRejected, describe_error
+from core.pool import AgentPool
+from core.store import INTERRUPTED, STOPPED, SessionStore
+
+SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22,64}$")
+HISTORY_WINDOW = 400  # newest stored messages read per turn, before token trimming
+CUSTOM_AGENT_CACHE = 64
+ACTIVE_WINDOW = 300.0
+TITLE_CHARS = 60
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def new_session_id() -> str:
+    """192 random bits from ``secrets``, URL-safe."""
+    return secrets.token_urlsafe(24)
+
+
+def is_valid_session_id(value: object) -> bool:
+    return isinstance(value, str) and bool(SESSION_ID_PATTERN.match(value))
+
+
+class ChatbotSession:
+    """One conversation. ``agent`` is the shared pool agent unless a custom one is set."""
+
+    __slots__ = ("session_id", "owner", "_manager", "_custom", "_spec", "_home",
+                 "_saved", "last_used", "__weakref__")
+
+    def __init__(self, manager: ChatbotSessionManager, session_id: str, owner: str | None,
+                 home: int, saved: bool, spec: AgentSpec | None = None) -> None:
+        self.session_id = session_id
+        self.owner = owner
+        self._manager = manager
+        self._custom: Agent | None = None
+        self._spec = spec
+        self._home = home
+        self._saved = saved
+        self.last_used = 0.0
+
+    def __repr__(self) -> str:
+        return f"<ChatbotSession {self.session_id[:6]}… custom={self.has_custom_agent}>"
+
+    @property
+    def agent(self) -> Agent:
+        """The agent this session talks to: its custom agent, or its pool agent."""
+        if self._custom is not None:
+            return self._custom
+        if self._spec is not None:
+            return self._manager.custom_agent(self._spec)
+        return self._manager.pool.agents[self._home]
+
+    @agent.setter
+    def agent(self, value: Agent | AgentSpec | None) -> None:
+        """An AgentSpec (persisted), any agent object (this process only) or None (shared)."""
+        self._manager._set_agent(self, value)
+
+    @property
+    def agent_spec(self) -> AgentSpec | None:
+        return self._spec
+
+    @property
+    def has_custom_agent(self) -> bool:
+        return self._custom is not None or self._spec is not None
+
+    @property
+    def messages(self) -> list[BaseMessage]:
+        """The whole stored history, oldest first."""
+        return self._manager.store.load_messages(self.session_id)
+
+    def send(self, text: str) -> str:
+        return self._manager.send(self, text)
+
+    def stream(self, text: str) -> Iterator[turns.Event]:
+        return self._manager.stream(self, text)
+
+    async def asend(self, text: str) -> str:
+        return await self._manager.asend(self, text)
+
+    def astream(self, text: str) -> AsyncIterator[turns.Event]:
+        return self._manager.astream(self, text)
+
+
+class ChatbotSessionManager:
+    """Builds the agent pool once and serves every session from it."""
+
+    def __init__(self, agent_factory: AgentFactory | None = None, *,
+                 settings: Settings | None = None, store: SessionStore | None = None,
+                 pool_size: int | None = None, clock: Callable[[], float] = time.monotonic,
+                 **overrides: Any) -> None:
+        if pool_size is not None:
+            overrides["AGENT_POOL_SIZE"] = pool_size
+        if settings is None:
+            settings = load_settings(**overrides)
+        elif overrides:
+            settings = settings.model_copy(update=overrides)
+        self.settings = settings
+        self.agent_factory = agent_factory or agent_factory_for(settings)
+        self.default_spec = AgentSpec.default(settings)
+        self.store = store or SessionStore(settings.DATABASE_URL)
+        self.pool = AgentPool([self.agent_factory(self.default_spec)
+                               for _ in range(settings.AGENT_POOL_SIZE)],
+                              max_concurrency=settings.AGENT_MAX_CONCURRENCY,
+                              acquire_timeout=settings.AGENT_QUEUE_TIMEOUT)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._sessions: OrderedDict[str, ChatbotSession] = OrderedDict()
+        self._custom_agents: OrderedDict[AgentSpec, Agent] = OrderedDict()
+        self._next_home = 0
+        self._unsaved = 0          # sessions in memory that have no row yet
+        self._unsaved_custom = 0   # of those, sessions with a custom agent object
+
+    # -- sessions -------------------------------------------------------------------
+    def create_session(self, owner: str | None = None) -> ChatbotSession:
+        """A new session in memory; it gets a row only when it has something to keep."""
+        with self._lock:
+            session = ChatbotSession(self, new_session_id(), owner, self._take_home(), False)
+            self._remember(session)
+        return session
+
+    def get_session(self, session_id: str, owner: str | None = None) -> ChatbotSession | None:
+        """The session, from memory or the store; None if unknown, malformed or not owner's."""
+        if not is_valid_session_id(session_id):
+            return None
+        with self._lock:
+            session = self._sessions.get(session_id)
+            if session is not None:
+                if owner is not None and session.owner not in (None, owner):
+                    return None
+                self._remember(session)
+                return session
+        row = self.store.get_session(session_id)
+        if row is None or (owner is not None and row["owner"] not in (None, owner)):
+            return None
+        spec = AgentSpec.from_dict(row["agent_spec"]) if row["agent_spec"] else None
+        with self._lock:
+            session = self._sessions.get(session_id)
+            if session is None:
+                session = ChatbotSession(self, session_id, row["owner"], self._take_home(),
+                                         True, spec)
+            self._remember(session)
+        return session
+
+    def list_sessions(self, owner: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Stored sessions, newest first (only ``owner``'s when given)."""
+        rows = self.store.list_sessions(owner=owner, limit=limit)
+        return [{"session_id": r["id"], "title": r["title"], "created_at": r["created_at"],
+                 "updated_at": r["updated_at"], "custom_agent": r["agent_spec"] is not None}
+                for r in rows]
+
+    def delete_session(self, session_id: str, owner: str | None = None) -> bool:
+        if self.get_session(session_id, owner=owner) is None:
+            return False
+        with self._lock:
+            session = self._sessions.pop(session_id, None)
+            if session is not None:
+                self._forget(session)
+        self.store.delete_session(session_id)
+        return True
+
+    def rename_session(self, session: ChatbotSession, title: str) -> None:
+        self._save(session, title=title)
+        self.store.update_session(session.session_id, title=_one_line(title)[:200])
+
+    def evict_idle(self, now: float | None = None) -> int:
+        """Drop sessions idle longer than SESSION_IDLE_TTL from memory (they stay stored)."""
+        now = self._clock() if now is None else now
+        limit = now - self.settings.SESSION_IDLE_TTL
+        evicted = 0
+        with self._lock:
+            while self._sessions:
+                session = next(iter(self._sessions.values()))
+                if session.last_used > limit:
+                    break
+                self._forget(self._sessions.popitem(last=False)[1])
+                evicted += 1
+        return evicted
+
+    @property
+    def sessions_in_memory(self) -> int:
+        return len(self._sessions)
+
+    def _take_home(self) -> int:
+        home = self._next_home
+        self._next_home = (home + 1) % self.pool.size
+        return home
+
+    def _remember(self, session: ChatbotSession) -> None:
+        """Mark as used now; keep in memory, evicting the idle and the least recent (lock)."""
+        now = self._clock()
+        session.last_used = now
+        if session.session_id in self._sessions:
+            self._sessions.move_to_end(session.session_id)
+        else:
+            self._sessions[session.session_id] = session
+            if not session._saved:
+                self._unsaved += 1
+                self._unsaved_custom += session._custom is not None
+        oldest = next(iter(self._sessions.values()))
+        while oldest.last_used <= now - self.settings.SESSION_IDLE_TTL or (
+                len(self._sessions) > self.settings.MAX_SESSIONS_IN_MEMORY):
+            self._forget(self._sessions.popitem(last=False)[1])
+            oldest = next(iter(self._sessions.values()))
+
+    def _forget(self, session: ChatbotSession) -> None:
+        """Bookkeeping for a session leaving memory (lock held)."""
+        if not session._saved:
+            self._unsaved -= 1
+            self._unsaved_custom -= session._custom is not None
+
+    def _save(self, session: ChatbotSession, title: str = "") -> None:
+        """Give the session its row (first message, title or custom agent)."""
+        if session._saved:
+            return
+        self.store.ensure_session(session.session_id, owner=session.owner,
+                                  title=_one_line(title)[:TITLE_CHARS],
+                                  agent_spec=session._spec.to_dict() if session._spec else None)
+        with self._lock:
+            if not session._saved:
+                if self._sessions.get(session.session_id) is session:
+                    self._unsaved -= 1
+                    self._unsaved_custom -= session._custom is not None
+                session._saved = True
+
+    # -- agents ---------------------------------------------------------------------
+    def custom_agent(self, spec: AgentSpec) -> Agent:
+        """A built agent for this spec, shared by sessions with the same spec (LRU-bounded)."""
+        with self._lock:
+            agent = self._custom_agents.get(spec)
+            if agent is not None:
+                self._custom_agents.move_to_end(spec)
+                return agent
+        agent = self.agent_factory(spec)
+        with self._lock:
+            agent = self._custom_agents.setdefault(spec, agent)
+            while len(self._custom_agents) > CUSTOM_AGENT_CACHE:
+                self._custom_agents.popitem(last=False)
+        return agent
+
+    def _set_agent(self, session: ChatbotSession, value: Agent | AgentSpec | None) -> None:
+        spec = value if isinstance(value, AgentSpec) else None
+        custom = None if value is None or spec is not None else value
+        if spec is not None:
+            self.custom_agent(spec)  # build now: a bad spec fails here, not mid-chat
+        with self._lock:
+            if not session._saved and self._sessions.get(session.session_id) is session:
+                self._unsaved_custom += (custom is not None) - (session._custom is not None)
+            session._custom, session._spec = custom, spec
+        if spec is not None:
+            self._save(session)
+        if session._saved:
+            self.store.update_session(session.session_id,
+                                      agent_spec=spec.to_dict() if spec else None)
+
+    @contextmanager
+    def _borrow(self, session: ChatbotSession) -> Iterator[Agent]:
+        if session.has_custom_agent:
+            yield session.agent
+        else:
+            with self.pool.lease(prefer=session._home) as lease:
+                yield lease.agent
+
+    @asynccontextmanager
+    async def _aborrow(self, session: ChatbotSession) -> AsyncIterator[Agent]:
+        if session.has_custom_agent:
+            yield session.agent
+        else:
+            async with self.pool.alease(prefer=session._home) as lease:
+                yield lease.agent
+
+    # -- turns ----------------------------------------------------------------------
+    def check_message(self, text: object) -> str:
+        """The cleaned message, or MessageRejected with a short reason."""
+        if not isinstance(text, str):
+            raise MessageRejected("A message must be text.")
+        text = _CONTROL.sub("", text).strip()
+        if not text:
+            raise MessageRejected("The message is empty.")
+        limit = self.settings.MAX_MESSAGE_CHARS
+        if len(text) > limit:
+            raise MessageRejected(f"The message is too long: {len(text):,} characters; "
+                                  f"the limit is {limit:,}.")
+        return text
+
+    def _accept(self, session: ChatbotSession, text: object) -> list[BaseMessage]:
+        """Validate, store the user's message, and return the model's input history."""
+        text = self.check_message(text)
+        with self._lock:
+            self._remember(session)
+        try:
+            history = self.store.load_messages(session.session_id, last=HISTORY_WINDOW)
+            self._save(session, title=text)
+            human = HumanMessage(text)
+            self.store.append_messages(session.session_id, [human])
+        except Exception as exc:
+            raise describe_error(exc) from exc
+        return turns.model_input([*history, human], self.settings.HISTORY_MAX_TOKENS)
+
+    def _finish(self, session: ChatbotSession, done: turns.TurnResult,
+                status: str | None) -> None:
+        """Store what the turn produced; a partial reply is stored with its status."""
+        self.store.append_messages(session.session_id, done.messages)
+        if status and done.partial:
+            self.store.append_messages(session.session_id, [AIMessage("".join(done.partial))],
+                                       status=status)
+
+    def send(self, session: ChatbotSession, text: str) -> str:
+        history = self._accept(session, text)
+        try:
+            with self._borrow(session) as agent:
+                done = turns.invoke(agent, history)
+        except Exception as exc:
+            raise describe_error(exc) from exc
+        self._finish(session, done, None)
+        return done.reply
+
+    def stream(self, session: ChatbotSession, text: str) -> Iterator[turns.Event]:
+        """Yield tokens and tool steps; if the consumer stops early the partial is kept."""
+        history = self._accept(session, text)
+        done, status = turns.TurnResult(), STOPPED
+        try:
+            with self._borrow(session) as agent:
+                yield from turns.stream(agent, history, done)
+            status = None
+        except GeneratorExit:
+            raise
+        except Exception as exc:
+            status = INTERRUPTED
+            raise describe_error(exc) from exc
+        finally:
+            self._finish(session, done, status)
+
+    async def asend(self, session: ChatbotSession, text: str) -> str:
+        history = await asyncio.to_thread(self._accept, session, text)
+        try:
+            async with self._aborrow(session) as agent:
+                done = await turns.ainvoke(agent, history)
+        except Exception as exc:
+            raise describe_error(exc) from exc
+        await asyncio.to_thread(self._finish, session, done, None)
+        return done.reply
+
+    async def astream(self, session: ChatbotSession, text: str) -> AsyncIterator[turns.Event]:
+        history = await asyncio.to_thread(self._accept, session, text)
+        done, status = turns.TurnResult(), STOPPED
+        try:
+            async with self._aborrow(session) as agent:
+                async for event in turns.astream(agent, history, done):
+                    yield event
+            status = None
+        except (GeneratorExit, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            status = INTERRUPTED
+            raise describe_error(exc) from exc
+        finally:
+            self._finish(session, done, status)
+
+    # -- stats ----------------------------------------------------------------------
+    def get_stats(self) -> dict[str, Any]:
+        """Aggregates only: no message text and no session ids."""
+        now = self._clock()
+        with self._lock:
+            unsaved, unsaved_custom = self._unsaved, self._unsaved_custom
+            in_memory = len(self._sessions)
+            active = 0
+            for session in reversed(self._sessions.values()):
+                if session.last_used < now - ACTIVE_WINDOW:
+                    break
+                active += 1
+        pool = self.pool.snapshot()
+        return {
+            "total_sessions": self.store.count_sessions() + unsaved,
+            "total_messages": self.store.count_messages(),
+            "agent_pool_size": self.pool.size,
+            "sessions_with_custom_agents": self.store.count_custom_sessions() + unsaved_custom,
+            "active_sessions": active,
+            "sessions_in_memory": in_memory,
+            "offline_model": self.settings.offline,
+            "model": self.default_spec.model,
+            "pool": pool,
+            "pool_queued": self.pool.queued(),
+            "pool_timeouts": self.pool.timeouts,
+            "pool_in_flight": sum(a["in_flight"] for a in pool),
+        }
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+

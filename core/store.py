@@ -1,0 +1,241 @@
+"""Durable chat history: sessions and an append-only messages table (SQLAlchemy Core).
+
+SQLite by default (WAL, ``synchronous=NORMAL``: survives a process crash, may lose the
+last commits on power loss), PostgreSQL by URL. Every write is one short transaction.
+Message order is the order of their ids. Messages are LangChain messages, stored with
+``message_to_dict`` so tool calls and metadata survive a round trip.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError
+from sqlalchemy.pool import StaticPool
+
+from core.migrations import migrate
+
+metadata = MetaData()
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("owner", String(64), nullable=True),
+    Column("title", String(200), nullable=False, default=""),
+    Column("agent_spec", Text, nullable=True),  # JSON of AgentSpec when custom
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_sessions_owner_updated", "owner", "updated_at"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("session_id", String(64), ForeignKey("sessions.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("content", Text, nullable=False),
+    Column("payload", Text, nullable=False),  # message_to_dict JSON
+    Column("status", String(16), nullable=False, default="complete"),
+    Column("created_at", Float, nullable=False),
+    Index("ix_messages_session_id", "session_id", "id"),
+)
+
+# Message status: complete, or why a reply is partial.
+COMPLETE, STOPPED, INTERRUPTED = "complete", "stopped", "interrupted"
+
+
+class StoreError(RuntimeError):
+    """The database could not be reached or used; the message is safe to show."""
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def create_db_engine(url: str) -> Engine:
+    """An engine for the URL; creates the SQLite file's folder; in-memory SQLite is shared."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StoreError("DATABASE_URL is not a valid database URL") from None
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:"):
+            engine = create_engine(url, poolclass=StaticPool,
+                                   connect_args={"check_same_thread": False})
+        else:
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, connect_args={"check_same_thread": False,
+                                                      "timeout": 10})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def _role(message: BaseMessage) -> str:
+    return message.type  # human, ai, tool, system
+
+
+class SessionStore:
+    """Sessions and their messages in one database; thread-safe (one connection per call)."""
+
+    def __init__(self, url: str, engine: Engine | None = None) -> None:
+        self.url = url
+        self.engine = engine or create_db_engine(url)
+        migrate(self.engine, metadata)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- sessions -------------------------------------------------------------------
+    def ensure_session(self, session_id: str, owner: str | None = None, title: str = "",
+                       agent_spec: dict[str, Any] | None = None) -> None:
+        """Create the session row if it does not exist yet (idempotent, race-safe)."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            if conn.execute(select(sessions.c.id).where(sessions.c.id == session_id)).first():
+                return
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(sessions).values(
+                    id=session_id, owner=owner, title=title[:200],
+                    agent_spec=json.dumps(agent_spec) if agent_spec else None,
+                    created_at=now, updated_at=now))
+        except IntegrityError:
+            pass  # another thread or replica created it first
+
+    def get_session(self, session_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(sessions).where(sessions.c.id == session_id)).first()
+        return _session_dict(row) if row else None
+
+    def list_sessions(self, owner: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Newest first; only ``owner``'s sessions when an owner is given."""
+        query = select(sessions).order_by(sessions.c.updated_at.desc()).limit(limit)
+        if owner is not None:
+            query = query.where(sessions.c.owner == owner)
+        with self.engine.connect() as conn:
+            return [_session_dict(row) for row in conn.execute(query)]
+
+    def update_session(self, session_id: str, **values: Any) -> None:
+        if "agent_spec" in values:
+            spec = values["agent_spec"]
+            values["agent_spec"] = json.dumps(spec) if spec else None
+        if "title" in values:
+            values["title"] = values["title"][:200]
+        with self.engine.begin() as conn:
+            conn.execute(update(sessions).where(sessions.c.id == session_id)
+                         .values(updated_at=time.time(), **values))
+
+    def delete_session(self, session_id: str) -> bool:
+        with self.engine.begin() as conn:
+            conn.execute(delete(messages).where(messages.c.session_id == session_id))
+            result = conn.execute(delete(sessions).where(sessions.c.id == session_id))
+        return result.rowcount > 0
+
+    # -- messages -------------------------------------------------------------------
+    def append_messages(self, session_id: str, batch: Sequence[BaseMessage],
+                        status: str = COMPLETE) -> None:
+        """Append in order, in one transaction, and touch the session's ``updated_at``."""
+        if not batch:
+            return
+        now = time.time()
+        rows = [{
+            "session_id": session_id, "role": _role(m), "content": m.text,
+            "payload": json.dumps(message_to_dict(m), default=str), "status": status,
+            "created_at": now,
+        } for m in batch]
+        with self.engine.begin() as conn:
+            conn.execute(insert(messages), rows)
+            conn.execute(update(sessions).where(sessions.c.id == session_id)
+                         .values(updated_at=now))
+
+    def load_messages(self, session_id: str, last: int | None = None) -> list[BaseMessage]:
+        """The session's messages in order; only the ``last`` N when given."""
+        return [m for m, _ in self.load_messages_with_status(session_id, last)]
+
+    def load_messages_with_status(self, session_id: str, last: int | None = None
+                                  ) -> list[tuple[BaseMessage, str]]:
+        query = select(messages.c.payload, messages.c.status).where(
+            messages.c.session_id == session_id)
+        if last is None:
+            query = query.order_by(messages.c.id)
+        else:
+            query = query.order_by(messages.c.id.desc()).limit(last)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        if last is not None:
+            rows.reverse()
+        loaded = messages_from_dict([json.loads(payload) for payload, _ in rows])
+        return list(zip(loaded, (status for _, status in rows)))
+
+    def count_messages(self, session_id: str | None = None) -> int:
+        query = select(func.count()).select_from(messages)
+        if session_id is not None:
+            query = query.where(messages.c.session_id == session_id)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    # -- aggregates -----------------------------------------------------------------
+    def count_sessions(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(sessions)).scalar_one())
+
+    def count_custom_sessions(self) -> int:
+        query = select(func.count()).select_from(sessions).where(
+            sessions.c.agent_spec.is_not(None))
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def session_ids(self, ids: Iterable[str]) -> set[str]:
+        """Which of ``ids`` have a row."""
+        wanted = list(ids)
+        if not wanted:
+            return set()
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(sessions.c.id).where(sessions.c.id.in_(wanted)))
+            return {row[0] for row in rows}
+
+
+def _session_dict(row: Any) -> dict[str, Any]:
+    data = dict(row._mapping)
+    data["agent_spec"] = json.loads(data["agent_spec"]) if data["agent_spec"] else None
+    return data

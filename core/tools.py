@@ -1,0 +1,70 @@
+"""The tools every PoolChat agent gets: a safe calculator and a clock."""
+
+from __future__ import annotations
+
+import ast
+import operator
+from datetime import datetime, timezone
+
+from langchain_core.tools import tool
+
+_BINARY = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
+_UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+MAX_EXPRESSION_CHARS = 200
+MAX_EXPONENT = 100
+
+
+def evaluate(expression: str) -> int | float:
+    """Evaluate plain arithmetic without ``eval``: numbers, + - * / // % ** and brackets."""
+    if len(expression) > MAX_EXPRESSION_CHARS:
+        raise ValueError("expression too long")
+    tree = ast.parse(expression.replace("^", "**").replace("×", "*").replace("÷", "/"),
+                     mode="eval")
+    return _eval(tree.body)
+
+
+def _eval(node: ast.AST) -> int | float:
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+        return _UNARY[type(node.op)](_eval(node.operand))
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+        left, right = _eval(node.left), _eval(node.right)
+        if isinstance(node.op, ast.Pow) and abs(right) > MAX_EXPONENT:
+            raise ValueError("exponent too large")
+        return _BINARY[type(node.op)](left, right)
+    raise ValueError("only numbers and + - * / // % ** ( ) are allowed")
+
+
+def format_number(value: int | float) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.10g}" if isinstance(value, float) else str(value)
+
+
+@tool
+def calculator(expression: str) -> str:
+    """Evaluate an arithmetic expression such as '12*7' or '(3+4)/2' and return the result."""
+    try:
+        return format_number(evaluate(expression))
+    except ZeroDivisionError:
+        return "error: division by zero"
+    except (ValueError, SyntaxError, TypeError, OverflowError) as exc:
+        return f"error: {exc}" if str(exc) else "error: not an arithmetic expression"
+
+
+@tool
+def current_time() -> str:
+    """Return the current date and time in UTC (ISO 8601)."""
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+DEFAULT_TOOLS = (calculator, current_time)

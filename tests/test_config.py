@@ -1,0 +1,72 @@
+"""Configuration is read once, validated, and a bad value is one clear line."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.config import ConfigError, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_run_offline_with_one_shared_agent():
+    settings = load_settings(environ={}, secrets={})
+    assert settings.AGENT_POOL_SIZE == 1
+    assert settings.offline
+    assert settings.DATABASE_URL.startswith("sqlite:///")
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "100000", "1.5"])
+def test_bad_pool_size_names_the_variable_and_range(value):
+    with pytest.raises(ConfigError) as error:
+        load_settings(environ={"AGENT_POOL_SIZE": value}, secrets={})
+    message = str(error.value)
+    assert message.startswith("AGENT_POOL_SIZE must be an integer from 1 to 256")
+    assert repr(value) in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("name,value", [
+    ("AGENT_MAX_CONCURRENCY", "0"), ("AGENT_QUEUE_TIMEOUT", "never"),
+    ("SESSION_IDLE_TTL", "-5"), ("HISTORY_MAX_TOKENS", "10"), ("MAX_MESSAGE_CHARS", "x"),
+    ("TEMPERATURE", "3"), ("OPENAI_TIMEOUT", "0"), ("OPENAI_MAX_RETRIES", "11"),
+    ("OPENAI_BASE_URL", "localhost:11434"), ("CHAT_MODEL", ""),
+])
+def test_every_bad_value_is_refused_by_name(name, value):
+    with pytest.raises(ConfigError, match=f"^{name} must be "):
+        load_settings(environ={}, secrets={name: value})
+
+
+def test_environment_overrides_secrets():
+    settings = load_settings(environ={"AGENT_POOL_SIZE": "4"},
+                             secrets={"AGENT_POOL_SIZE": 2, "CHAT_MODEL": "llama3"})
+    assert settings.AGENT_POOL_SIZE == 4
+    assert settings.CHAT_MODEL == "llama3"
+
+
+def test_secrets_file_is_read_when_no_secrets_are_given(tmp_path, monkeypatch):
+    (tmp_path / ".streamlit").mkdir()
+    (tmp_path / ".streamlit" / "secrets.toml").write_text('OPENAI_API_KEY = "sk-file"\n')
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(environ={})
+    assert not settings.offline
+    assert settings.OPENAI_API_KEY.get_secret_value() == "sk-file"
+
+
+def test_secrets_never_appear_in_errors_or_reprs():
+    settings = load_settings(environ={"OPENAI_API_KEY": "sk-very-secret"}, secrets={})
+    assert "sk-very-secret" not in repr(settings)
+    with pytest.raises(ConfigError) as error:
+        load_settings(environ={"OPENAI_BASE_URL": "ftp://sk-very-secret@x"}, secrets={})
+    assert "sk-very-secret" not in str(error.value)
+
+
+def test_a_bad_value_stops_start_up_without_a_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "core.check_config"],
+                            env={"AGENT_POOL_SIZE": "abc", "PATH": ""},
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "AGENT_POOL_SIZE must be an integer from 1 to 256 (got 'abc')"]

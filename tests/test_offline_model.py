@@ -1,0 +1,90 @@
+"""The shipped offline model drives the real agent loop, honestly and deterministically."""
+
+import pytest
+from langchain.agents import create_agent
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+
+from core.offline_model import OFFLINE_HELP, OfflineChatModel
+from core.tools import DEFAULT_TOOLS, calculator, evaluate
+
+
+@pytest.fixture
+def agent():
+    return create_agent(OfflineChatModel(), tools=list(DEFAULT_TOOLS))
+
+
+def run(agent, *texts):
+    history = []
+    for text in texts:
+        history = agent.invoke({"messages": [*history, HumanMessage(text)]})["messages"]
+    return history
+
+
+def test_arithmetic_goes_through_the_calculator_tool(agent):
+    history = run(agent, "what is 12*7?")
+    call, result, answer = history[1:]
+    assert call.tool_calls[0]["name"] == "calculator"
+    assert call.tool_calls[0]["args"] == {"expression": "12*7"}
+    assert isinstance(result, ToolMessage) and result.text == "84"
+    assert "84" in answer.text
+
+
+def test_an_expression_amid_other_text_still_uses_the_calculator(agent):
+    history = run(agent, "Hi! I was wondering, could you tell me (3 + 4) * 2 please")
+    assert history[1].tool_calls[0]["args"] == {"expression": "(3 + 4) * 2"}
+    assert history[-1].text.endswith("= 14")
+
+
+def test_the_time_goes_through_the_clock_tool(agent):
+    history = run(agent, "What time is it?")
+    assert history[1].tool_calls[0]["name"] == "current_time"
+    assert history[-1].text.startswith("The current time is 20")
+
+
+def test_it_recalls_a_name_from_this_history_only(agent):
+    history = run(agent, "My name is Lin Ortega.", "What is my name?")
+    assert history[-1].text == "Your name is Lin Ortega."
+    fresh = run(agent, "What is my name?")
+    assert "haven't told me" in fresh[-1].text
+
+
+def test_anything_else_gets_an_honest_offline_notice(agent):
+    history = run(agent, "Write me a poem about the sea")
+    assert history[-1].text == OFFLINE_HELP
+    assert "not an LLM" in OFFLINE_HELP and "OPENAI_API_KEY" in OFFLINE_HELP
+
+
+def test_replies_are_deterministic():
+    model = OfflineChatModel()
+    messages = [HumanMessage("My name is Ada."), AIMessage("hi"), HumanMessage("who am i")]
+    assert model.invoke(messages).text == model.invoke(messages).text == "Your name is Ada."
+
+
+def test_streaming_yields_the_reply_in_pieces():
+    chunks = list(OfflineChatModel().stream([HumanMessage("hello")]))
+    assert len(chunks) > 3
+    assert "".join(c.text for c in chunks) == OFFLINE_HELP
+    whole = sum(chunks[1:], chunks[0])
+    assert whole.response_metadata["finish_reason"] == "stop"
+
+
+def test_without_bound_tools_arithmetic_is_not_faked():
+    reply = OfflineChatModel().invoke([HumanMessage("what is 2+2")])
+    assert not reply.tool_calls and reply.text == OFFLINE_HELP
+
+
+@pytest.mark.parametrize("expression,result", [
+    ("12*7", "84"), ("2**10", "1024"), ("7/2", "3.5"), ("-(3+4)", "-7"), ("2^3", "8"),
+    ("1/0", "error: division by zero"), ("__import__('os')", None), ("9**9999", None),
+])
+def test_the_calculator_only_evaluates_arithmetic(expression, result):
+    answer = calculator.invoke({"expression": expression})
+    if result is None:
+        assert answer.startswith("error:")
+    else:
+        assert answer == result
+
+
+def test_evaluate_refuses_names_and_calls():
+    with pytest.raises(ValueError):
+        evaluate("abs(-1)")
