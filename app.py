@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-st.set_page_config(page_title="PoolChat", page_icon="💬", layout="wide")
+st.set_page_config(page_title="PoolChat", page_icon=":material/forum:", layout="wide")
 
 navigation = st.navigation([
-    st.Page("pages/chat.py", title="Chat", icon="💬", url_path="chat", default=True),
-    st.Page("pages/stats.py", title="Stats", icon="📊", url_path="stats"),
+    st.Page("pages/chat.py", title="Chat", icon=":material/chat:", url_path="chat", default=True),
+    st.Page("pages/stats.py", title="Stats", icon=":material/monitoring:", url_path="stats"),
 ])
 navigation.run()

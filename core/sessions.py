@@ -131,8 +131,8 @@ class ChatbotSessionManager:
         self._sessions: OrderedDict[str, ChatbotSession] = OrderedDict()
         self._custom_agents: OrderedDict[AgentSpec, Agent] = OrderedDict()
         self._next_home = 0
-        self._unsaved = 0          # sessions in memory that have no row yet
-        self._unsaved_custom = 0   # of those, sessions with a custom agent object
+        self._unsaved = 0         # sessions in memory that have no row yet
+        self._custom_objects = 0  # sessions in memory with a custom agent object (no spec)
 
     # -- sessions -------------------------------------------------------------------
     def create_session(self, owner: str | None = None) -> ChatbotSession:
@@ -217,9 +217,8 @@ class ChatbotSessionManager:
             self._sessions.move_to_end(session.session_id)
         else:
             self._sessions[session.session_id] = session
-            if not session._saved:
-                self._unsaved += 1
-                self._unsaved_custom += session._custom is not None
+            self._unsaved += not session._saved
+            self._custom_objects += session._custom is not None
         oldest = next(iter(self._sessions.values()))
         while oldest.last_used <= now - self.settings.SESSION_IDLE_TTL or (
                 len(self._sessions) > self.settings.MAX_SESSIONS_IN_MEMORY):
@@ -228,9 +227,8 @@ class ChatbotSessionManager:
 
     def _forget(self, session: ChatbotSession) -> None:
         """Bookkeeping for a session leaving memory (lock held)."""
-        if not session._saved:
-            self._unsaved -= 1
-            self._unsaved_custom -= session._custom is not None
+        self._unsaved -= not session._saved
+        self._custom_objects -= session._custom is not None
 
     def _save(self, session: ChatbotSession, title: str = "") -> None:
         """Give the session its row (first message, title or custom agent)."""
@@ -243,7 +241,6 @@ class ChatbotSessionManager:
             if not session._saved:
                 if self._sessions.get(session.session_id) is session:
                     self._unsaved -= 1
-                    self._unsaved_custom -= session._custom is not None
                 session._saved = True
 
     # -- agents ---------------------------------------------------------------------
@@ -267,8 +264,8 @@ class ChatbotSessionManager:
         if spec is not None:
             self.custom_agent(spec)  # build now: a bad spec fails here, not mid-chat
         with self._lock:
-            if not session._saved and self._sessions.get(session.session_id) is session:
-                self._unsaved_custom += (custom is not None) - (session._custom is not None)
+            if self._sessions.get(session.session_id) is session:
+                self._custom_objects += (custom is not None) - (session._custom is not None)
             session._custom, session._spec = custom, spec
         if spec is not None:
             self._save(session)
@@ -385,7 +382,7 @@ class ChatbotSessionManager:
         """Aggregates only: no message text and no session ids."""
         now = self._clock()
         with self._lock:
-            unsaved, unsaved_custom = self._unsaved, self._unsaved_custom
+            unsaved, custom_objects = self._unsaved, self._custom_objects
             in_memory = len(self._sessions)
             active = 0
             for session in reversed(self._sessions.values()):
@@ -397,7 +394,7 @@ class ChatbotSessionManager:
             "total_sessions": self.store.count_sessions() + unsaved,
             "total_messages": self.store.count_messages(),
             "agent_pool_size": self.pool.size,
-            "sessions_with_custom_agents": self.store.count_custom_sessions() + unsaved_custom,
+            "sessions_with_custom_agents": self.store.count_custom_sessions() + custom_objects,
             "active_sessions": active,
             "sessions_in_memory": in_memory,
             "offline_model": self.settings.offline,

@@ -30,7 +30,8 @@ def current_session(manager: ChatbotSessionManager) -> ChatbotSession:
 
 
 def render_tool_step(call: dict, result: str | None) -> None:
-    label = f"🔧 {call['name']}({', '.join(f'{k}={v!r}' for k, v in call['args'].items())})"
+    args = ", ".join(f"{name}={value!r}" for name, value in call["args"].items())
+    label = f":material/build: {call['name']}({args})"
     with st.expander(label, expanded=False):
         st.caption("Input")
         st.json(call["args"])
@@ -84,16 +85,16 @@ def stream_reply(session: ChatbotSession, text: str) -> None:
 manager = manager_or_stop()
 session = current_session(manager)
 
-st.title("💬 PoolChat")
+st.title("PoolChat")
 if manager.settings.offline:
     st.info("**Offline demo mode** — replies come from PoolChat's built-in offline model, "
             "not an LLM. It can do arithmetic, tell the time and remember your name. "
             "Set `OPENAI_API_KEY` (and `OPENAI_BASE_URL` for Ollama, vLLM or llama.cpp) "
-            "to chat with a real model.", icon="🔌")
+            "to chat with a real model.", icon=":material/cloud_off:")
 
 render_history(session)
 
-prompt = st.chat_input("Message PoolChat", max_chars=manager.settings.MAX_MESSAGE_CHARS)
+prompt = st.chat_input("Message PoolChat")
 if prompt is not None:
     try:
         manager.check_message(prompt)

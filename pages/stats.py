@@ -5,7 +5,7 @@ import streamlit as st
 from pages.common import manager_or_stop
 
 manager = manager_or_stop()
-st.title("📊 PoolChat stats")
+st.title("PoolChat stats")
 
 
 @st.fragment(run_every=5)

@@ -1,0 +1,305 @@
+"""Sessions over the shared pool: what a user of the core library can rely on.
+
+Sessions hold no history in memory: it is in the store, so a new manager on the same
+database resumes every chat, and idle sessions can be evicted and reloaded freely.
+"""
+
+import asyncio
+import threading
+
+import openai
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+
+from core.agents import AgentSpec
+from core.errors import ChatError, MessageRejected
+from core.sessions import is_valid_session_id
+from core.store import INTERRUPTED, STOPPED
+from core.turns import Token, ToolCall, ToolResult
+from tests.fakes import offline_factory, observed_factory
+
+
+class TestPool:
+    def test_size_one_shares_one_agent_between_all_sessions(self, make_manager):
+        manager = make_manager()
+        sessions = [manager.create_session() for _ in range(5)]
+        assert {id(s.agent) for s in sessions} == {id(manager.pool.agents[0])}
+        assert manager.get_stats()["agent_pool_size"] == 1
+
+    def test_the_pool_is_built_once_not_per_session(self, make_manager):
+        built = []
+        factory = offline_factory()
+        manager = make_manager(agent_factory=lambda spec: built.append(spec) or factory(spec),
+                               pool_size=3)
+        for _ in range(20):
+            manager.create_session().send("hi")
+        assert len(built) == 3
+
+    def test_size_n_spreads_sessions_round_robin(self, make_manager):
+        manager = make_manager(pool_size=4)
+        sessions = [manager.create_session() for _ in range(8)]
+        agents = [manager.pool.agents.index(s.agent) for s in sessions]
+        assert agents == [0, 1, 2, 3, 0, 1, 2, 3]
+        for session in sessions:
+            session.send("hello")
+        assert [a["served"] for a in manager.get_stats()["pool"]] == [2, 2, 2, 2]
+
+
+class TestChatting:
+    def test_arithmetic_is_answered_through_a_tool_call(self, make_manager):
+        session = make_manager().create_session()
+        assert session.send("what is 12*7?") == "12*7 = 84"
+        kinds = [type(m) for m in session.messages]
+        assert kinds == [HumanMessage, AIMessage, ToolMessage, AIMessage]
+
+    def test_each_session_has_its_own_history(self, make_manager):
+        manager = make_manager()
+        lin, max_ = manager.create_session(), manager.create_session()
+        lin.send("My name is Lin Ortega.")
+        max_.send("My name is Max.")
+        assert lin.send("What is my name?") == "Your name is Lin Ortega."
+        assert max_.send("What is my name?") == "Your name is Max."
+        assert "haven't told me" in manager.create_session().send("What is my name?")
+
+    def test_streaming_yields_tool_steps_then_tokens_and_stores_the_turn(self, make_manager):
+        session = make_manager().create_session()
+        events = list(session.stream("what is 6*7"))
+        assert isinstance(events[0], ToolCall) and events[0].args == {"expression": "6*7"}
+        assert isinstance(events[1], ToolResult) and events[1].content == "42"
+        assert "".join(e.text for e in events if isinstance(e, Token)) == "6*7 = 42"
+        assert session.messages[-1].text == "6*7 = 42"
+
+    def test_a_stopped_stream_keeps_the_partial_reply_marked_stopped(self, make_manager):
+        manager = make_manager()
+        session = manager.create_session()
+        stream = session.stream("tell me a story")
+        first = next(stream)
+        assert isinstance(first, Token)
+        stream.close()
+        stored = manager.store.load_messages_with_status(session.session_id)
+        assert [(type(m), s) for m, s in stored] == [(HumanMessage, "complete"),
+                                                     (AIMessage, STOPPED)]
+        assert stored[-1][0].text == first.text
+        assert manager.pool.snapshot()[0]["in_flight"] == 0
+
+    def test_the_users_message_is_stored_before_the_model_is_called(self, make_manager):
+        seen = []
+        manager = make_manager(agent_factory=observed_factory(
+            lambda messages: seen.append(manager.store.count_messages())))
+        manager.create_session().send("hello")
+        assert seen == [1]
+
+    def test_a_provider_failure_is_a_clear_error_and_loses_nothing(self, make_manager):
+        import httpx
+        request = httpx.Request("POST", "http://127.0.0.1/v1/chat/completions")
+        failure = openai.RateLimitError("slow down", response=httpx.Response(
+            429, request=request), body=None)
+        manager = make_manager(agent_factory=offline_factory(fail_with=failure))
+        session = manager.create_session()
+        with pytest.raises(ChatError, match="rate-limiting"):
+            session.send("are you there?")
+        assert [m.text for m in session.messages] == ["are you there?"]
+        assert manager.get_stats()["pool"][0]["errors"] == 1
+        with pytest.raises(ChatError):
+            list(session.stream("still there?"))
+        assert [m.text for m in session.messages] == ["are you there?", "still there?"]
+
+    @pytest.mark.parametrize("text,reason", [
+        ("", "empty"), ("   \n\t ", "empty"), ("x" * 101, "too long"), (None, "text"),
+    ])
+    def test_bad_messages_are_refused_before_anything_is_stored(self, make_manager,
+                                                                 text, reason):
+        manager = make_manager(MAX_MESSAGE_CHARS=100)
+        session = manager.create_session()
+        with pytest.raises(MessageRejected, match=reason):
+            session.send(text)
+        assert manager.get_stats()["total_messages"] == 0
+
+    def test_control_characters_are_removed_from_messages(self, make_manager):
+        session = make_manager().create_session()
+        session.send("My name is\x00 Ada\x07.")
+        assert session.messages[0].text == "My name is Ada."
+
+
+class TestCustomAgents:
+    def test_a_custom_agent_overrides_the_pool_and_counts_in_stats(self, make_manager):
+        manager = make_manager()
+        session, other = manager.create_session(), manager.create_session()
+        session.agent = AgentSpec("offline-demo", "Be terse.", 0.1)
+        assert session.agent is not manager.pool.agents[0]
+        assert other.agent is manager.pool.agents[0]
+        assert manager.get_stats()["sessions_with_custom_agents"] == 1
+        session.agent = None
+        assert session.agent is manager.pool.agents[0]
+        assert manager.get_stats()["sessions_with_custom_agents"] == 0
+
+    def test_any_agent_object_can_be_set_for_this_process(self, make_manager):
+        manager = make_manager()
+        session = manager.create_session()
+        mine = offline_factory()(AgentSpec("offline-demo", "", 0))
+        session.agent = mine
+        assert session.agent is mine
+        assert session.send("2+2") == "2+2 = 4"
+        assert manager.get_stats()["sessions_with_custom_agents"] == 1
+        assert manager.pool.snapshot()[0]["served"] == 0
+
+    def test_a_custom_agent_spec_survives_a_restart(self, make_manager):
+        first = make_manager()
+        session = first.create_session()
+        spec = AgentSpec("offline-demo", "Be terse.", 0.3)
+        session.agent = spec
+        again = make_manager().get_session(session.session_id)
+        assert again.agent_spec == spec
+        assert again.has_custom_agent
+
+    def test_sessions_with_the_same_spec_share_one_built_agent(self, make_manager):
+        manager = make_manager()
+        spec = AgentSpec("offline-demo", "Same.", 0.5)
+        a, b = manager.create_session(), manager.create_session()
+        a.agent = spec
+        b.agent = spec
+        assert a.agent is b.agent
+
+
+class TestLifecycle:
+    def test_session_ids_are_long_random_and_url_safe(self, make_manager):
+        manager = make_manager()
+        ids = {manager.create_session().session_id for _ in range(200)}
+        assert len(ids) == 200
+        assert all(is_valid_session_id(i) and len(i) >= 32 for i in ids)
+
+    def test_a_session_without_messages_costs_no_row(self, make_manager):
+        manager = make_manager()
+        manager.create_session()
+        assert manager.store.count_sessions() == 0
+        assert manager.get_stats()["total_sessions"] == 1
+
+    def test_history_survives_a_new_manager_on_the_same_database(self, make_manager):
+        session = make_manager().create_session()
+        session.send("My name is Lin Ortega.")
+        restarted = make_manager()
+        again = restarted.get_session(session.session_id)
+        assert [m.text for m in again.messages] == [m.text for m in session.messages]
+        assert again.send("What is my name?") == "Your name is Lin Ortega."
+        assert restarted.get_stats()["total_sessions"] == 1
+        assert restarted.get_stats()["total_messages"] == 4
+
+    def test_idle_sessions_are_evicted_and_reloaded_on_demand(self, make_manager):
+        now = [1000.0]
+        manager = make_manager(clock=lambda: now[0], SESSION_IDLE_TTL=60)
+        kept, empty = manager.create_session(), manager.create_session()
+        kept.send("My name is Ada.")
+        now[0] += 61
+        assert manager.evict_idle() == 2
+        assert manager.sessions_in_memory == 0
+        assert manager.get_stats()["total_sessions"] == 1  # the empty one is gone
+        again = manager.get_session(kept.session_id)
+        assert again is not kept and again.send("What is my name?") == "Your name is Ada."
+        assert manager.get_session(empty.session_id) is None
+
+    def test_memory_holds_at_most_the_configured_number_of_sessions(self, make_manager):
+        manager = make_manager(MAX_SESSIONS_IN_MEMORY=10)
+        for _ in range(25):
+            manager.create_session()
+        assert manager.sessions_in_memory == 10
+        assert manager.get_stats()["total_sessions"] == 10
+
+    def test_unknown_and_malformed_ids_give_none(self, make_manager):
+        manager = make_manager()
+        assert manager.get_session("A" * 32) is None
+        assert manager.get_session("../../etc/passwd") is None
+        assert manager.get_session("") is None
+
+    def test_an_owner_sees_only_their_own_sessions(self, make_manager):
+        manager = make_manager()
+        mine = manager.create_session(owner="browser-a")
+        theirs = manager.create_session(owner="browser-b")
+        mine.send("hello")
+        theirs.send("hello")
+        assert [s["session_id"] for s in manager.list_sessions(owner="browser-a")] == [
+            mine.session_id]
+        assert manager.get_session(theirs.session_id, owner="browser-a") is None
+        assert not manager.delete_session(theirs.session_id, owner="browser-a")
+        assert manager.delete_session(mine.session_id, owner="browser-a")
+        assert manager.get_stats()["total_sessions"] == 1
+
+    def test_trimming_bounds_what_is_sent_but_storage_keeps_everything(self, make_manager):
+        sent = []
+        manager = make_manager(agent_factory=observed_factory(sent.append),
+                               HISTORY_MAX_TOKENS=200)
+        session = manager.create_session()
+        session.send("My name is Ada.")
+        for i in range(30):
+            session.send(f"Filler message number {i} with a few words in it.")
+        assert len(session.messages) == 62
+        assert len(sent[-1]) < 20
+        assert isinstance(sent[-1][1], HumanMessage)  # starts on a human after the system
+        assert session.send("What is my name?") == "You haven't told me your name in this chat yet."
+
+
+class TestConcurrency:
+    def test_hundreds_of_sessions_from_threads_get_their_own_replies(self, make_manager):
+        manager = make_manager(pool_size=4, AGENT_MAX_CONCURRENCY=4)
+        sessions = [manager.create_session() for _ in range(200)]
+        replies: dict[str, str] = {}
+        barrier = threading.Barrier(20)
+
+        def chat(chunk):
+            barrier.wait()
+            for i, session in chunk:
+                session.send(f"My name is User{i}.")
+                replies[session.session_id] = session.send("What is my name?")
+
+        work = list(enumerate(sessions))
+        threads = [threading.Thread(target=chat, args=(work[k::20],)) for k in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for i, session in enumerate(sessions):
+            assert replies[session.session_id] == f"Your name is User{i}."
+        stats = manager.get_stats()
+        assert stats["total_messages"] == 200 * 4
+        assert sum(a["served"] for a in stats["pool"]) == 400
+        assert stats["pool_in_flight"] == 0
+
+    def test_hundreds_of_sessions_from_asyncio_and_threads_at_once(self, make_manager):
+        manager = make_manager(agent_factory=offline_factory(latency=0.001), pool_size=2,
+                               AGENT_MAX_CONCURRENCY=8)
+        async_sessions = [manager.create_session() for _ in range(150)]
+        thread_sessions = [manager.create_session() for _ in range(50)]
+        results: dict[str, str] = {}
+
+        async def one(i, session):
+            await session.asend(f"My name is Async{i}.")
+            results[session.session_id] = await session.asend("What is my name?")
+
+        async def all_async():
+            await asyncio.gather(*(one(i, s) for i, s in enumerate(async_sessions)))
+
+        def threaded(i, session):
+            session.send(f"My name is Thread{i}.")
+            results[session.session_id] = session.send("What is my name?")
+
+        threads = [threading.Thread(target=threaded, args=(i, s))
+                   for i, s in enumerate(thread_sessions)]
+        for thread in threads:
+            thread.start()
+        asyncio.run(all_async())
+        for thread in threads:
+            thread.join()
+        for i, session in enumerate(async_sessions):
+            assert results[session.session_id] == f"Your name is Async{i}."
+        for i, session in enumerate(thread_sessions):
+            assert results[session.session_id] == f"Your name is Thread{i}."
+        assert manager.get_stats()["total_messages"] == 200 * 4
+
+    def test_async_streaming_matches_sync_streaming(self, make_manager):
+        session = make_manager().create_session()
+
+        async def collect():
+            return [e async for e in session.astream("what is 6*7")]
+
+        events = asyncio.run(collect())
+        assert [type(e) for e in events[:2]] == [ToolCall, ToolResult]
+        assert session.messages[-1].text == "6*7 = 42"

@@ -1,0 +1,66 @@
+"""The store: schema migrations, message round trips, ordering — on SQLite and PostgreSQL."""
+
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from sqlalchemy import inspect
+
+from core.migrations import MIGRATIONS, applied, migrate
+from core.store import STOPPED, SessionStore, metadata
+
+
+def test_a_blank_database_gets_the_whole_schema(store):
+    assert applied(store.engine) == [m.__name__ for m in MIGRATIONS]
+    assert {"sessions", "messages", "schema_migrations"} <= set(
+        inspect(store.engine).get_table_names())
+
+
+def test_migrating_twice_is_a_noop(store):
+    assert migrate(store.engine, metadata) == []
+    assert SessionStore(store.url, engine=store.engine).count_sessions() == 0
+
+
+def test_messages_round_trip_with_tool_calls_in_order(store):
+    store.ensure_session("s" * 32, owner="browser-1", title="Sums")
+    batch = [
+        HumanMessage("what is 12*7?"),
+        AIMessage("", tool_calls=[{"name": "calculator", "args": {"expression": "12*7"},
+                                   "id": "call_1"}]),
+        ToolMessage("84", tool_call_id="call_1", name="calculator"),
+        AIMessage("12*7 = 84"),
+    ]
+    store.append_messages("s" * 32, batch)
+    loaded = store.load_messages("s" * 32)
+    assert [type(m) for m in loaded] == [type(m) for m in batch]
+    assert loaded[1].tool_calls[0]["args"] == {"expression": "12*7"}
+    assert loaded[2].tool_call_id == "call_1"
+    assert store.load_messages("s" * 32, last=2) == loaded[2:]
+
+
+def test_a_partial_reply_keeps_its_status(store):
+    store.ensure_session("p" * 32)
+    store.append_messages("p" * 32, [HumanMessage("hi")])
+    store.append_messages("p" * 32, [AIMessage("half a rep")], status=STOPPED)
+    assert [s for _, s in store.load_messages_with_status("p" * 32)] == ["complete", STOPPED]
+
+
+def test_ensure_session_is_idempotent_and_lists_by_owner(store):
+    for _ in range(2):
+        store.ensure_session("a" * 32, owner="one", title="first")
+    store.ensure_session("b" * 32, owner="two", title="second")
+    assert [s["id"] for s in store.list_sessions(owner="one")] == ["a" * 32]
+    assert store.count_sessions() == 2
+
+
+def test_deleting_a_session_deletes_its_messages(store):
+    store.ensure_session("d" * 32)
+    store.append_messages("d" * 32, [HumanMessage("bye")])
+    assert store.delete_session("d" * 32)
+    assert store.count_messages() == 0 and store.get_session("d" * 32) is None
+    assert not store.delete_session("d" * 32)
+
+
+def test_sqlite_runs_in_wal_mode(sqlite_url):
+    store = SessionStore(sqlite_url)
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+    store.close()
