@@ -1,11 +1,81 @@
-"""PoolChat's Streamlit entry point: a frame that declares the pages."""
+"""PoolChat's entry point: ``streamlit run app.py``.
+
+Imported by Streamlit's server, this module defines ``app``: Streamlit plus a cookie that
+gives each browser a random, stable identity (pages can read cookies but not set them)
+and the ``/api/stats.json`` monitoring route. Run as the Streamlit script, it is the frame
+that declares the pages.
+"""
+
+from __future__ import annotations
+
+import secrets
 
 import streamlit as st
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.requests import Request, cookie_parser
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
-st.set_page_config(page_title="PoolChat", page_icon=":material/forum:", layout="wide")
+from pages.common import BROWSER_COOKIE, BROWSER_COOKIE_MAX_AGE, load_app_settings
+from core.runtime import shared_manager, shared_recorder
+from core.stats import public_stats
 
-navigation = st.navigation([
-    st.Page("pages/chat.py", title="Chat", icon=":material/chat:", url_path="chat", default=True),
-    st.Page("pages/stats.py", title="Stats", icon=":material/monitoring:", url_path="stats"),
-])
-navigation.run()
+
+class BrowserIdCookie:
+    """ASGI middleware: give a browser without one a random HttpOnly, SameSite=Lax id."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or self._has_cookie(scope):
+            await self.app(scope, receive, send)
+            return
+        secure = "; Secure" if _is_https(scope) else ""
+        cookie = (f"{BROWSER_COOKIE}={secrets.token_urlsafe(24)}; Path=/; "
+                  f"Max-Age={BROWSER_COOKIE_MAX_AGE}; HttpOnly; SameSite=Lax{secure}")
+
+        async def send_with_cookie(message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", []), (b"set-cookie", cookie.encode())]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+    @staticmethod
+    def _has_cookie(scope) -> bool:
+        for name, value in scope.get("headers", []):
+            if name == b"cookie" and BROWSER_COOKIE in cookie_parser(value.decode("latin-1")):
+                return True
+        return False
+
+
+def _is_https(scope) -> bool:
+    forwarded = dict(scope.get("headers", [])).get(b"x-forwarded-proto", b"")
+    return scope.get("scheme") == "https" or forwarded == b"https"
+
+
+async def stats_json(request: Request) -> JSONResponse:
+    """Aggregates for monitoring: counts and pool counters, no text and no ids."""
+
+    def collect():
+        manager = shared_manager(load_app_settings)
+        return public_stats(manager, shared_recorder())
+
+    return JSONResponse(await run_in_threadpool(collect),
+                        headers={"Cache-Control": "no-store"})
+
+
+app = st.App("app.py", routes=[Route("/api/stats.json", stats_json)],
+             middleware=[Middleware(BrowserIdCookie)])
+
+if __name__ == "__main__":
+    st.set_page_config(page_title="PoolChat", page_icon=":material/forum:", layout="wide")
+    st.navigation([
+        st.Page("pages/chat.py", title="Chat", icon=":material/chat:", url_path="chat",
+                default=True),
+        st.Page("pages/stats.py", title="Stats", icon=":material/monitoring:",
+                url_path="stats"),
+    ]).run()

@@ -30,6 +30,14 @@ class AgentSpec:
     system_prompt: str
     temperature: float
 
+    def __post_init__(self) -> None:
+        if not self.model.strip() or len(self.model) > 200:
+            raise ValueError("The model name must be 1 to 200 characters.")
+        if len(self.system_prompt) > 20_000:
+            raise ValueError("The system prompt must be at most 20,000 characters.")
+        if not 0 <= self.temperature <= 2:
+            raise ValueError("The temperature must be between 0 and 2.")
+
     @classmethod
     def default(cls, settings: Settings) -> AgentSpec:
         model = OFFLINE_MODEL_NAME if settings.offline else settings.CHAT_MODEL
@@ -46,7 +54,8 @@ class AgentSpec:
 def build_chat_model(settings: Settings, spec: AgentSpec) -> BaseChatModel:
     """ChatOpenAI when an API key is configured, else the offline demo model."""
     if settings.offline or spec.model == OFFLINE_MODEL_NAME:
-        return OfflineChatModel(temperature=spec.temperature)
+        return OfflineChatModel(temperature=spec.temperature,
+                                stream_delay=settings.OFFLINE_STREAM_DELAY)
     from langchain_openai import ChatOpenAI
 
     return ChatOpenAI(

@@ -62,6 +62,9 @@ class Settings(BaseModel):
         "a text of at most 20000 characters",
         max_length=20_000,
     )
+    OFFLINE_STREAM_DELAY: float = _setting(
+        0.01, "a number of seconds from 0 to 1", ge=0, le=1
+    )
     OPENAI_TIMEOUT: float = _setting(60.0, "a number of seconds from 1 to 600", ge=1, le=600)
     OPENAI_MAX_RETRIES: int = _setting(2, "an integer from 0 to 10", ge=0, le=10)
 

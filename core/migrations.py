@@ -9,7 +9,21 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from sqlalchemy import Column, Float, MetaData, String, Table, select
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    inspect,
+    select,
+    text,
+)
 from sqlalchemy.engine import Connection, Engine
 
 Migration = Callable[[Connection, MetaData], None]
@@ -24,12 +38,48 @@ schema_migrations = Table(
 
 
 def m001_initial(conn: Connection, metadata: MetaData) -> None:
-    """Sessions and messages as declared in ``core.store``."""
-    for name in ("sessions", "messages"):
-        metadata.tables[name].create(conn, checkfirst=True)
+    """Sessions and messages, as first released (frozen here: history does not change)."""
+    v1 = MetaData()
+    Table("sessions", v1,
+          Column("id", String(64), primary_key=True),
+          Column("owner", String(64), nullable=True),
+          Column("title", String(200), nullable=False),
+          Column("agent_spec", Text, nullable=True),
+          Column("created_at", Float, nullable=False),
+          Column("updated_at", Float, nullable=False),
+          Index("ix_sessions_owner_updated", "owner", "updated_at"))
+    Table("messages", v1,
+          Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                 autoincrement=True),
+          Column("session_id", String(64), ForeignKey("sessions.id", ondelete="CASCADE"),
+                 nullable=False),
+          Column("role", String(16), nullable=False),
+          Column("content", Text, nullable=False),
+          Column("payload", Text, nullable=False),
+          Column("status", String(16), nullable=False),
+          Column("created_at", Float, nullable=False),
+          Index("ix_messages_session_id", "session_id", "id"))
+    v1.create_all(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Migration] = [m001_initial]
+def m002_agent_usage(conn: Connection, metadata: MetaData) -> None:
+    """Which model answered each message, and each session's custom model (usage stats)."""
+    columns = {
+        "sessions": ["agent_model"],
+        "messages": ["model", "custom_agent"],
+    }
+    inspector = inspect(conn)
+    for table, names in columns.items():
+        present = {c["name"] for c in inspector.get_columns(table)}
+        for name in names:
+            if name not in present:
+                column = metadata.tables[table].c[name]
+                kind = column.type.compile(dialect=conn.dialect)
+                default = " NOT NULL DEFAULT FALSE" if name == "custom_agent" else ""
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {kind}{default}"))
+
+
+MIGRATIONS: list[Migration] = [m001_initial, m002_agent_usage]
 
 
 def applied(engine: Engine) -> list[str]:
@@ -38,12 +88,13 @@ def applied(engine: Engine) -> list[str]:
             select(schema_migrations.c.name).order_by(schema_migrations.c.name))]
 
 
-def migrate(engine: Engine, metadata: MetaData) -> list[str]:
+def migrate(engine: Engine, metadata: MetaData,
+            steps: list[Migration] | None = None) -> list[str]:
     """Apply missing migrations; returns the names applied now. Running it twice is a no-op."""
     _tracking.create_all(engine, checkfirst=True)
     done = set(applied(engine))
     ran = []
-    for step in MIGRATIONS:
+    for step in MIGRATIONS if steps is None else steps:
         if step.__name__ in done:
             continue
         with engine.begin() as conn:

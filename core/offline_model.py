@@ -47,11 +47,16 @@ _RECALL_ASKED = re.compile(r"\bwhat did i (?:say|ask|write)\b", re.I)
 
 
 class OfflineChatModel(BaseChatModel):
-    """A deterministic chat model for demos and tests; ``latency`` simulates a provider."""
+    """A deterministic chat model for demos and tests.
+
+    ``latency`` simulates a provider's time to answer; ``stream_delay`` paces streamed
+    words so that streaming (and stopping it) can be seen in the UI.
+    """
 
     model_name: str = OFFLINE_MODEL_NAME
     temperature: float = 0.0
     latency: float = 0.0
+    stream_delay: float = 0.0
     tool_names: tuple[str, ...] = ()
 
     @property
@@ -89,6 +94,8 @@ class OfflineChatModel(BaseChatModel):
             return
         words = re.findall(r"\S+\s*", reply.text)
         for i, word in enumerate(words):
+            if i and self.stream_delay:
+                time.sleep(self.stream_delay)
             last = i == len(words) - 1
             chunk = AIMessageChunk(content=word, response_metadata=(
                 {"finish_reason": "stop", "model_name": self.model_name} if last else {}))

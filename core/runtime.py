@@ -7,24 +7,39 @@ from collections.abc import Callable
 
 from core.config import Settings
 from core.sessions import ChatbotSessionManager
+from core.stats import StatsRecorder
 
 _lock = threading.Lock()
 _manager: ChatbotSessionManager | None = None
+_recorder: StatsRecorder | None = None
 
 
 def shared_manager(load: Callable[[], Settings]) -> ChatbotSessionManager:
-    """Build the manager on first use (settings from ``load``) and return it ever after."""
-    global _manager
+    """Build the manager on first use (settings from ``load``) and return it ever after.
+
+    Its stats recorder starts sampling in the background at the same time.
+    """
+    global _manager, _recorder
     with _lock:
         if _manager is None:
-            _manager = ChatbotSessionManager(settings=load())
+            manager = ChatbotSessionManager(settings=load())
+            _recorder = StatsRecorder(manager)
+            _recorder.start()
+            _manager = manager
         return _manager
 
 
+def shared_recorder() -> StatsRecorder | None:
+    """The shared manager's stats recorder, once the manager exists."""
+    return _recorder
+
+
 def reset_shared_manager() -> None:
-    """Close and forget the manager (tests, and a clean shutdown)."""
-    global _manager
+    """Stop sampling, close and forget the manager (tests, and a clean shutdown)."""
+    global _manager, _recorder
     with _lock:
+        if _recorder is not None:
+            _recorder.stop()
         if _manager is not None:
             _manager.close()
-        _manager = None
+        _manager, _recorder = None, None

@@ -104,6 +104,10 @@ class ChatbotSession:
     def astream(self, text: str) -> AsyncIterator[turns.Event]:
         return self._manager.astream(self, text)
 
+    def regenerate(self) -> Iterator[turns.Event]:
+        """Stream a new answer to the last user message, replacing the old one."""
+        return self._manager.regenerate(self)
+
 
 class ChatbotSessionManager:
     """Builds the agent pool once and serves every session from it."""
@@ -317,16 +321,49 @@ class ChatbotSessionManager:
             raise describe_error(exc) from exc
         return turns.model_input([*history, human], self.settings.HISTORY_MAX_TOKENS)
 
+    def _rewind(self, session: ChatbotSession) -> list[BaseMessage]:
+        """Drop everything after the last user message; return the model's input again."""
+        with self._lock:
+            self._remember(session)
+        try:
+            rows = self.store.load_rows(session.session_id, last=HISTORY_WINDOW)
+            last_human = max((i for i, (_, m, _) in enumerate(rows)
+                              if isinstance(m, HumanMessage)), default=None)
+            if last_human is None:
+                raise MessageRejected("There is no message to answer again.")
+            self.store.delete_messages_after(session.session_id, rows[last_human][0])
+        except MessageRejected:
+            raise
+        except Exception as exc:
+            raise describe_error(exc) from exc
+        history = [m for _, m, _ in rows[:last_human + 1]]
+        return turns.model_input(history, self.settings.HISTORY_MAX_TOKENS)
+
     def _finish(self, session: ChatbotSession, done: turns.TurnResult,
                 status: str | None) -> None:
         """Store what the turn produced; a partial reply is stored with its status."""
-        self.store.append_messages(session.session_id, done.messages)
+        if session._spec is not None:
+            model = session._spec.model
+        else:
+            model = "custom" if session._custom is not None else self.default_spec.model
+        mark = {"model": model, "custom_agent": session.has_custom_agent}
+        self.store.append_messages(session.session_id, done.messages, **mark)
         if status and done.partial:
             self.store.append_messages(session.session_id, [AIMessage("".join(done.partial))],
-                                       status=status)
+                                       status=status, **mark)
 
     def send(self, session: ChatbotSession, text: str) -> str:
-        history = self._accept(session, text)
+        return self._answer(session, self._accept(session, text))
+
+    def stream(self, session: ChatbotSession, text: str) -> Iterator[turns.Event]:
+        """Yield tokens and tool steps; if the consumer stops early the partial is kept."""
+        return self._stream_answer(session, self._accept(session, text))
+
+    def regenerate(self, session: ChatbotSession) -> Iterator[turns.Event]:
+        """Answer the last user message again, replacing the reply that followed it."""
+        return self._stream_answer(session, self._rewind(session))
+
+    def _answer(self, session: ChatbotSession, history: list[BaseMessage]) -> str:
         try:
             with self._borrow(session) as agent:
                 done = turns.invoke(agent, history)
@@ -335,9 +372,8 @@ class ChatbotSessionManager:
         self._finish(session, done, None)
         return done.reply
 
-    def stream(self, session: ChatbotSession, text: str) -> Iterator[turns.Event]:
-        """Yield tokens and tool steps; if the consumer stops early the partial is kept."""
-        history = self._accept(session, text)
+    def _stream_answer(self, session: ChatbotSession, history: list[BaseMessage]
+                       ) -> Iterator[turns.Event]:
         done, status = turns.TurnResult(), STOPPED
         try:
             with self._borrow(session) as agent:

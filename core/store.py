@@ -17,6 +17,7 @@ from typing import Any
 from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Float,
     ForeignKey,
@@ -49,6 +50,7 @@ sessions = Table(
     Column("owner", String(64), nullable=True),
     Column("title", String(200), nullable=False, default=""),
     Column("agent_spec", Text, nullable=True),  # JSON of AgentSpec when custom
+    Column("agent_model", String(200), nullable=True),  # its model, for usage stats
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Index("ix_sessions_owner_updated", "owner", "updated_at"),
@@ -65,6 +67,8 @@ messages = Table(
     Column("content", Text, nullable=False),
     Column("payload", Text, nullable=False),  # message_to_dict JSON
     Column("status", String(16), nullable=False, default="complete"),
+    Column("model", String(200), nullable=True),  # which model answered (AI messages)
+    Column("custom_agent", Boolean, nullable=False, default=False),
     Column("created_at", Float, nullable=False),
     Index("ix_messages_session_id", "session_id", "id"),
 )
@@ -137,8 +141,7 @@ class SessionStore:
             with self.engine.begin() as conn:
                 conn.execute(insert(sessions).values(
                     id=session_id, owner=owner, title=title[:200],
-                    agent_spec=json.dumps(agent_spec) if agent_spec else None,
-                    created_at=now, updated_at=now))
+                    **_spec_columns(agent_spec), created_at=now, updated_at=now))
         except IntegrityError:
             pass  # another thread or replica created it first
 
@@ -157,8 +160,7 @@ class SessionStore:
 
     def update_session(self, session_id: str, **values: Any) -> None:
         if "agent_spec" in values:
-            spec = values["agent_spec"]
-            values["agent_spec"] = json.dumps(spec) if spec else None
+            values.update(_spec_columns(values.pop("agent_spec")))
         if "title" in values:
             values["title"] = values["title"][:200]
         with self.engine.begin() as conn:
@@ -173,15 +175,20 @@ class SessionStore:
 
     # -- messages -------------------------------------------------------------------
     def append_messages(self, session_id: str, batch: Sequence[BaseMessage],
-                        status: str = COMPLETE) -> None:
-        """Append in order, in one transaction, and touch the session's ``updated_at``."""
+                        status: str = COMPLETE, model: str | None = None,
+                        custom_agent: bool = False) -> None:
+        """Append in order, in one transaction, and touch the session's ``updated_at``.
+
+        ``model`` and ``custom_agent`` record which agent answered, on AI messages.
+        """
         if not batch:
             return
         now = time.time()
         rows = [{
             "session_id": session_id, "role": _role(m), "content": m.text,
             "payload": json.dumps(message_to_dict(m), default=str), "status": status,
-            "created_at": now,
+            "model": model if m.type == "ai" else None,
+            "custom_agent": custom_agent and m.type == "ai", "created_at": now,
         } for m in batch]
         with self.engine.begin() as conn:
             conn.execute(insert(messages), rows)
@@ -194,7 +201,12 @@ class SessionStore:
 
     def load_messages_with_status(self, session_id: str, last: int | None = None
                                   ) -> list[tuple[BaseMessage, str]]:
-        query = select(messages.c.payload, messages.c.status).where(
+        return [(m, status) for _, m, status in self.load_rows(session_id, last)]
+
+    def load_rows(self, session_id: str, last: int | None = None
+                  ) -> list[tuple[int, BaseMessage, str]]:
+        """(id, message, status) in order; the newest ``last`` when given."""
+        query = select(messages.c.id, messages.c.payload, messages.c.status).where(
             messages.c.session_id == session_id)
         if last is None:
             query = query.order_by(messages.c.id)
@@ -204,8 +216,15 @@ class SessionStore:
             rows = conn.execute(query).all()
         if last is not None:
             rows.reverse()
-        loaded = messages_from_dict([json.loads(payload) for payload, _ in rows])
-        return list(zip(loaded, (status for _, status in rows)))
+        loaded = messages_from_dict([json.loads(payload) for _, payload, _ in rows])
+        return [(row[0], message, row[2]) for row, message in zip(rows, loaded)]
+
+    def delete_messages_after(self, session_id: str, message_id: int) -> int:
+        """Remove the session's messages newer than ``message_id`` (regenerating a reply)."""
+        with self.engine.begin() as conn:
+            result = conn.execute(delete(messages).where(
+                messages.c.session_id == session_id, messages.c.id > message_id))
+        return result.rowcount
 
     def count_messages(self, session_id: str | None = None) -> int:
         query = select(func.count()).select_from(messages)
@@ -225,6 +244,31 @@ class SessionStore:
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
+    def usage_by_agent(self, shared_model: str = "") -> list[dict[str, Any]]:
+        """Sessions and assistant messages per (custom or shared, model).
+
+        Sessions on the shared pool have no model of their own: they count under
+        ``shared_model``.
+        """
+        by_session = select(sessions.c.agent_model, func.count()).group_by(
+            sessions.c.agent_model)
+        by_message = select(messages.c.custom_agent, messages.c.model, func.count()).where(
+            messages.c.role == "ai").group_by(messages.c.custom_agent, messages.c.model)
+        usage: dict[tuple[bool, str], dict[str, Any]] = {}
+
+        def entry(custom: bool, model: str | None) -> dict[str, Any]:
+            key = (custom, model or "")
+            return usage.setdefault(key, {"agent": "custom" if custom else "shared",
+                                          "model": model or "", "sessions": 0,
+                                          "messages": 0})
+
+        with self.engine.connect() as conn:
+            for model, count in conn.execute(by_session):
+                entry(model is not None, model or shared_model)["sessions"] += count
+            for custom, model, count in conn.execute(by_message):
+                entry(bool(custom), model)["messages"] += count
+        return sorted(usage.values(), key=lambda u: (u["agent"], u["model"]))
+
     def session_ids(self, ids: Iterable[str]) -> set[str]:
         """Which of ``ids`` have a row."""
         wanted = list(ids)
@@ -233,6 +277,11 @@ class SessionStore:
         with self.engine.connect() as conn:
             rows = conn.execute(select(sessions.c.id).where(sessions.c.id.in_(wanted)))
             return {row[0] for row in rows}
+
+
+def _spec_columns(spec: dict[str, Any] | None) -> dict[str, Any]:
+    return {"agent_spec": json.dumps(spec) if spec else None,
+            "agent_model": spec["model"] if spec else None}
 
 
 def _session_dict(row: Any) -> dict[str, Any]:

@@ -1,104 +1,231 @@
-"""The chat page: one conversation per browser session, resumable from the URL."""
+"""The chat page: this browser's conversations, streaming replies, per-chat settings.
+
+The conversation shown is the one named in the URL (``?session=...``), so a reload, a
+bookmark or a server restart resumes it; a conversation of another browser never opens.
+"""
 
 from __future__ import annotations
 
-import streamlit as st
-from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from collections.abc import Iterator
 
+import streamlit as st
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+
+from core.agents import AgentSpec
 from core.errors import ChatError, MessageRejected
+from core.export import conversation_json, conversation_markdown
+from core.offline_model import OFFLINE_MODEL_NAME
 from core.sessions import ChatbotSession, ChatbotSessionManager
-from core.turns import Token, ToolCall, ToolResult
-from pages.common import manager_or_stop
+from core.store import COMPLETE, STOPPED
+from core.turns import Event, Token, ToolCall, ToolResult
+from pages.common import browser_id, manager_or_stop
 
 SESSION_PARAM = "session"
+SHOWN_MESSAGES = 200
+STATUS_NOTES = {STOPPED: "Stopped by you — partial reply.",
+                "interrupted": "Interrupted by an error — partial reply."}
 
 
-def current_session(manager: ChatbotSessionManager) -> ChatbotSession:
-    """This browser tab's session: from the URL if valid and known, else a new one."""
+# -- which conversation --------------------------------------------------------------
+def open_session(manager: ChatbotSessionManager, owner: str) -> ChatbotSession:
+    """The conversation in the URL if it is this browser's, else a new one (with a notice)."""
     wanted = st.query_params.get(SESSION_PARAM)
-    session = st.session_state.get("chat_session")
-    if session is not None and session.session_id == wanted:
-        return session
-    found = manager.get_session(wanted) if wanted else None
-    if found is None:
+    current = st.session_state.get("chat_session")
+    if current is not None and current.session_id == wanted:
+        return current
+    session = manager.get_session(wanted, owner=owner) if wanted else None
+    if session is None:
         if wanted:
-            st.toast("That chat link is unknown or expired, so a new chat was started.")
-        found = manager.create_session()
-        st.query_params[SESSION_PARAM] = found.session_id
-    st.session_state.chat_session = found
-    return found
+            st.toast("That chat link is unknown here, so a new chat was started.",
+                     icon=":material/info:")
+        session = manager.create_session(owner=owner)
+    switch_to(session)
+    return session
 
 
-def render_tool_step(call: dict, result: str | None) -> None:
-    args = ", ".join(f"{name}={value!r}" for name, value in call["args"].items())
-    label = f":material/build: {call['name']}({args})"
-    with st.expander(label, expanded=False):
+def switch_to(session: ChatbotSession) -> None:
+    st.session_state.chat_session = session
+    st.query_params[SESSION_PARAM] = session.session_id
+
+
+# -- sidebar -------------------------------------------------------------------------
+def conversation_list(manager: ChatbotSessionManager, session: ChatbotSession,
+                      owner: str) -> None:
+    if st.sidebar.button("New chat", icon=":material/add:", use_container_width=True):
+        switch_to(manager.create_session(owner=owner))
+        st.rerun()
+    st.sidebar.caption("Your conversations")
+    conversations = manager.list_sessions(owner=owner, limit=50)
+    if not conversations:
+        st.sidebar.caption("None yet: send a message to start one.")
+    for info in conversations:
+        current = info["session_id"] == session.session_id
+        if st.sidebar.button(info["title"] or "Untitled", key=f"open-{info['session_id']}",
+                             type="primary" if current else "secondary",
+                             use_container_width=True, disabled=current):
+            resumed = manager.get_session(info["session_id"], owner=owner)
+            if resumed is not None:
+                switch_to(resumed)
+            st.rerun()
+
+
+def conversation_actions(manager: ChatbotSessionManager, session: ChatbotSession,
+                         owner: str, title: str) -> None:
+    with st.sidebar.expander("This conversation", icon=":material/edit_note:"):
+        new_title = st.text_input("Title", value=title, max_chars=200,
+                                  key=f"title-{session.session_id}")
+        if st.button("Rename", key="rename", disabled=new_title.strip() in ("", title)):
+            manager.rename_session(session, new_title)
+            st.rerun()
+        rows = manager.store.load_messages_with_status(session.session_id)
+        name = (title or "conversation")[:40].strip().replace(" ", "-") or "conversation"
+        st.download_button("Export Markdown", conversation_markdown(title, rows),
+                           file_name=f"{name}.md", mime="text/markdown",
+                           icon=":material/download:", disabled=not rows)
+        st.download_button("Export JSON", conversation_json(title, rows),
+                           file_name=f"{name}.json", mime="application/json",
+                           icon=":material/data_object:", disabled=not rows)
+        confirm = st.checkbox("Yes, delete this conversation", key="confirm-delete")
+        if st.button("Delete", icon=":material/delete:", disabled=not confirm):
+            manager.delete_session(session.session_id, owner=owner)
+            st.session_state.pop("confirm-delete", None)
+            switch_to(manager.create_session(owner=owner))
+            st.rerun()
+
+
+def agent_settings(manager: ChatbotSessionManager, session: ChatbotSession) -> None:
+    spec = session.agent_spec or manager.default_spec
+    offline = manager.settings.offline
+    with st.sidebar.expander("Agent settings", icon=":material/tune:"):
+        if session.has_custom_agent:
+            st.caption(f"This chat uses its own agent ({spec.model}).")
+        else:
+            st.caption(f"This chat uses the shared agent pool ({spec.model}).")
+        with st.form("agent-settings", border=False):
+            model = st.text_input("Model", value=spec.model, disabled=offline,
+                                  help="Offline demo mode has one model." if offline else None)
+            prompt = st.text_area("System prompt", value=spec.system_prompt, max_chars=20_000)
+            temperature = st.slider("Temperature", 0.0, 2.0, float(spec.temperature), 0.1)
+            applied = st.form_submit_button("Use these settings")
+        if applied:
+            try:
+                session.agent = AgentSpec(OFFLINE_MODEL_NAME if offline else model.strip(),
+                                          prompt, temperature)
+            except ValueError as exc:
+                st.error(str(exc))
+            else:
+                st.rerun()
+        if session.has_custom_agent and st.button("Reset to shared agent",
+                                                  icon=":material/restart_alt:"):
+            session.agent = None
+            st.rerun()
+
+
+# -- messages ------------------------------------------------------------------------
+def tool_step(name: str, args: dict, result: str | None) -> None:
+    shown = ", ".join(f"{key}={value!r}" for key, value in args.items())
+    with st.expander(f":material/build: {name}({shown})"):
         st.caption("Input")
-        st.json(call["args"])
+        st.json(args)
         st.caption("Result")
         st.code(result if result is not None else "(no result)", language=None)
 
 
-def render_history(session: ChatbotSession) -> None:
-    results = {}
-    history = session.messages
-    for message in history:
-        if isinstance(message, ToolMessage):
-            results[message.tool_call_id] = message.text
-    for message in history:
+def show_history(rows: list[tuple[BaseMessage, str]]) -> None:
+    results = {m.tool_call_id: m.text for m, _ in rows if isinstance(m, ToolMessage)}
+    for message, status in rows:
         if isinstance(message, HumanMessage):
             with st.chat_message("user"):
                 st.text(message.text)
         elif isinstance(message, AIMessage):
             with st.chat_message("assistant"):
                 for call in message.tool_calls:
-                    render_tool_step(call, results.get(call["id"]))
+                    tool_step(call["name"], call["args"], results.get(call["id"]))
                 if message.text:
                     st.markdown(message.text)
+                if status != COMPLETE:
+                    st.caption(STATUS_NOTES.get(status, status))
 
 
-def stream_reply(session: ChatbotSession, text: str) -> None:
-    with st.chat_message("user"):
-        st.text(text)
+def stream_reply(events: Iterator[Event]) -> str | None:
+    """Show tool steps and stream the text; returns an error message if the turn failed.
+
+    On a stop the script ends inside ``write_stream``; closing the events lets the
+    manager save the partial reply, marked as stopped.
+    """
     with st.chat_message("assistant"):
         steps = st.container()
-        calls: dict[str, dict] = {}
+        calls: dict[str, ToolCall] = {}
 
-        def tokens():
-            for event in session.stream(text):
+        def text() -> Iterator[str]:
+            for event in events:
                 if isinstance(event, Token):
                     yield event.text
                 elif isinstance(event, ToolCall):
-                    calls[event.call_id] = {"name": event.name, "args": event.args}
+                    calls[event.call_id] = event
                 elif isinstance(event, ToolResult):
+                    call = calls.get(event.call_id)
                     with steps:
-                        render_tool_step(calls.get(event.call_id, {"name": event.name,
-                                                                   "args": {}}),
-                                         event.content)
+                        tool_step(event.name, call.args if call else {}, event.content)
 
         try:
-            st.write_stream(tokens())
+            st.write_stream(text())
         except ChatError as exc:
-            st.error(str(exc))
+            return str(exc)
+        finally:
+            events.close()
+    return None
 
 
+def start_turn(session: ChatbotSession, prompt: str | None
+               ) -> tuple[Iterator[Event] | None, str | None]:
+    """Store the user's message (or rewind for a regenerate) before anything is shown."""
+    try:
+        if st.session_state.pop("regenerate", False):
+            return session.regenerate(), None
+        if prompt is not None:
+            return session.stream(prompt), None
+    except (MessageRejected, ChatError) as exc:
+        return None, str(exc)
+    return None, None
+
+
+def request_regenerate() -> None:
+    st.session_state.regenerate = True
+
+
+# -- page ----------------------------------------------------------------------------
 manager = manager_or_stop()
-session = current_session(manager)
+owner = browser_id()
+session = open_session(manager, owner)
+prompt = st.chat_input("Message PoolChat", submit_mode="stop")
+events, refusal = start_turn(session, prompt)
+stored = manager.store.get_session(session.session_id)
+title = stored["title"] if stored else ""
 
-st.title("PoolChat")
+conversation_list(manager, session, owner)
+conversation_actions(manager, session, owner, title)
+agent_settings(manager, session)
+
+st.title(title or "New chat")
 if manager.settings.offline:
     st.info("**Offline demo mode** — replies come from PoolChat's built-in offline model, "
             "not an LLM. It can do arithmetic, tell the time and remember your name. "
             "Set `OPENAI_API_KEY` (and `OPENAI_BASE_URL` for Ollama, vLLM or llama.cpp) "
             "to chat with a real model.", icon=":material/cloud_off:")
 
-render_history(session)
+rows = manager.store.load_messages_with_status(session.session_id, last=SHOWN_MESSAGES)
+if len(rows) == SHOWN_MESSAGES:
+    st.caption(f"Showing the latest {SHOWN_MESSAGES} messages; export to see them all.")
+show_history(rows)
 
-prompt = st.chat_input("Message PoolChat")
-if prompt is not None:
-    try:
-        manager.check_message(prompt)
-    except MessageRejected as exc:
-        st.warning(str(exc))
-    else:
-        stream_reply(session, prompt)
+failure = stream_reply(events) if events is not None else None
+if refusal:
+    st.warning(refusal, icon=":material/block:")
+if failure:
+    st.error(failure, icon=":material/error:")
+last = manager.store.load_messages(session.session_id, last=1)
+if last:
+    label = "Retry" if isinstance(last[0], HumanMessage) else "Regenerate"
+    st.button(label, icon=":material/refresh:", key="regenerate-button",
+              on_click=request_regenerate)

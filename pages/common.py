@@ -1,4 +1,4 @@
-"""What every page shares: the process-wide session manager, built from configuration."""
+"""What every page shares: the process-wide session manager and the browser's identity."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ from typing import Any
 
 import streamlit as st
 
-from core.config import ConfigError, load_settings
+from core.config import ConfigError, Settings, load_settings
 from core.runtime import shared_manager
-from core.sessions import ChatbotSessionManager
+from core.sessions import ChatbotSessionManager, is_valid_session_id, new_session_id
+
+BROWSER_COOKIE = "poolchat_browser"
+BROWSER_COOKIE_MAX_AGE = 400 * 24 * 3600
 
 
 def _secrets() -> dict[str, Any] | None:
@@ -20,10 +23,14 @@ def _secrets() -> dict[str, Any] | None:
         return None
 
 
+def load_app_settings() -> Settings:
+    return load_settings(secrets=_secrets())
+
+
 @st.cache_resource(show_spinner=False)
 def get_manager() -> ChatbotSessionManager:
     """The manager lives in core, outside this cache: a cache clear loses nothing."""
-    return shared_manager(lambda: load_settings(secrets=_secrets()))
+    return shared_manager(load_app_settings)
 
 
 def manager_or_stop() -> ChatbotSessionManager:
@@ -33,3 +40,11 @@ def manager_or_stop() -> ChatbotSessionManager:
         st.error(f"Configuration error: {exc}")
         st.stop()
         raise  # unreachable: st.stop() ends the run
+
+
+def browser_id() -> str:
+    """This browser's random id from its cookie; without cookies, this tab's own id."""
+    cookie = st.context.cookies.get(BROWSER_COOKIE)
+    if is_valid_session_id(cookie):
+        return cookie
+    return st.session_state.setdefault("tab_identity", new_session_id())

@@ -1,4 +1,9 @@
-"""The Streamlit pages through AppTest: chat flow, URL resume, stats."""
+"""The Streamlit pages through AppTest: chat flow, URL resume, conversation actions,
+agent settings, stats.
+
+AppTest cannot send cookies, so each AppTest is one browser tab with its own identity;
+the cookie itself is covered by the browser tests.
+"""
 
 from pathlib import Path
 
@@ -28,65 +33,136 @@ def open_app(**query) -> AppTest:
     return at.run()
 
 
-def test_the_chat_page_answers_through_a_visible_tool_step():
-    at = open_app()
+def say(at: AppTest, text: str) -> AppTest:
+    at.chat_input[0].set_value(text).run()
     assert not at.exception
-    at.chat_input[0].set_value("what is 12*7?").run()
-    assert not at.exception
-    user, assistant = at.chat_message
-    assert user.text[0].value == "what is 12*7?"
-    assert assistant.markdown[0].value == "12*7 = 84"
-    assert "calculator" in assistant.expander[0].label
+    return at
 
 
-def test_the_offline_mode_is_announced():
-    at = open_app()
-    assert "Offline demo mode" in at.info[0].value
-    assert "OPENAI_API_KEY" in at.info[0].value
+def user_texts(at: AppTest) -> list[str]:
+    return [m.text[0].value for m in at.chat_message if m.name == "user"]
 
 
-def test_the_session_id_in_the_url_resumes_the_chat():
-    first = open_app()
-    first.chat_input[0].set_value("My name is Lin Ortega.").run()
-    session_id = first.query_params["session"]
-    again = open_app(session=session_id)
-    assert [m.text[0].value for m in again.chat_message if m.name == "user"] == [
-        "My name is Lin Ortega."]
-    again.chat_input[0].set_value("What is my name?").run()
-    assert again.chat_message[-1].markdown[0].value == "Your name is Lin Ortega."
+def sidebar_button(at: AppTest, label: str):
+    return next(b for b in at.sidebar.button if b.label == label)
 
 
-def test_an_unknown_session_id_opens_a_fresh_chat():
-    at = open_app(session="x" * 32)
-    assert not at.exception
-    assert len(at.chat_message) == 0
-    assert at.query_params["session"] != "x" * 32
-    assert "unknown" in at.toast[0].value
+class TestChat:
+    def test_an_answer_comes_through_a_visible_tool_step(self):
+        at = say(open_app(), "what is 12*7?")
+        user, assistant = at.chat_message
+        assert user.text[0].value == "what is 12*7?"
+        assert assistant.markdown[0].value == "12*7 = 84"
+        assert "calculator" in assistant.expander[0].label
+        assert at.title[0].value == "what is 12*7?"
+
+    def test_the_offline_mode_is_announced(self):
+        at = open_app()
+        assert "Offline demo mode" in at.info[0].value
+        assert "OPENAI_API_KEY" in at.info[0].value
+
+    def test_user_text_is_shown_as_text_not_html_or_markdown(self):
+        at = say(open_app(), "<script>alert(1)</script> **bold**")
+        assert at.chat_message[0].text[0].value == "<script>alert(1)</script> **bold**"
+        assert not at.chat_message[0].markdown
+
+    def test_an_over_long_message_is_refused_before_anything_is_stored(self, monkeypatch):
+        monkeypatch.setenv("MAX_MESSAGE_CHARS", "10")
+        at = say(open_app(), "x" * 11)
+        assert "too long" in at.warning[0].value
+        assert len(at.chat_message) == 0
+
+    def test_regenerate_replaces_the_last_reply(self):
+        at = say(open_app(), "what is 2+3")
+        at.button(key="regenerate-button").click().run()
+        assert [m.name for m in at.chat_message] == ["user", "assistant"]
+        assert at.chat_message[1].markdown[0].value == "2+3 = 5"
+
+    def test_a_bad_setting_shows_one_clear_line(self, monkeypatch):
+        monkeypatch.setenv("AGENT_POOL_SIZE", "abc")
+        at = open_app()
+        assert at.error[0].value.startswith("Configuration error: AGENT_POOL_SIZE must be")
+        assert not at.exception
 
 
-def test_an_over_long_message_is_refused_with_a_clear_message(monkeypatch):
-    monkeypatch.setenv("MAX_MESSAGE_CHARS", "10")
-    at = open_app()
-    at.chat_input[0].set_value("x" * 11).run()
-    assert "too long" in at.warning[0].value
-    assert len(at.chat_message) == 0
+class TestConversations:
+    def test_the_url_names_the_conversation_and_resumes_it(self):
+        at = say(open_app(), "My name is Lin Ortega.")
+        first = at.query_params["session"]
+        sidebar_button(at, "New chat").click().run()
+        assert at.query_params["session"] != first and not at.chat_message
+        at.query_params["session"] = first
+        at.run()
+        assert user_texts(at) == ["My name is Lin Ortega."]
+        say(at, "What is my name?")
+        assert at.chat_message[-1].markdown[0].value == "Your name is Lin Ortega."
+
+    def test_another_browsers_link_opens_a_fresh_chat_with_a_notice(self):
+        mine = say(open_app(), "My secret is 42")
+        theirs = open_app(session=mine.query_params["session"])
+        assert not theirs.exception
+        assert not theirs.chat_message
+        assert theirs.query_params["session"] != mine.query_params["session"]
+        assert "unknown" in theirs.toast[0].value
+
+    @pytest.mark.parametrize("bad", ["x", "../../etc", "A" * 32, "' OR 1=1 --"])
+    def test_a_malformed_or_unknown_id_opens_a_fresh_chat(self, bad):
+        at = open_app(session=bad)
+        assert not at.exception and not at.chat_message
+        assert at.query_params["session"] != bad
+
+    def test_the_sidebar_lists_resumes_renames_and_deletes(self):
+        at = say(open_app(), "first chat")
+        sidebar_button(at, "New chat").click().run()
+        say(at, "second chat")
+        titles = [b.label for b in at.sidebar.button if b.key and b.key.startswith("open-")]
+        assert titles == ["second chat", "first chat"]  # newest first
+        sidebar_button(at, "first chat").click().run()
+        assert user_texts(at) == ["first chat"]
+        at.sidebar.text_input[0].input("Renamed chat").run()
+        sidebar_button(at, "Rename").click().run()
+        assert at.title[0].value == "Renamed chat"
+        at.sidebar.checkbox(key="confirm-delete").check().run()
+        sidebar_button(at, "Delete").click().run()
+        titles = [b.label for b in at.sidebar.button if b.key and b.key.startswith("open-")]
+        assert titles == ["second chat"]
+        assert not at.chat_message
+
+    def test_a_conversation_offers_markdown_and_json_exports(self):
+        at = say(open_app(), "what is 12*7?")
+        buttons = at.sidebar.get("download_button")
+        assert [b.proto.label for b in buttons] == ["Export Markdown", "Export JSON"]
+        assert not any(b.proto.disabled for b in buttons)
 
 
-def test_a_bad_setting_shows_one_clear_line(monkeypatch):
-    monkeypatch.setenv("AGENT_POOL_SIZE", "abc")
-    at = open_app()
-    assert at.error[0].value.startswith("Configuration error: AGENT_POOL_SIZE must be")
-    assert not at.exception
+class TestAgentSettings:
+    def test_custom_settings_give_a_custom_agent_and_reset_returns_to_the_pool(self):
+        at = say(open_app(), "hello")
+        at.sidebar.text_area[0].input("Be terse.").run()
+        at.sidebar.slider[0].set_value(0.2).run()
+        next(b for b in at.sidebar.button if b.label == "Use these settings").click().run()
+        assert any("its own agent" in c.value for c in at.sidebar.caption)
+        assert stats()["sessions_with_custom_agents"] == 1
+        sidebar_button(at, "Reset to shared agent").click().run()
+        assert any("shared agent pool" in c.value for c in at.sidebar.caption)
+        assert stats()["sessions_with_custom_agents"] == 0
 
 
-def test_the_stats_page_shows_the_seed_numbers():
-    chat = open_app()
-    chat.chat_input[0].set_value("hello").run()
-    at = AppTest.from_file(APP, default_timeout=30)
-    at.switch_page("pages/stats.py")
-    at.run()
-    metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Sessions"] == "1"
-    assert metrics["Messages"] == "2"
-    assert metrics["Agent pool size"] == "1"
-    assert metrics["Custom-agent sessions"] == "0"
+def stats():
+    from core.runtime import shared_manager
+
+    return shared_manager(lambda: None).get_stats()
+
+
+class TestStatsPage:
+    def test_it_shows_the_seed_numbers_as_metrics(self):
+        say(open_app(), "hello")
+        at = AppTest.from_file(APP, default_timeout=30)
+        at.switch_page("pages/stats.py")
+        at.run()
+        assert not at.exception
+        metrics = {m.label: m.value for m in at.metric}
+        assert metrics["Sessions"] == "1"
+        assert metrics["Messages"] == "2"
+        assert metrics["Agent pool size"] == "1"
+        assert metrics["Custom-agent sessions"] == "0"

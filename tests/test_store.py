@@ -64,3 +64,35 @@ def test_sqlite_runs_in_wal_mode(sqlite_url):
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
     store.close()
+
+
+def test_a_first_release_database_is_brought_up_to_date(db_url):
+    from sqlalchemy import create_engine
+
+    from core.migrations import m001_initial
+
+    engine = create_engine(db_url)
+    migrate(engine, metadata, steps=[m001_initial])
+    columns = {c["name"] for c in inspect(engine).get_columns("sessions")}
+    assert "agent_model" not in columns
+    store = SessionStore(db_url)
+    assert applied(store.engine) == [m.__name__ for m in MIGRATIONS]
+    store.ensure_session("m" * 32, agent_spec={"model": "llama3", "system_prompt": "",
+                                               "temperature": 0.1})
+    assert store.usage_by_agent()[0]["model"] == "llama3"
+    store.close()
+    engine.dispose()
+
+
+def test_usage_is_counted_per_agent_and_model(store):
+    store.ensure_session("u" * 32)
+    store.ensure_session("c" * 32, agent_spec={"model": "llama3", "system_prompt": "",
+                                               "temperature": 0.1})
+    store.append_messages("u" * 32, [HumanMessage("hi"), AIMessage("hello")],
+                          model="offline-demo")
+    store.append_messages("c" * 32, [HumanMessage("hi"), AIMessage("hey")],
+                          model="llama3", custom_agent=True)
+    assert store.usage_by_agent(shared_model="offline-demo") == [
+        {"agent": "custom", "model": "llama3", "sessions": 1, "messages": 1},
+        {"agent": "shared", "model": "offline-demo", "sessions": 1, "messages": 1},
+    ]

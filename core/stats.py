@@ -1,0 +1,118 @@
+"""Stats over time: a bounded ring buffer of samples, filled by a background thread.
+
+Samples hold aggregates only (counts and pool counters), never message text or session
+ids, so they are safe to chart, download and serve for monitoring. Memory is flat: the
+buffer keeps the newest ``capacity`` samples.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from core.sessions import ChatbotSessionManager
+
+DEFAULT_INTERVAL = 5.0
+DEFAULT_CAPACITY = 720  # one hour at the default interval
+
+
+class StatsRecorder:
+    """Samples ``manager.get_stats()`` every ``interval`` seconds; thread-safe."""
+
+    def __init__(self, manager: ChatbotSessionManager, interval: float = DEFAULT_INTERVAL,
+                 capacity: int = DEFAULT_CAPACITY,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.manager = manager
+        self.interval = interval
+        self._clock = clock
+        self._samples: deque[dict[str, Any]] = deque(maxlen=capacity)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def capacity(self) -> int:
+        return self._samples.maxlen or 0
+
+    def sample(self) -> dict[str, Any]:
+        """Take one sample now and keep it."""
+        stats = self.manager.get_stats()
+        sample = {
+            "time": self._clock(),
+            "total_sessions": stats["total_sessions"],
+            "active_sessions": stats["active_sessions"],
+            "custom_sessions": stats["sessions_with_custom_agents"],
+            "total_messages": stats["total_messages"],
+            "pool": [{k: a[k] for k in ("agent", "in_flight", "max_concurrency", "served",
+                                         "errors", "queue_wait_seconds")}
+                     for a in stats["pool"]],
+        }
+        with self._lock:
+            self._samples.append(sample)
+        return sample
+
+    def samples(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._samples)
+
+    def start(self) -> None:
+        """Sample in a daemon thread until ``stop()``; starting twice is a no-op."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="poolchat-stats", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sample()
+            except Exception:  # a database hiccup must not end the sampling
+                pass
+            self._stop.wait(self.interval)
+
+
+def session_series(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows for the sessions chart: time, total, active, with custom agents."""
+    return [{"time": s["time"], "total": s["total_sessions"], "active (5 min)":
+             s["active_sessions"], "custom agents": s["custom_sessions"]} for s in samples]
+
+
+def pool_series(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows per agent and sample: utilisation, requests, mean queue wait, errors.
+
+    Requests, waits and errors are per interval (differences of the cumulative counters).
+    """
+    rows = []
+    for before, after in zip(samples, samples[1:]):
+        for old, new in zip(before["pool"], after["pool"]):
+            served = new["served"] - old["served"]
+            waited = new["queue_wait_seconds"] - old["queue_wait_seconds"]
+            rows.append({
+                "time": after["time"], "agent": f"agent {new['agent']}",
+                "utilisation": new["in_flight"] / new["max_concurrency"],
+                "requests": max(served, 0), "errors": max(new["errors"] - old["errors"], 0),
+                "queue_wait_ms": (waited / served * 1000) if served > 0 else 0.0,
+            })
+    return rows
+
+
+def public_stats(manager: ChatbotSessionManager, recorder: StatsRecorder | None = None
+                 ) -> dict[str, Any]:
+    """Everything the stats page and /api/stats.json show: aggregates only."""
+    stats = manager.get_stats()
+    stats["usage"] = manager.store.usage_by_agent(shared_model=manager.default_spec.model)
+    if recorder is not None:
+        samples = recorder.samples()
+        stats["series"] = {"sessions": session_series(samples), "pool": pool_series(samples)}
+        stats["sample_interval_seconds"] = recorder.interval
+    stats["generated_at"] = time.time()
+    return stats
