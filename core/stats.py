@@ -100,7 +100,7 @@ def pool_series(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "time": after["time"], "agent": f"agent {new['agent']}",
                 "utilisation": new["in_flight"] / new["max_concurrency"],
                 "requests": max(served, 0), "errors": max(new["errors"] - old["errors"], 0),
-                "queue_wait_ms": (waited / served * 1000) if served > 0 else 0.0,
+                "queue_wait_ms": round(waited / served * 1000, 3) if served > 0 else 0.0,
             })
     return rows
 

@@ -1,23 +1,84 @@
-"""The stats page: aggregates only, never message text or session ids."""
+"""The stats page: live aggregates and charts, never message text or session ids."""
 
+from __future__ import annotations
+
+import json
+
+import pandas as pd
 import streamlit as st
 
+from core.runtime import shared_recorder
+from core.stats import public_stats
 from pages.common import manager_or_stop
+
+REFRESH_SECONDS = 5
 
 manager = manager_or_stop()
 st.title("PoolChat stats")
+st.caption(f"Live: refreshes every {REFRESH_SECONDS} s. Aggregates only. "
+           "Also served as JSON at `/api/stats.json`.")
 
 
-@st.fragment(run_every=5)
+def frame(rows: list[dict]) -> pd.DataFrame:
+    data = pd.DataFrame(rows)
+    if "time" in data:
+        data["time"] = pd.to_datetime(data["time"], unit="s")
+    return data
+
+
+@st.fragment(run_every=REFRESH_SECONDS)
 def live_stats() -> None:
-    stats = manager.get_stats()
+    stats = public_stats(manager, shared_recorder())
     cols = st.columns(4)
     cols[0].metric("Sessions", stats["total_sessions"])
     cols[1].metric("Messages", stats["total_messages"])
     cols[2].metric("Agent pool size", stats["agent_pool_size"])
     cols[3].metric("Custom-agent sessions", stats["sessions_with_custom_agents"])
-    st.subheader("Pool utilisation")
-    st.dataframe(stats["pool"], hide_index=True)
+    cols = st.columns(4)
+    cols[0].metric("Active (5 min)", stats["active_sessions"])
+    cols[1].metric("Requests in flight", stats["pool_in_flight"])
+    cols[2].metric("Queued", stats["pool_queued"])
+    cols[3].metric("Queue time-outs", stats["pool_timeouts"])
+
+    series = stats.get("series", {"sessions": [], "pool": []})
+    st.subheader("Sessions over time")
+    if len(series["sessions"]) < 2:
+        st.caption("Collecting samples…")
+    else:
+        st.line_chart(frame(series["sessions"]), x="time",
+                      y=["total", "active (5 min)", "custom agents"])
+
+    st.subheader("Pool utilisation per agent")
+    if series["pool"]:
+        pool = frame(series["pool"])
+        left, right = st.columns(2)
+        left.caption("In flight / concurrency limit")
+        left.line_chart(pool, x="time", y="utilisation", color="agent")
+        right.caption("Requests served per interval")
+        right.line_chart(pool, x="time", y="requests", color="agent")
+        left.caption("Mean queue wait (ms)")
+        left.line_chart(pool, x="time", y="queue_wait_ms", color="agent")
+        right.caption("Errors per interval")
+        right.line_chart(pool, x="time", y="errors", color="agent")
+    st.dataframe(pd.DataFrame(stats["pool"]), hide_index=True)
+
+    st.subheader("Custom agents vs the shared pool")
+    usage = pd.DataFrame(stats["usage"])
+    if usage.empty:
+        st.caption("No conversations yet.")
+    else:
+        usage["label"] = usage["agent"] + " · " + usage["model"]
+        shares = usage.groupby("agent")[["sessions", "messages"]].sum()
+        shares = (shares / shares.sum().where(lambda s: s > 0, 1) * 100).round(1)
+        left, right = st.columns(2)
+        left.caption("Share of sessions and assistant messages (%)")
+        left.bar_chart(shares, stack=False)
+        right.caption("By model")
+        right.bar_chart(usage, x="label", y=["sessions", "messages"], stack=False)
+
+    st.download_button("Download stats (JSON)", json.dumps(stats, indent=2),
+                       file_name="poolchat-stats.json", mime="application/json",
+                       icon=":material/download:")
 
 
 live_stats()

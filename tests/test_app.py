@@ -166,3 +166,19 @@ class TestStatsPage:
         assert metrics["Messages"] == "2"
         assert metrics["Agent pool size"] == "1"
         assert metrics["Custom-agent sessions"] == "0"
+
+    def test_it_charts_sessions_pool_and_custom_usage_without_ids_or_text(self):
+        chat = say(open_app(), "My secret is swordfish")
+        from core.runtime import shared_recorder
+
+        shared_recorder().sample()
+        shared_recorder().sample()
+        at = AppTest.from_file(APP, default_timeout=30)
+        at.switch_page("pages/stats.py")
+        at.run()
+        charts = at.get("vega_lite_chart")
+        assert len(charts) == 7  # sessions, 4 pool charts, 2 usage charts
+        page = str([e.proto for e in at.main])
+        assert "swordfish" not in page
+        assert chat.query_params["session"] not in page
+        assert at.get("download_button")[0].proto.label == "Download stats (JSON)"
