@@ -8,6 +8,7 @@ that declares the pages.
 
 from __future__ import annotations
 
+import logging
 import secrets
 
 import streamlit as st
@@ -67,6 +68,9 @@ async def stats_json(request: Request) -> JSONResponse:
     return JSONResponse(await run_in_threadpool(collect),
                         headers={"Cache-Control": "no-store"})
 
+
+logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+logging.getLogger("poolchat").setLevel(logging.INFO)
 
 app = st.App("app.py", routes=[Route("/api/stats.json", stats_json)],
              middleware=[Middleware(BrowserIdCookie)])

@@ -132,19 +132,36 @@ def tool_step(name: str, args: dict, result: str | None) -> None:
 
 
 def show_history(rows: list[tuple[BaseMessage, str]]) -> None:
+    """One bubble per user message and one per assistant turn (tool steps, then text)."""
     results = {m.tool_call_id: m.text for m, _ in rows if isinstance(m, ToolMessage)}
-    for message, status in rows:
-        if isinstance(message, HumanMessage):
+    for turn in group_turns(rows):
+        first = turn[0][0]
+        if isinstance(first, HumanMessage):
             with st.chat_message("user"):
-                st.text(message.text)
-        elif isinstance(message, AIMessage):
-            with st.chat_message("assistant"):
+                st.text(first.text)
+            continue
+        with st.chat_message("assistant"):
+            for message, status in turn:
+                if not isinstance(message, AIMessage):
+                    continue
                 for call in message.tool_calls:
                     tool_step(call["name"], call["args"], results.get(call["id"]))
                 if message.text:
                     st.markdown(message.text)
                 if status != COMPLETE:
                     st.caption(STATUS_NOTES.get(status, status))
+
+
+def group_turns(rows: list[tuple[BaseMessage, str]]) -> list[list[tuple[BaseMessage, str]]]:
+    """Split into user messages and the assistant turns between them."""
+    turns: list[list[tuple[BaseMessage, str]]] = []
+    for row in rows:
+        is_user = isinstance(row[0], HumanMessage)
+        if is_user or not turns or isinstance(turns[-1][0][0], HumanMessage):
+            turns.append([row])
+        else:
+            turns[-1].append(row)
+    return turns
 
 
 def stream_reply(events: Iterator[Event]) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,6 +14,7 @@ from core.sessions import ChatbotSessionManager, is_valid_session_id, new_sessio
 
 BROWSER_COOKIE = "poolchat_browser"
 BROWSER_COOKIE_MAX_AGE = 400 * 24 * 3600
+log = logging.getLogger("poolchat")
 
 
 def _secrets() -> dict[str, Any] | None:
@@ -30,7 +32,9 @@ def load_app_settings() -> Settings:
 @st.cache_resource(show_spinner=False)
 def get_manager() -> ChatbotSessionManager:
     """The manager lives in core, outside this cache: a cache clear loses nothing."""
-    return shared_manager(load_app_settings)
+    manager = shared_manager(load_app_settings)
+    log.info("session manager attached to Streamlit's resource cache")
+    return manager
 
 
 def manager_or_stop() -> ChatbotSessionManager:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -26,6 +27,17 @@ def frame(rows: list[dict]) -> pd.DataFrame:
     return data
 
 
+def time_chart(data: pd.DataFrame, value: str, series: str, title: str,
+               height: int = 200) -> alt.Chart:
+    """A line per series over wall-clock time (HH:MM:SS axis)."""
+    return alt.Chart(data, title=title, height=height).mark_line(point=len(data) < 40).encode(
+        x=alt.X("time:T", title=None, axis=alt.Axis(format="%H:%M:%S")),
+        y=alt.Y(f"{value}:Q", title=None),
+        color=alt.Color(f"{series}:N", title=None, legend=alt.Legend(orient="bottom")),
+        tooltip=["time:T", f"{series}:N", f"{value}:Q"],
+    )
+
+
 @st.fragment(run_every=REFRESH_SECONDS)
 def live_stats() -> None:
     stats = public_stats(manager, shared_recorder())
@@ -45,21 +57,19 @@ def live_stats() -> None:
     if len(series["sessions"]) < 2:
         st.caption("Collecting samples…")
     else:
-        st.line_chart(frame(series["sessions"]), x="time",
-                      y=["total", "active (5 min)", "custom agents"])
+        sessions = frame(series["sessions"]).melt("time", var_name="sessions",
+                                                  value_name="count")
+        st.altair_chart(time_chart(sessions, "count", "sessions", "Sessions", 220))
 
     st.subheader("Pool utilisation per agent")
     if series["pool"]:
         pool = frame(series["pool"])
         left, right = st.columns(2)
-        left.caption("In flight / concurrency limit")
-        left.line_chart(pool, x="time", y="utilisation", color="agent")
-        right.caption("Requests served per interval")
-        right.line_chart(pool, x="time", y="requests", color="agent")
-        left.caption("Mean queue wait (ms)")
-        left.line_chart(pool, x="time", y="queue_wait_ms", color="agent")
-        right.caption("Errors per interval")
-        right.line_chart(pool, x="time", y="errors", color="agent")
+        left.altair_chart(time_chart(pool, "utilisation", "agent",
+                                     "In flight / concurrency limit"))
+        right.altair_chart(time_chart(pool, "requests", "agent", "Requests per interval"))
+        left.altair_chart(time_chart(pool, "queue_wait_ms", "agent", "Mean queue wait (ms)"))
+        right.altair_chart(time_chart(pool, "errors", "agent", "Errors per interval"))
     st.dataframe(pd.DataFrame(stats["pool"]), hide_index=True)
 
     st.subheader("Custom agents vs the shared pool")
@@ -72,9 +82,10 @@ def live_stats() -> None:
         shares = (shares / shares.sum().where(lambda s: s > 0, 1) * 100).round(1)
         left, right = st.columns(2)
         left.caption("Share of sessions and assistant messages (%)")
-        left.bar_chart(shares, stack=False)
+        left.bar_chart(shares, stack=False, height=220)
         right.caption("By model")
-        right.bar_chart(usage, x="label", y=["sessions", "messages"], stack=False)
+        right.bar_chart(usage.set_index("label")[["sessions", "messages"]], stack=False,
+                        horizontal=True, height=220)
 
     st.download_button("Download stats (JSON)", json.dumps(stats, indent=2),
                        file_name="poolchat-stats.json", mime="application/json",

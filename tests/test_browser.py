@@ -1,71 +1,31 @@
 """End to end in a real headless Chromium against `streamlit run app.py`.
 
-Each test saves a screenshot under test-artifacts/ for a person to look at.
+Each browser context is one person's browser (its own cookie). Screenshots of the pages
+are saved under test-artifacts/ for a person to look at.
 """
 
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.servers import ROOT, start_app, stop_app
+
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = os.environ.get("POOLCHAT_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--disable-dev-shm-usage"]
-REPLY_TIMEOUT_MS = 20_000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until_healthy(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)  # polling a server that is still starting
-    raise TimeoutError("streamlit did not become healthy")
+WAIT_MS = 20_000
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """`streamlit run app.py` on a free loopback port with a fresh SQLite database."""
-    data = tmp_path_factory.mktemp("browser-data")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-    env.update(DATABASE_URL=f"sqlite:///{data}/poolchat.db", PYTHONUNBUFFERED="1")
-    log = (data / "streamlit.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true",
-         "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(url, process)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-        log.close()
+    server = start_app(tmp_path_factory.mktemp("browser-data"), OFFLINE_STREAM_DELAY="0.1")
+    yield server
+    stop_app(server)
 
 
 @pytest.fixture(scope="module")
@@ -78,15 +38,26 @@ def browser():
 
 
 @pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    yield page
-    context.close()
+def new_page(browser):
+    """Open pages, each in a browser context of its own (a separate person)."""
+    contexts = []
+
+    def open_page(url: str) -> Page:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        contexts.append(context)
+        page = context.new_page()
+        page.goto(url)
+        expect(page.get_by_test_id("stChatInputTextArea")).to_be_visible(timeout=WAIT_MS)
+        return page
+
+    yield open_page
+    for context in contexts:
+        context.close()
 
 
 def send(page: Page, text: str) -> None:
     box = page.get_by_test_id("stChatInputTextArea")
+    expect(box).to_be_enabled(timeout=WAIT_MS)
     box.fill(text)
     box.press("Enter")
 
@@ -95,47 +66,139 @@ def messages(page: Page):
     return page.get_by_test_id("stChatMessage")
 
 
+def wait_for_reply(page: Page, index: int, text: str) -> None:
+    expect(messages(page).nth(index)).to_contain_text(text, timeout=WAIT_MS)
+    expect(page.get_by_test_id("stChatInputTextArea")).to_be_enabled(timeout=WAIT_MS)
+
+
 def shot(page: Page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True, animations="disabled")
 
 
-def test_arithmetic_is_answered_through_a_visible_tool_step(server, page):
-    page.goto(server)
-    expect(page.get_by_text("Offline demo mode")).to_be_visible(timeout=REPLY_TIMEOUT_MS)
+def test_arithmetic_is_answered_through_a_visible_tool_step(server, new_page):
+    page = new_page(server.url)
+    expect(page.get_by_text("Offline demo mode")).to_be_visible()
     send(page, "what is 12*7?")
-    expect(messages(page).nth(1)).to_contain_text("12*7 = 84", timeout=REPLY_TIMEOUT_MS)
+    wait_for_reply(page, 1, "12*7 = 84")
     expect(messages(page).nth(1)).to_contain_text("calculator")
+    messages(page).nth(1).get_by_text("calculator").click()
+    expect(messages(page).nth(1).get_by_test_id("stCode")).to_be_visible()
+    expect(messages(page).nth(1).get_by_test_id("stCode")).to_contain_text("84")
     shot(page, "chat")
 
 
-def test_two_browsers_keep_separate_histories_and_a_reload_keeps_the_chat(server, browser):
-    pages = []
-    for name in ("Ada", "Grace"):
-        context = browser.new_context()
-        page = context.new_page()
-        page.goto(server)
+def test_two_browsers_keep_separate_histories_and_a_reload_keeps_the_chat(server,
+                                                                          new_page):
+    people = {name: new_page(server.url) for name in ("Ada", "Grace")}
+    for name, page in people.items():
         send(page, f"My name is {name}.")
-        expect(messages(page).nth(1)).to_contain_text(f"Nice to meet you, {name}",
-                                                      timeout=REPLY_TIMEOUT_MS)
-        pages.append((name, page))
-    for name, page in pages:
-        page.wait_for_url("**session=*", timeout=REPLY_TIMEOUT_MS)
+    for name, page in people.items():
+        wait_for_reply(page, 1, f"Nice to meet you, {name}")
+    for name, page in people.items():
+        page.wait_for_url("**session=*")
         page.reload()
-        expect(messages(page)).to_have_count(2, timeout=REPLY_TIMEOUT_MS)
+        expect(messages(page)).to_have_count(2, timeout=WAIT_MS)
         send(page, "What is my name?")
-        expect(messages(page).nth(3)).to_contain_text(f"Your name is {name}.",
-                                                      timeout=REPLY_TIMEOUT_MS)
+        wait_for_reply(page, 3, f"Your name is {name}.")
         other = "Grace" if name == "Ada" else "Ada"
         expect(page.locator("main")).not_to_contain_text(other)
-    shot(pages[0][1], "chat-after-reload")
-    for _, page in pages:
-        page.context.close()
+        expect(page.get_by_test_id("stSidebar")).not_to_contain_text(other)
 
 
-def test_the_stats_page_counts_the_sessions(server, page):
-    page.goto(f"{server}/stats")
-    expect(page.get_by_test_id("stMetric").first).to_be_visible(timeout=REPLY_TIMEOUT_MS)
-    sessions = page.get_by_test_id("stMetric").filter(has_text="Sessions").first
-    expect(sessions).not_to_contain_text("Sessions0")
+def test_a_link_to_another_browsers_chat_opens_a_fresh_chat(server, new_page):
+    owner = new_page(server.url)
+    send(owner, "My name is Private Person.")
+    wait_for_reply(owner, 1, "Nice to meet you")
+    stranger = new_page(owner.url)
+    expect(stranger.get_by_text("unknown here")).to_be_visible(timeout=WAIT_MS)
+    expect(messages(stranger)).to_have_count(0)
+    assert stranger.url != owner.url
+    expect(stranger.locator("body")).not_to_contain_text("Private Person")
+
+
+def test_the_sidebar_lists_this_browsers_conversations_across_reloads(server, new_page):
+    page = new_page(server.url)
+    send(page, "what is 1+1")
+    wait_for_reply(page, 1, "1+1 = 2")
+    page.get_by_role("button", name="New chat").click()
+    expect(messages(page)).to_have_count(0, timeout=WAIT_MS)
+    send(page, "what is 2+2")
+    wait_for_reply(page, 1, "2+2 = 4")
+    page.reload()
+    sidebar = page.get_by_test_id("stSidebar")
+    expect(sidebar.get_by_role("button", name="what is 1+1")).to_be_visible(timeout=WAIT_MS)
+    sidebar.get_by_role("button", name="what is 1+1").click()
+    wait_for_reply(page, 1, "1+1 = 2")
+    shot(page, "conversations")
+
+
+def test_stopping_a_streaming_reply_keeps_the_partial_marked_stopped(server, new_page):
+    page = new_page(server.url)
+    send(page, "Tell me about yourself")
+    expect(messages(page).nth(1)).to_contain_text("offline", timeout=WAIT_MS)
+    page.get_by_test_id("stChatInputStopButton").click()
+    expect(page.get_by_test_id("stChatInputTextArea")).to_be_enabled(timeout=WAIT_MS)
+    page.reload()
+    expect(messages(page).nth(1)).to_contain_text("Stopped by you", timeout=WAIT_MS)
+    expect(messages(page).nth(1)).not_to_contain_text("and restart.")
+    shot(page, "stopped")
+
+
+def test_the_stats_page_and_json_show_aggregates_only(server, new_page):
+    page = new_page(server.url)
+    send(page, "My secret is swordfish")
+    wait_for_reply(page, 1, "offline")
+    stats = server.get_json("/api/stats.json")
+    assert stats["total_sessions"] >= 1 and stats["agent_pool_size"] == 1
+    assert "swordfish" not in str(stats)
+    page.goto(f"{server.url}/stats")
+    metric = page.get_by_test_id("stMetric").filter(has_text="Sessions").first
+    expect(metric).to_contain_text(str(stats["total_sessions"]), timeout=WAIT_MS)
+    expect(page.locator("main")).not_to_contain_text("swordfish")
+    expect(page.get_by_test_id("stVegaLiteChart")).to_have_count(7, timeout=WAIT_MS)
+    page.set_viewport_size({"width": 1280, "height": 2000})
     shot(page, "stats")
+
+
+def test_a_cache_clear_from_any_client_loses_no_chat_and_no_stats(server, new_page):
+    people = {name: new_page(server.url) for name in ("Lin", "Max")}
+    for name, page in people.items():
+        send(page, f"My name is {name}.")
+        wait_for_reply(page, 1, f"Nice to meet you, {name}")
+    before = server.get_json("/api/stats.json")
+    attached = server.log().count("attached to Streamlit's resource cache")
+
+    send_clear_cache(server.url)
+
+    for name, page in people.items():
+        send(page, "What is my name?")
+        wait_for_reply(page, 3, f"Your name is {name}.")
+    assert server.log().count("attached to Streamlit's resource cache") > attached
+    after = server.get_json("/api/stats.json")
+    # The raw client ran the chat page once too: one more (empty) session, nothing lost.
+    assert after["total_sessions"] == before["total_sessions"] + 1
+    assert after["total_messages"] == before["total_messages"] + 4
+    assert sum(a["served"] for a in after["pool"]) == sum(
+        a["served"] for a in before["pool"]) + 2
+
+
+def send_clear_cache(url: str) -> None:
+    """What any websocket client may send: Streamlit's `clear_cache` back message."""
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+    from websockets.sync.client import connect
+
+    with connect(url.replace("http", "ws") + "/_stcore/stream",
+                 subprotocols=["streamlit"]) as socket:
+        clear = BackMsg()
+        clear.clear_cache = True
+        socket.send(clear.SerializeToString())
+        rerun = BackMsg()  # handled after the clear, in order: its run is our receipt
+        rerun.rerun_script.query_string = ""
+        socket.send(rerun.SerializeToString())
+        while True:  # let the run finish, so this client's own session is counted
+            reply = ForwardMsg()
+            reply.ParseFromString(socket.recv(timeout=20))
+            if reply.WhichOneof("type") == "script_finished":
+                return
