@@ -182,3 +182,21 @@ class TestStatsPage:
         assert "swordfish" not in page
         assert chat.query_params["session"] not in page
         assert at.get("download_button")[0].proto.label == "Download stats (JSON)"
+
+
+class TestProviderErrors:
+    def test_an_unreachable_provider_is_a_readable_error_with_a_retry(self, monkeypatch):
+        from tests.servers import free_port
+
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-never-shown")
+        monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{free_port()}/v1")
+        monkeypatch.setenv("OPENAI_MAX_RETRIES", "0")
+        at = say(open_app(), "Hello, real model?")
+        assert "Could not reach the model provider" in at.error[0].value
+        assert user_texts(at) == ["Hello, real model?"]  # stored before the call
+        assert at.button(key="regenerate-button").label == "Retry"
+        assert "sk-test-never-shown" not in str([e.proto for e in at.main])
+        assert not at.info  # no offline notice with a key set
+        at.button(key="regenerate-button").click().run()
+        assert "Could not reach" in at.error[0].value
+        assert user_texts(at) == ["Hello, real model?"]  # a retry adds no copy
