@@ -8,14 +8,18 @@ gets a plain statement that this is an offline demo and how to connect a real mo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
-from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForLLMRun,
+    CallbackManagerForLLMRun,
+)
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
     AIMessage,
@@ -79,29 +83,50 @@ class OfflineChatModel(BaseChatModel):
             time.sleep(self.latency)
         return ChatResult(generations=[ChatGeneration(message=self.respond(messages))])
 
+    async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                         run_manager: AsyncCallbackManagerForLLMRun | None = None,
+                         **kwargs: Any) -> ChatResult:
+        if self.latency:
+            await asyncio.sleep(self.latency)  # without holding a thread
+        return ChatResult(generations=[ChatGeneration(message=self.respond(messages))])
+
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None,
                 **kwargs: Any) -> Iterator[ChatGenerationChunk]:
         if self.latency:
             time.sleep(self.latency)
+        for i, chunk in enumerate(self._chunks(messages)):
+            if i and self.stream_delay:
+                time.sleep(self.stream_delay)
+            if run_manager and chunk.text:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                       run_manager: AsyncCallbackManagerForLLMRun | None = None,
+                       **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        for i, chunk in enumerate(self._chunks(messages)):
+            if i and self.stream_delay:
+                await asyncio.sleep(self.stream_delay)
+            if run_manager and chunk.text:
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    def _chunks(self, messages: list[BaseMessage]) -> list[ChatGenerationChunk]:
+        """The reply as stream chunks: one tool-call chunk, or the text word by word."""
         reply = self.respond(messages)
         if reply.tool_calls:
             call = reply.tool_calls[0]
             chunk = AIMessageChunk(content="", tool_call_chunks=[{
                 "name": call["name"], "args": json.dumps(call["args"]), "id": call["id"],
                 "index": 0}], response_metadata={"finish_reason": "tool_calls"})
-            yield ChatGenerationChunk(message=chunk)
-            return
+            return [ChatGenerationChunk(message=chunk)]
         words = re.findall(r"\S+\s*", reply.text)
-        for i, word in enumerate(words):
-            if i and self.stream_delay:
-                time.sleep(self.stream_delay)
-            last = i == len(words) - 1
-            chunk = AIMessageChunk(content=word, response_metadata=(
-                {"finish_reason": "stop", "model_name": self.model_name} if last else {}))
-            if run_manager:
-                run_manager.on_llm_new_token(word, chunk=ChatGenerationChunk(message=chunk))
-            yield ChatGenerationChunk(message=chunk)
+        return [ChatGenerationChunk(message=AIMessageChunk(content=word, response_metadata=(
+            {"finish_reason": "stop", "model_name": self.model_name}
+            if i == len(words) - 1 else {}))) for i, word in enumerate(words)]
 
     def respond(self, messages: Sequence[BaseMessage]) -> AIMessage:
         """The whole reply to a history: a tool call, an answer from a tool, or text."""

@@ -1,0 +1,1 @@
+"""PoolChat benchmarks: the seed's per-session agents against the shared pool, side by side."""

@@ -1,0 +1,163 @@
+"""``python -m bench [--quick] [--out DIR]``: run every benchmark, print a table, write
+``latest.json`` and ``latest.png`` (default folder: bench/results)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import suite
+
+FULL = {"creation_new": [1_000, 10_000, 100_000], "creation_old": [1_000, 10_000],
+        "memory_new": [1_000, 10_000, 100_000], "memory_old": [1_000],
+        "overhead_turns": 300, "concurrency_sessions": 1_000, "pools": [1, 4, 16],
+        "history": 10_000, "history_repeats": 15}
+QUICK = {"creation_new": [200], "creation_old": [40], "memory_new": [40],
+         "memory_old": [40], "overhead_turns": 20, "concurrency_sessions": 40,
+         "pools": [1, 4], "history": 200, "history_repeats": 2}
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target from the issue, with the measured value and pass/fail."""
+    creation = results["creation"]
+    compared = [r for r in creation if "ratio" in r]
+    memory = results["memory"]
+    concurrency = [r for r in results["concurrency"] if r["design"] == "new"]
+    checks = [
+        ("creation ≥ 200× faster than per-session agents", min(r["ratio"] for r in compared),
+         lambda v: v >= 200),
+        ("creation ≤ 10 µs median", max(r["new_us"] for r in creation), lambda v: v <= 10),
+        ("≤ 500 B per idle session (tracemalloc)",
+         max(r["new_traced_bytes"] for r in memory if "new_traced_bytes" in r),
+         lambda v: v <= 500),
+        ("overhead per message ≤ 10% of the agent's own", results["overhead"]["overhead_ratio"],
+         lambda v: v <= 0.10),
+        ("concurrency wall time ≤ 1.2× ideal", max(r["wall_vs_ideal"] for r in concurrency),
+         lambda v: v <= 1.2),
+        ("every reply in its own session",
+         min(r["replies_in_own_session"] / r["sessions"] for r in concurrency),
+         lambda v: v == 1),
+        ("resume a 10k-message session ≤ 50 ms", results["long_history"]["resume_new_ms"],
+         lambda v: v <= 50),
+    ]
+    return [{"target": name, "value": round(value, 4), "pass": bool(ok(value))}
+            for name, value, ok in checks]
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = ["Session creation (median µs per session)",
+             f"{'sessions':>10} {'old':>10} {'new':>8} {'old/new':>9}"]
+    for r in results["creation"]:
+        old = f"{r['old_us']:.0f}" if "old_us" in r else "-"
+        ratio = f"{r['ratio']:.0f}×" if "ratio" in r else "-"
+        lines.append(f"{r['sessions']:>10} {old:>10} {r['new_us']:>8.2f} {ratio:>9}")
+    lines += ["", "Memory per idle session (bytes: tracemalloc / RSS)",
+              f"{'sessions':>10} {'old':>20} {'new':>16}"]
+    for r in results["memory"]:
+        old = (f"{r['old_traced_bytes']:.0f} / {r['old_rss_bytes']:.0f}"
+               if "old_traced_bytes" in r else "-")
+        new = f"{r['new_traced_bytes']:.0f} / {r['new_rss_bytes']:.0f}"
+        lines.append(f"{r['sessions']:>10} {old:>20} {new:>16}")
+    o = results["overhead"]
+    lines += ["", f"Per-message overhead ({o['history_messages']} prior messages, SQLite on)",
+              f"  agent alone {o['agent_alone_us']:.0f} µs, through the manager "
+              f"{o['through_manager_us']:.0f} µs: +{o['overhead_us']:.0f} µs "
+              f"({o['overhead_ratio']:.1%})", "",
+              "Concurrency (1 message per session at once, model takes 100 ms)",
+              f"{'mode':>8} {'design':>10} {'pool':>5} {'wall s':>7} {'ideal':>6} {'×ideal':>7} "
+              f"{'p50 ms':>7} {'p95':>7} {'p99':>7} {'peak req':>8} {'own':>5}"]
+    for r in results["concurrency"]:
+        design = "new" if r["design"] == "new" else "old"
+        pool = r["pool_size"] or "-"
+        lines.append(f"{r['mode']:>8} {design:>10} {pool:>5} {r['wall_s']:>7.2f} "
+                     f"{r['ideal_s']:>6.2f} {r['wall_vs_ideal']:>7.2f} {r['p50_ms']:>7.0f} "
+                     f"{r['p95_ms']:>7.0f} {r['p99_ms']:>7.0f} {r['peak_provider_requests']:>8} "
+                     f"{r['replies_in_own_session']:>5}")
+    h = results["long_history"]
+    lines += ["", f"A session with {h['stored_messages']} stored messages (median ms)",
+              f"  resume: old {h['resume_old_ms']:.1f}, new {h['resume_new_ms']:.1f}; "
+              f"next message: old {h['send_old_ms']:.1f}, new {h['send_new_ms']:.1f}", "",
+              "Targets"]
+    for t in results["targets"]:
+        lines.append(f"  [{'PASS' if t['pass'] else 'FAIL'}] {t['target']}: {t['value']}")
+    return "\n".join(lines)
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    compared = [r for r in results["creation"] if "ratio" in r]
+    ax = axes[0][0]
+    labels = [f"{r['sessions']:,}" for r in compared]
+    x = range(len(compared))
+    ax.bar([i - 0.2 for i in x], [r["old_us"] for r in compared], 0.4, label="agent per session")
+    ax.bar([i + 0.2 for i in x], [r["new_us"] for r in compared], 0.4, label="shared pool")
+    ax.set_yscale("log"), ax.set_xticks(list(x), labels), ax.legend()
+    ax.set_title("Session creation, median µs (log)")
+    ax = axes[0][1]
+    mem = [r for r in results["memory"] if "traced_ratio" in r]
+    ax.bar([i - 0.2 for i in range(len(mem))], [r["old_traced_bytes"] for r in mem], 0.4,
+           label="agent per session")
+    ax.bar([i + 0.2 for i in range(len(mem))], [r["new_traced_bytes"] for r in mem], 0.4,
+           label="shared pool")
+    ax.set_yscale("log"), ax.set_xticks(range(len(mem)), [f"{r['sessions']:,}" for r in mem])
+    ax.set_title("Bytes per idle session (tracemalloc, log)"), ax.legend()
+    ax = axes[1][0]
+    new = [r for r in results["concurrency"] if r["design"] == "new"]
+    names = [f"{r['mode']}\npool {r['pool_size']}" for r in new]
+    ax.bar([i - 0.2 for i in range(len(new))], [r["wall_s"] for r in new], 0.4, label="wall")
+    ax.bar([i + 0.2 for i in range(len(new))], [r["ideal_s"] for r in new], 0.4, label="ideal")
+    ax.set_xticks(range(len(new)), names, fontsize=8), ax.legend()
+    ax.set_title("1,000 concurrent messages: wall vs ideal (s)")
+    ax = axes[1][1]
+    h = results["long_history"]
+    ax.bar(["resume old", "resume new", "send old", "send new"],
+           [h["resume_old_ms"], h["resume_new_ms"], h["send_old_ms"], h["send_new_ms"]],
+           color=["tab:blue", "tab:orange", "tab:blue", "tab:orange"])
+    ax.set_title(f"{h['stored_messages']:,}-message session (ms)")
+    fig.suptitle(f"PoolChat benchmarks, {results['date']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def run(quick: bool) -> dict[str, Any]:
+    plan = QUICK if quick else FULL
+    results: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
+                   f"{platform.python_version()}",
+        "quick": quick,
+    }
+    results["creation"] = suite.creation(plan["creation_new"], plan["creation_old"])
+    results["memory"] = suite.memory(plan["memory_new"], plan["memory_old"])
+    results["overhead"] = suite.overhead(plan["overhead_turns"])
+    results["concurrency"] = suite.concurrency(plan["concurrency_sessions"], plan["pools"])
+    results["long_history"] = suite.long_history(plan["history"], plan["history_repeats"])
+    results["targets"] = targets(results)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args()
+    results = run(args.quick)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "latest.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    chart(results, args.out / "latest.png")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()

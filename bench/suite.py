@@ -1,0 +1,294 @@
+"""The benchmarks. Each runs the old design and the new one in the same run.
+
+Times are medians (the machines are shared and noisy); ratios are old / new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from langchain.agents import create_agent
+from langchain_core.messages import AIMessage, HumanMessage
+
+from bench.designs import PerSessionAgentSession, old_session
+from core import AgentSpec, ChatbotSessionManager
+from core.offline_model import OfflineChatModel
+from core.tools import DEFAULT_TOOLS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def median_us(samples: list[float]) -> float:
+    return statistics.median(samples) * 1e6
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def timed_batches(make, count: int, batch: int) -> list[float]:
+    """Seconds per item, one sample per batch of ``batch`` calls."""
+    samples, kept = [], []
+    for _ in range(max(1, count // batch)):
+        start = time.perf_counter()
+        for _ in range(batch):
+            kept.append(make())
+        samples.append((time.perf_counter() - start) / batch)
+    return samples
+
+
+# 1. session creation ---------------------------------------------------------------
+def creation(new_sizes: list[int], old_sizes: list[int]) -> list[dict[str, Any]]:
+    rows = []
+    for size in sorted(set(new_sizes) | set(old_sizes)):
+        row: dict[str, Any] = {"sessions": size}
+        manager = ChatbotSessionManager(DATABASE_URL="sqlite://",
+                                        MAX_SESSIONS_IN_MEMORY=max(size * 2, 10))
+        row["new_us"] = median_us(timed_batches(manager.create_session, size, 100))
+        manager.close()
+        if size in old_sizes:
+            row["old_us"] = median_us(timed_batches(old_session, size, 20))
+            row["ratio"] = row["old_us"] / row["new_us"]
+        rows.append(row)
+    return rows
+
+
+# 2. memory per idle session --------------------------------------------------------
+def memory(new_sizes: list[int], old_sizes: list[int]) -> list[dict[str, Any]]:
+    rows = []
+    for size in sorted(set(new_sizes) | set(old_sizes)):
+        row: dict[str, Any] = {"sessions": size}
+        for design, sizes in (("new", new_sizes), ("old", old_sizes)):
+            if size in sizes:
+                probe = subprocess.run(
+                    [sys.executable, "-m", "bench.memory_probe", design, str(size)],
+                    cwd=ROOT, capture_output=True, text=True, check=True)
+                result = json.loads(probe.stdout)
+                row[f"{design}_traced_bytes"] = result["traced_bytes_per_session"]
+                row[f"{design}_rss_bytes"] = result["rss_bytes_per_session"]
+        if "old_traced_bytes" in row and "new_traced_bytes" in row:
+            row["traced_ratio"] = row["old_traced_bytes"] / row["new_traced_bytes"]
+        rows.append(row)
+    return rows
+
+
+# 3. per-message overhead -----------------------------------------------------------
+def overhead(turns: int, history: int = 10) -> dict[str, Any]:
+    """One turn through manager + pool + SQLite store vs the same turn on the agent alone."""
+    folder = tempfile.mkdtemp(prefix="poolchat-bench-")
+    manager = ChatbotSessionManager(DATABASE_URL=f"sqlite:///{folder}/bench.db",
+                                    OFFLINE_STREAM_DELAY=0)
+    prior = []
+    for i in range(history // 2):
+        prior += [HumanMessage(f"Message {i}"), AIMessage(f"Reply {i}")]
+    sessions = []
+    for _ in range(turns):
+        session = manager.create_session()
+        manager.store.ensure_session(session.session_id, title="bench")
+        manager.store.append_messages(session.session_id, prior)
+        session._saved = True
+        manager._unsaved -= 1
+        sessions.append(session)
+    agent = manager.pool.agents[0]
+    direct, managed = [], []
+    for session in sessions:  # interleaved, so both see the same machine state
+        start = time.perf_counter()
+        agent.invoke({"messages": [*prior, HumanMessage("hello there")]})
+        direct.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        session.send("hello there")
+        managed.append(time.perf_counter() - start)
+    manager.close()
+    direct_us, managed_us = median_us(direct), median_us(managed)
+    return {"history_messages": history, "turns": turns, "agent_alone_us": direct_us,
+            "through_manager_us": managed_us, "overhead_us": managed_us - direct_us,
+            "overhead_ratio": (managed_us - direct_us) / direct_us}
+
+
+# 4. concurrency --------------------------------------------------------------------
+class CountingModel(OfflineChatModel):
+    """An offline model with provider latency that records peak concurrent requests."""
+
+    def _generate(self, messages, *args, **kwargs):
+        with PEAK.lock:
+            PEAK.now += 1
+            PEAK.peak = max(PEAK.peak, PEAK.now)
+        try:
+            return super()._generate(messages, *args, **kwargs)
+        finally:
+            with PEAK.lock:
+                PEAK.now -= 1
+
+    async def _agenerate(self, messages, *args, **kwargs):
+        with PEAK.lock:
+            PEAK.now += 1
+            PEAK.peak = max(PEAK.peak, PEAK.now)
+        try:
+            return await super()._agenerate(messages, *args, **kwargs)
+        finally:
+            with PEAK.lock:
+                PEAK.now -= 1
+
+
+class _Peak:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now = self.peak = 0
+
+    def reset(self) -> None:
+        self.now = self.peak = 0
+
+
+PEAK = _Peak()
+
+
+def slow_factory(latency: float):
+    def build(spec: AgentSpec):
+        return create_agent(CountingModel(latency=latency), tools=list(DEFAULT_TOOLS))
+    return build
+
+
+def concurrency(sessions: int, pool_sizes: list[int], latency: float = 0.1,
+                limit: int = 10) -> list[dict[str, Any]]:
+    rows = []
+    for mode in ("threads", "asyncio"):
+        for size in pool_sizes:
+            rows.append(_concurrent_run(mode, size, sessions, latency, limit))
+        rows.append(_concurrent_old(mode, sessions, latency))
+    return rows
+
+
+def _concurrent_run(mode: str, size: int, count: int, latency: float, limit: int
+                    ) -> dict[str, Any]:
+    folder = tempfile.mkdtemp(prefix="poolchat-bench-")
+    manager = ChatbotSessionManager(slow_factory(latency),
+                                    DATABASE_URL=f"sqlite:///{folder}/bench.db",
+                                    AGENT_POOL_SIZE=size, AGENT_MAX_CONCURRENCY=limit,
+                                    AGENT_QUEUE_TIMEOUT=600)
+    sessions = [manager.create_session() for _ in range(count)]
+    texts = [f"My name is Person{i}." for i in range(count)]
+    PEAK.reset()
+    latencies, replies, wall = _fire(mode, [s.send for s in sessions],
+                                     [s.asend for s in sessions], texts)
+    stats = manager.get_stats()
+    served = sum(a["served"] for a in stats["pool"])
+    waited = sum(a["queue_wait_seconds"] for a in stats["pool"])
+    ideal = math.ceil(count / (size * limit)) * latency
+    correct = sum(reply.startswith(f"Nice to meet you, Person{i}.")
+                  for i, reply in enumerate(replies))
+    manager.close()
+    return {"mode": mode, "design": "new", "pool_size": size, "limit_per_agent": limit,
+            "sessions": count, "wall_s": wall, "ideal_s": ideal, "wall_vs_ideal": wall / ideal,
+            "p50_ms": percentile(latencies, 50) * 1e3, "p95_ms": percentile(latencies, 95) * 1e3,
+            "p99_ms": percentile(latencies, 99) * 1e3,
+            "mean_queue_wait_ms": waited / max(served, 1) * 1e3,
+            "peak_provider_requests": PEAK.peak, "replies_in_own_session": correct,
+            "messages_stored": stats["total_messages"]}
+
+
+def _concurrent_old(mode: str, count: int, latency: float) -> dict[str, Any]:
+    sessions = [PerSessionAgentSession(create_agent(CountingModel(latency=latency),
+                                                    tools=list(DEFAULT_TOOLS)))
+                for _ in range(count)]
+
+    async def asend(session, text):
+        session.history.append(HumanMessage(text))
+        result = await session.agent.ainvoke({"messages": session.history})
+        return result["messages"][-1].text
+
+    texts = [f"My name is Person{i}." for i in range(count)]
+    PEAK.reset()
+    latencies, replies, wall = _fire(mode, [s.send for s in sessions],
+                                     [lambda t, s=s: asend(s, t) for s in sessions], texts)
+    correct = sum(reply.startswith(f"Nice to meet you, Person{i}.")
+                  for i, reply in enumerate(replies))
+    return {"mode": mode, "design": "old (agent per session, unbounded)", "pool_size": None,
+            "sessions": count, "wall_s": wall, "ideal_s": latency,
+            "wall_vs_ideal": wall / latency, "p50_ms": percentile(latencies, 50) * 1e3,
+            "p95_ms": percentile(latencies, 95) * 1e3, "p99_ms": percentile(latencies, 99) * 1e3,
+            "peak_provider_requests": PEAK.peak, "replies_in_own_session": correct}
+
+
+def _fire(mode, sync_calls, async_calls, texts):
+    count = len(texts)
+    latencies = [0.0] * count
+    replies = [""] * count
+    if mode == "threads":
+        barrier = threading.Barrier(count + 1)
+
+        def run(i):
+            barrier.wait()
+            start = time.perf_counter()
+            replies[i] = sync_calls[i](texts[i])
+            latencies[i] = time.perf_counter() - start
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+        for thread in threads:
+            thread.start()
+        barrier.wait()
+        began = time.perf_counter()
+        for thread in threads:
+            thread.join()
+        return latencies, replies, time.perf_counter() - began
+
+    async def one(i):
+        start = time.perf_counter()
+        replies[i] = await async_calls[i](texts[i])
+        latencies[i] = time.perf_counter() - start
+
+    async def main():
+        began = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(count)))
+        return time.perf_counter() - began
+
+    wall = asyncio.run(main())
+    return latencies, replies, wall
+
+
+# 5. long histories -----------------------------------------------------------------
+def long_history(messages: int, repeats: int) -> dict[str, Any]:
+    folder = tempfile.mkdtemp(prefix="poolchat-bench-")
+    url = f"sqlite:///{folder}/bench.db"
+    manager = ChatbotSessionManager(DATABASE_URL=url, OFFLINE_STREAM_DELAY=0)
+    session = manager.create_session()
+    manager.send(session, "My name is Lin Ortega.")
+    batch = []
+    for i in range((messages - 2) // 2):
+        batch += [HumanMessage(f"Filler question number {i}?"), AIMessage(f"Filler answer {i}.")]
+    manager.store.append_messages(session.session_id, batch)
+    session_id = session.session_id
+    manager.close()
+
+    resume_new, send_new, resume_old, send_old = [], [], [], []
+    for _ in range(repeats):
+        fresh = ChatbotSessionManager(DATABASE_URL=url, OFFLINE_STREAM_DELAY=0)
+        start = time.perf_counter()
+        resumed = fresh.get_session(session_id)
+        fresh.store.load_messages_with_status(session_id, last=200)  # what the page shows
+        resume_new.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        resumed.send("what is 2+2")
+        send_new.append(time.perf_counter() - start)
+
+        start = time.perf_counter()  # old: the whole history back into memory
+        old = PerSessionAgentSession(fresh.pool.agents[0])
+        old.history = fresh.store.load_messages(session_id)
+        resume_old.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        old.send("what is 2+2")  # old: everything sent, untrimmed
+        send_old.append(time.perf_counter() - start)
+        fresh.close()
+    return {"stored_messages": messages, "resume_new_ms": median_us(resume_new) / 1e3,
+            "resume_old_ms": median_us(resume_old) / 1e3,
+            "send_new_ms": median_us(send_new) / 1e3, "send_old_ms": median_us(send_old) / 1e3}

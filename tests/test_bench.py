@@ -1,0 +1,22 @@
+"""The benchmark suite keeps working: a tiny run produces every section and target.
+
+This asserts structure, never speed: speed is measured by `python -m bench`, not by tests.
+"""
+
+import json
+import subprocess
+import sys
+
+from tests.servers import ROOT
+
+
+def test_a_quick_benchmark_run_writes_results_and_a_chart(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads((tmp_path / "latest.json").read_text())
+    assert {"creation", "memory", "overhead", "concurrency", "long_history", "targets"} <= set(data)
+    assert all(row["replies_in_own_session"] == row["sessions"] for row in data["concurrency"])
+    assert len(data["targets"]) == 7
+    assert (tmp_path / "latest.png").stat().st_size > 10_000
+    assert "Targets" in result.stdout
