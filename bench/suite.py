@@ -85,26 +85,29 @@ def memory(new_sizes: list[int], old_sizes: list[int]) -> list[dict[str, Any]]:
 
 # 3. per-message overhead -----------------------------------------------------------
 def overhead(turns: int, history: int = 10) -> dict[str, Any]:
-    """One turn through manager + pool + SQLite store vs the same turn on the agent alone."""
+    """One turn through manager + pool + SQLite store vs the same turn on the agent alone.
+
+    Each session has ``history`` stored messages and has already had one turn in this
+    process (a conversation in progress); the agent alone gets the very same history.
+    """
     folder = tempfile.mkdtemp(prefix="poolchat-bench-")
     manager = ChatbotSessionManager(DATABASE_URL=f"sqlite:///{folder}/bench.db",
                                     OFFLINE_STREAM_DELAY=0)
     prior = []
-    for i in range(history // 2):
+    for i in range((history - 2) // 2):
         prior += [HumanMessage(f"Message {i}"), AIMessage(f"Reply {i}")]
     sessions = []
     for _ in range(turns):
         session = manager.create_session()
         manager.store.ensure_session(session.session_id, title="bench")
         manager.store.append_messages(session.session_id, prior)
-        session._saved = True
-        manager._unsaved -= 1
-        sessions.append(session)
+        session.send("hello")  # the conversation is under way
+        sessions.append((session, session.messages))
     agent = manager.pool.agents[0]
     direct, managed = [], []
-    for session in sessions:  # interleaved, so both see the same machine state
+    for session, stored in sessions:  # interleaved, so both see the same machine state
         start = time.perf_counter()
-        agent.invoke({"messages": [*prior, HumanMessage("hello there")]})
+        agent.invoke({"messages": [*stored, HumanMessage("hello there")]})
         direct.append(time.perf_counter() - start)
         start = time.perf_counter()
         session.send("hello there")

@@ -6,8 +6,10 @@ applied yet, inside one transaction per step.
 
 from __future__ import annotations
 
+import fcntl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from sqlalchemy import (
     BigInteger,
@@ -90,16 +92,49 @@ def applied(engine: Engine) -> list[str]:
 
 def migrate(engine: Engine, metadata: MetaData,
             steps: list[Migration] | None = None) -> list[str]:
-    """Apply missing migrations; returns the names applied now. Running it twice is a no-op."""
-    _tracking.create_all(engine, checkfirst=True)
-    done = set(applied(engine))
+    """Apply missing migrations; returns the names applied now.
+
+    Running it twice is a no-op, and so is running it from several replicas at once:
+    PostgreSQL migrates in one transaction under an advisory lock, SQLite under a lock
+    file beside the database.
+    """
+    steps = MIGRATIONS if steps is None else steps
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+            return _apply(conn, metadata, steps)
+    with _file_lock(engine):
+        with engine.begin() as conn:
+            return _apply(conn, metadata, steps)
+
+
+_LOCK_KEY = 0x706F6F6C63686174  # "poolchat"
+
+
+def _apply(conn: Connection, metadata: MetaData, steps: list[Migration]) -> list[str]:
+    _tracking.create_all(conn, checkfirst=True)
+    done = {row[0] for row in conn.execute(select(schema_migrations.c.name))}
     ran = []
-    for step in MIGRATIONS if steps is None else steps:
+    for step in steps:
         if step.__name__ in done:
             continue
-        with engine.begin() as conn:
-            step(conn, metadata)
-            conn.execute(schema_migrations.insert().values(name=step.__name__,
-                                                           applied_at=time.time()))
+        step(conn, metadata)
+        conn.execute(schema_migrations.insert().values(name=step.__name__,
+                                                       applied_at=time.time()))
         ran.append(step.__name__)
     return ran
+
+
+@contextmanager
+def _file_lock(engine: Engine) -> Iterator[None]:
+    """An exclusive lock file next to an SQLite database file (none for in-memory)."""
+    database = engine.url.database or ""
+    if database in ("", ":memory:"):
+        yield
+        return
+    with open(f"{database}.migrate-lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -17,6 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
@@ -26,6 +27,7 @@ from core.agents import Agent, AgentFactory, AgentSpec, agent_factory_for
 from core.config import Settings, load_settings
 from core.errors import ChatError, MessageRejected, describe_error
 from core.pool import AgentPool
+from core.recent import Recent, RecentHistory
 from core.store import INTERRUPTED, STOPPED, SessionStore
 
 SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22,64}$")
@@ -34,6 +36,14 @@ CUSTOM_AGENT_CACHE = 64
 ACTIVE_WINDOW = 300.0
 TITLE_CHARS = 60
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """What one turn sends to the model, and the recent history it will extend."""
+
+    history: list[BaseMessage]
+    recent: Recent | None
 
 
 def new_session_id() -> str:
@@ -134,6 +144,7 @@ class ChatbotSessionManager:
         self._lock = threading.Lock()
         self._sessions: OrderedDict[str, ChatbotSession] = OrderedDict()
         self._custom_agents: OrderedDict[AgentSpec, Agent] = OrderedDict()
+        self._recent = RecentHistory(window=HISTORY_WINDOW)
         self._next_home = 0
         self._unsaved = 0         # sessions in memory that have no row yet
         self._custom_objects = 0  # sessions in memory with a custom agent object (no spec)
@@ -183,6 +194,7 @@ class ChatbotSessionManager:
             session = self._sessions.pop(session_id, None)
             if session is not None:
                 self._forget(session)
+        self._recent.drop(session_id)
         self.store.delete_session(session_id)
         return True
 
@@ -231,6 +243,7 @@ class ChatbotSessionManager:
 
     def _forget(self, session: ChatbotSession) -> None:
         """Bookkeeping for a session leaving memory (lock held)."""
+        self._recent.drop(session.session_id)
         self._unsaved -= not session._saved
         self._custom_objects -= session._custom is not None
 
@@ -238,9 +251,14 @@ class ChatbotSessionManager:
         """Give the session its row (first message, title or custom agent)."""
         if session._saved:
             return
-        self.store.ensure_session(session.session_id, owner=session.owner,
-                                  title=_one_line(title)[:TITLE_CHARS],
-                                  agent_spec=session._spec.to_dict() if session._spec else None)
+        self.store.ensure_session(session.session_id, **self._row_values(session, title))
+        self._mark_saved(session)
+
+    def _row_values(self, session: ChatbotSession, title: str) -> dict[str, Any]:
+        return {"owner": session.owner, "title": _one_line(title)[:TITLE_CHARS],
+                "agent_spec": session._spec.to_dict() if session._spec else None}
+
+    def _mark_saved(self, session: ChatbotSession) -> None:
         with self._lock:
             if not session._saved:
                 if self._sessions.get(session.session_id) is session:
@@ -307,24 +325,35 @@ class ChatbotSessionManager:
                                   f"the limit is {limit:,}.")
         return text
 
-    def _accept(self, session: ChatbotSession, text: object) -> list[BaseMessage]:
-        """Validate, store the user's message, and return the model's input history."""
+    def _accept(self, session: ChatbotSession, text: object) -> Turn:
+        """Validate and store the user's message, then gather the model's input."""
         text = self.check_message(text)
         with self._lock:
             self._remember(session)
+        sid = session.session_id
+        human = HumanMessage(text)
         try:
-            history = self.store.load_messages(session.session_id, last=HISTORY_WINDOW)
-            self._save(session, title=text)
-            human = HumanMessage(text)
-            self.store.append_messages(session.session_id, [human])
+            new_row = None if session._saved else self._row_values(session, text)
+            recent = self._recent.take(sid)
+            new_id, previous = self.store.append_after(sid, human, new_session=new_row)
+            if new_row is not None:
+                self._mark_saved(session)
+            if recent is not None and recent.last_id == previous:
+                recent.extend([human], new_id, HISTORY_WINDOW)
+            else:  # first turn here, or someone else wrote to this session: reload
+                rows = self.store.load_rows(sid, last=HISTORY_WINDOW)
+                recent = Recent(None)
+                recent.extend([m for i, m, _ in rows if i <= new_id], new_id, HISTORY_WINDOW)
         except Exception as exc:
             raise describe_error(exc) from exc
-        return turns.model_input([*history, human], self.settings.HISTORY_MAX_TOKENS)
+        return Turn(turns.model_input(recent.messages, self.settings.HISTORY_MAX_TOKENS,
+                                      recent.tokens), recent)
 
-    def _rewind(self, session: ChatbotSession) -> list[BaseMessage]:
+    def _rewind(self, session: ChatbotSession) -> Turn:
         """Drop everything after the last user message; return the model's input again."""
         with self._lock:
             self._remember(session)
+        self._recent.drop(session.session_id)
         try:
             rows = self.store.load_rows(session.session_id, last=HISTORY_WINDOW)
             last_human = max((i for i, (_, m, _) in enumerate(rows)
@@ -337,20 +366,27 @@ class ChatbotSessionManager:
         except Exception as exc:
             raise describe_error(exc) from exc
         history = [m for _, m, _ in rows[:last_human + 1]]
-        return turns.model_input(history, self.settings.HISTORY_MAX_TOKENS)
+        return Turn(turns.model_input(history, self.settings.HISTORY_MAX_TOKENS), None)
 
-    def _finish(self, session: ChatbotSession, done: turns.TurnResult,
+    def _finish(self, session: ChatbotSession, turn: Turn, done: turns.TurnResult,
                 status: str | None) -> None:
         """Store what the turn produced; a partial reply is stored with its status."""
         if session._spec is not None:
             model = session._spec.model
         else:
             model = "custom" if session._custom is not None else self.default_spec.model
-        mark = {"model": model, "custom_agent": session.has_custom_agent}
-        self.store.append_messages(session.session_id, done.messages, **mark)
+        mark = {"model": model, "custom_agent": session.has_custom_agent, "touch": False}
+        produced = list(done.messages)
+        ids = self.store.append_messages(session.session_id, produced, **mark)
         if status and done.partial:
-            self.store.append_messages(session.session_id, [AIMessage("".join(done.partial))],
-                                       status=status, **mark)
+            partial = AIMessage("".join(done.partial))
+            ids += self.store.append_messages(session.session_id, [partial], status=status,
+                                              **mark)
+            produced.append(partial)
+        if turn.recent is not None and status is None:
+            if ids:
+                turn.recent.extend(produced, ids[-1], HISTORY_WINDOW)
+            self._recent.put(session.session_id, turn.recent)
 
     def send(self, session: ChatbotSession, text: str) -> str:
         return self._answer(session, self._accept(session, text))
@@ -363,21 +399,20 @@ class ChatbotSessionManager:
         """Answer the last user message again, replacing the reply that followed it."""
         return self._stream_answer(session, self._rewind(session))
 
-    def _answer(self, session: ChatbotSession, history: list[BaseMessage]) -> str:
+    def _answer(self, session: ChatbotSession, turn: Turn) -> str:
         try:
             with self._borrow(session) as agent:
-                done = turns.invoke(agent, history)
+                done = turns.invoke(agent, turn.history)
         except Exception as exc:
             raise describe_error(exc) from exc
-        self._finish(session, done, None)
+        self._finish(session, turn, done, None)
         return done.reply
 
-    def _stream_answer(self, session: ChatbotSession, history: list[BaseMessage]
-                       ) -> Iterator[turns.Event]:
+    def _stream_answer(self, session: ChatbotSession, turn: Turn) -> Iterator[turns.Event]:
         done, status = turns.TurnResult(), STOPPED
         try:
             with self._borrow(session) as agent:
-                yield from turns.stream(agent, history, done)
+                yield from turns.stream(agent, turn.history, done)
             status = None
         except GeneratorExit:
             raise
@@ -385,24 +420,24 @@ class ChatbotSessionManager:
             status = INTERRUPTED
             raise describe_error(exc) from exc
         finally:
-            self._finish(session, done, status)
+            self._finish(session, turn, done, status)
 
     async def asend(self, session: ChatbotSession, text: str) -> str:
-        history = await asyncio.to_thread(self._accept, session, text)
+        turn = await asyncio.to_thread(self._accept, session, text)
         try:
             async with self._aborrow(session) as agent:
-                done = await turns.ainvoke(agent, history)
+                done = await turns.ainvoke(agent, turn.history)
         except Exception as exc:
             raise describe_error(exc) from exc
-        await asyncio.to_thread(self._finish, session, done, None)
+        await asyncio.to_thread(self._finish, session, turn, done, None)
         return done.reply
 
     async def astream(self, session: ChatbotSession, text: str) -> AsyncIterator[turns.Event]:
-        history = await asyncio.to_thread(self._accept, session, text)
+        turn = await asyncio.to_thread(self._accept, session, text)
         done, status = turns.TurnResult(), STOPPED
         try:
             async with self._aborrow(session) as agent:
-                async for event in turns.astream(agent, history, done):
+                async for event in turns.astream(agent, turn.history, done):
                     yield event
             status = None
         except (GeneratorExit, asyncio.CancelledError):
@@ -411,7 +446,7 @@ class ChatbotSessionManager:
             status = INTERRUPTED
             raise describe_error(exc) from exc
         finally:
-            self._finish(session, done, status)
+            self._finish(session, turn, done, status)
 
     # -- stats ----------------------------------------------------------------------
     def get_stats(self) -> dict[str, Any]:

@@ -9,8 +9,10 @@ Message order is the order of their ids. Messages are LangChain messages, stored
 from __future__ import annotations
 
 import json
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -35,8 +38,9 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
 
 from core.migrations import migrate
@@ -120,6 +124,7 @@ class SessionStore:
     def __init__(self, url: str, engine: Engine | None = None) -> None:
         self.url = url
         self.engine = engine or create_db_engine(url)
+        self._write_lock = threading.Lock() if self.dialect == "sqlite" else nullcontext()
         migrate(self.engine, metadata)
 
     @property
@@ -130,20 +135,29 @@ class SessionStore:
         self.engine.dispose()
 
     # -- sessions -------------------------------------------------------------------
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """A write transaction. SQLite has one writer at a time: queueing writers here
+        keeps threads out of SQLite's busy handler, which sleeps in coarse steps."""
+        with self._write_lock, self.engine.begin() as conn:
+            yield conn
+
     def ensure_session(self, session_id: str, owner: str | None = None, title: str = "",
                        agent_spec: dict[str, Any] | None = None) -> None:
         """Create the session row if it does not exist yet (idempotent, race-safe)."""
+        with self._writing() as conn:
+            self._insert_session(conn, session_id, owner, title, agent_spec)
+
+    def _insert_session(self, conn: Connection, session_id: str, owner: str | None,
+                        title: str, agent_spec: dict[str, Any] | None) -> None:
         now = time.time()
-        with self.engine.begin() as conn:
-            if conn.execute(select(sessions.c.id).where(sessions.c.id == session_id)).first():
-                return
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(insert(sessions).values(
-                    id=session_id, owner=owner, title=title[:200],
-                    **_spec_columns(agent_spec), created_at=now, updated_at=now))
-        except IntegrityError:
-            pass  # another thread or replica created it first
+        conn.execute(self._insert_or_ignore(sessions).values(
+            id=session_id, owner=owner, title=title[:200], **_spec_columns(agent_spec),
+            created_at=now, updated_at=now))
+
+    def _insert_or_ignore(self, table: Table) -> Any:
+        module = postgresql if self.dialect == "postgresql" else sqlite
+        return module.insert(table).on_conflict_do_nothing()
 
     def get_session(self, session_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
@@ -163,12 +177,12 @@ class SessionStore:
             values.update(_spec_columns(values.pop("agent_spec")))
         if "title" in values:
             values["title"] = values["title"][:200]
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             conn.execute(update(sessions).where(sessions.c.id == session_id)
                          .values(updated_at=time.time(), **values))
 
     def delete_session(self, session_id: str) -> bool:
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             conn.execute(delete(messages).where(messages.c.session_id == session_id))
             result = conn.execute(delete(sessions).where(sessions.c.id == session_id))
         return result.rowcount > 0
@@ -176,24 +190,44 @@ class SessionStore:
     # -- messages -------------------------------------------------------------------
     def append_messages(self, session_id: str, batch: Sequence[BaseMessage],
                         status: str = COMPLETE, model: str | None = None,
-                        custom_agent: bool = False) -> None:
-        """Append in order, in one transaction, and touch the session's ``updated_at``.
+                        custom_agent: bool = False, touch: bool = True) -> list[int]:
+        """Append in order, in one transaction; returns the new ids.
 
-        ``model`` and ``custom_agent`` record which agent answered, on AI messages.
+        ``model`` and ``custom_agent`` record which agent answered, on AI messages;
+        ``touch`` moves the session's ``updated_at`` (once per turn is enough).
         """
         if not batch:
-            return
+            return []
         now = time.time()
-        rows = [{
-            "session_id": session_id, "role": _role(m), "content": m.text,
-            "payload": json.dumps(message_to_dict(m), default=str), "status": status,
-            "model": model if m.type == "ai" else None,
-            "custom_agent": custom_agent and m.type == "ai", "created_at": now,
-        } for m in batch]
-        with self.engine.begin() as conn:
-            conn.execute(insert(messages), rows)
-            conn.execute(update(sessions).where(sessions.c.id == session_id)
-                         .values(updated_at=now))
+        rows = _rows(session_id, batch, status, model, custom_agent, now)
+        with self._writing() as conn:
+            ids = self._insert(conn, rows)
+            if touch:
+                conn.execute(_TOUCH, {"sid": session_id, "now": now})
+        return ids
+
+    def append_after(self, session_id: str, message: BaseMessage,
+                     new_session: dict[str, Any] | None = None) -> tuple[int, int | None]:
+        """Append one message; return its id and the session's previous newest id.
+
+        Both come from one transaction, so a caller holding the session's messages up to
+        that previous id knows its copy is complete (no other writer came in between).
+        ``new_session`` (owner, title, agent_spec) creates the session row if missing.
+        """
+        now = time.time()
+        with self._writing() as conn:
+            if new_session is not None:
+                self._insert_session(conn, session_id, **new_session)
+            previous = conn.execute(_LAST_ID, {"sid": session_id}).scalar()
+            (new_id,) = self._insert(conn, _rows(session_id, [message], COMPLETE, None,
+                                                 False, now))
+            conn.execute(_TOUCH, {"sid": session_id, "now": now})
+        return new_id, previous
+
+    @staticmethod
+    def _insert(conn: Any, rows: list[dict[str, Any]]) -> list[int]:
+        result = conn.execute(_INSERT, rows)
+        return [row[0] for row in result]
 
     def load_messages(self, session_id: str, last: int | None = None) -> list[BaseMessage]:
         """The session's messages in order; only the ``last`` N when given."""
@@ -221,7 +255,7 @@ class SessionStore:
 
     def delete_messages_after(self, session_id: str, message_id: int) -> int:
         """Remove the session's messages newer than ``message_id`` (regenerating a reply)."""
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             result = conn.execute(delete(messages).where(
                 messages.c.session_id == session_id, messages.c.id > message_id))
         return result.rowcount
@@ -277,6 +311,22 @@ class SessionStore:
         with self.engine.connect() as conn:
             rows = conn.execute(select(sessions.c.id).where(sessions.c.id.in_(wanted)))
             return {row[0] for row in rows}
+
+
+_INSERT = insert(messages).returning(messages.c.id, sort_by_parameter_order=True)
+_TOUCH = update(sessions).where(sessions.c.id == bindparam("sid")).values(
+    updated_at=bindparam("now"))
+_LAST_ID = select(func.max(messages.c.id)).where(messages.c.session_id == bindparam("sid"))
+
+
+def _rows(session_id: str, batch: Sequence[BaseMessage], status: str, model: str | None,
+          custom_agent: bool, now: float) -> list[dict[str, Any]]:
+    return [{
+        "session_id": session_id, "role": _role(m), "content": m.text,
+        "payload": json.dumps(message_to_dict(m), default=str), "status": status,
+        "model": model if m.type == "ai" else None,
+        "custom_agent": custom_agent and m.type == "ai", "created_at": now,
+    } for m in batch]
 
 
 def _spec_columns(spec: dict[str, Any] | None) -> dict[str, Any]:

@@ -83,8 +83,17 @@ def well_formed(history: Sequence[BaseMessage]) -> list[BaseMessage]:
     return kept
 
 
-def model_input(history: Sequence[BaseMessage], max_tokens: int) -> list[BaseMessage]:
-    """The trimmed history to send: newest messages within budget, starting on a human."""
+def model_input(history: Sequence[BaseMessage], max_tokens: int,
+                tokens: Sequence[int] | None = None) -> list[BaseMessage]:
+    """The trimmed history to send: newest messages within budget, starting on a human.
+
+    ``tokens`` (per-message estimates, when the caller has them) lets a history that is
+    already within budget skip ``trim_messages``.
+    """
+    if tokens is not None and sum(tokens) <= max_tokens:
+        first = next((i for i, m in enumerate(history) if isinstance(m, HumanMessage)),
+                     len(history))
+        return well_formed(history[first:])
     history = well_formed(history)
     trimmed = trim_messages(history, max_tokens=max_tokens,
                             token_counter=count_tokens_approximately, strategy="last",

@@ -184,6 +184,15 @@ class TestLifecycle:
         assert restarted.get_stats()["total_sessions"] == 1
         assert restarted.get_stats()["total_messages"] == 4
 
+    def test_a_turn_sees_what_another_manager_wrote_to_the_same_session(self, make_manager):
+        here, there = make_manager(), make_manager()  # two processes or replicas
+        session = here.create_session()
+        session.send("My name is Ada.")
+        there.get_session(session.session_id).send("My name is Grace.")
+        assert session.send("What is my name?") == "Your name is Grace."
+        assert [m.text for m in session.messages if isinstance(m, HumanMessage)] == [
+            "My name is Ada.", "My name is Grace.", "What is my name?"]
+
     def test_idle_sessions_are_evicted_and_reloaded_on_demand(self, make_manager):
         now = [1000.0]
         manager = make_manager(clock=lambda: now[0], SESSION_IDLE_TTL=60)
