@@ -47,6 +47,12 @@ class Settings(BaseModel):
     MAX_SESSIONS_IN_MEMORY: int = _setting(
         100_000, "an integer from 10 to 10000000", ge=10, le=10_000_000
     )
+    SESSION_RETENTION_DAYS: float = _setting(
+        0, "a number of days from 0 (keep forever) to 36500", ge=0, le=36500
+    )
+    HEARTBEAT_STALE_AFTER: float = _setting(
+        30.0, "a number of seconds from 1 to 86400", ge=1, le=86400
+    )
     HISTORY_MAX_TOKENS: int = _setting(
         4000, "an integer from 100 to 2000000", ge=100, le=2_000_000
     )

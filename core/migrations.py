@@ -81,7 +81,12 @@ def m002_agent_usage(conn: Connection, metadata: MetaData) -> None:
                 conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {kind}{default}"))
 
 
-MIGRATIONS: list[Migration] = [m001_initial, m002_agent_usage]
+def m003_replicas(conn: Connection, metadata: MetaData) -> None:
+    """Heartbeats: each app replica publishes its pool utilisation here."""
+    metadata.tables["replicas"].create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Migration] = [m001_initial, m002_agent_usage, m003_replicas]
 
 
 def applied(engine: Engine) -> list[str]:

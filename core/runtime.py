@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from core.config import Settings
 from core.sessions import ChatbotSessionManager
+from core.replicas import ReplicaReporter
 from core.stats import StatsRecorder
 
 _lock = threading.Lock()
@@ -23,7 +24,7 @@ def shared_manager(load: Callable[[], Settings]) -> ChatbotSessionManager:
     with _lock:
         if _manager is None:
             manager = ChatbotSessionManager(settings=load())
-            _recorder = StatsRecorder(manager)
+            _recorder = StatsRecorder(manager, reporter=ReplicaReporter(manager))
             _recorder.start()
             _manager = manager
         return _manager

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from sqlalchemy.exc import IntegrityError
 
 from core import turns
 from core.agents import Agent, AgentFactory, AgentSpec, agent_factory_for
@@ -216,6 +217,14 @@ class ChatbotSessionManager:
                 evicted += 1
         return evicted
 
+    def delete_expired_sessions(self, now: float | None = None) -> int:
+        """Delete stored sessions idle longer than SESSION_RETENTION_DAYS (0: keep all)."""
+        days = self.settings.SESSION_RETENTION_DAYS
+        if not days:
+            return 0
+        now = time.time() if now is None else now
+        return self.store.delete_sessions_idle_since(now - days * 86400)
+
     @property
     def sessions_in_memory(self) -> int:
         return len(self._sessions)
@@ -335,7 +344,11 @@ class ChatbotSessionManager:
         try:
             new_row = None if session._saved else self._row_values(session, text)
             recent = self._recent.take(sid)
-            new_id, previous = self.store.append_after(sid, human, new_session=new_row)
+            try:
+                new_id, previous = self.store.append_after(sid, human, new_session=new_row)
+            except IntegrityError:  # its row was deleted meanwhile (retention): start again
+                new_row = self._row_values(session, text)
+                new_id, previous = self.store.append_after(sid, human, new_session=new_row)
             if new_row is not None:
                 self._mark_saved(session)
             if recent is not None and recent.last_id == previous:

@@ -7,25 +7,34 @@ buffer keeps the newest ``capacity`` samples.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from core.replicas import ReplicaReporter
 from core.sessions import ChatbotSessionManager
 
 DEFAULT_INTERVAL = 5.0
 DEFAULT_CAPACITY = 720  # one hour at the default interval
+CLEANUP_EVERY = 3600.0  # seconds between retention clean-ups
+log = logging.getLogger("poolchat")
 
 
 class StatsRecorder:
-    """Samples ``manager.get_stats()`` every ``interval`` seconds; thread-safe."""
+    """Samples ``manager.get_stats()`` every ``interval`` seconds; thread-safe.
+
+    With a ``reporter`` each sample is also published as this replica's heartbeat, and
+    the background thread applies the session retention policy once an hour.
+    """
 
     def __init__(self, manager: ChatbotSessionManager, interval: float = DEFAULT_INTERVAL,
-                 capacity: int = DEFAULT_CAPACITY,
+                 capacity: int = DEFAULT_CAPACITY, reporter: ReplicaReporter | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.manager = manager
+        self.reporter = reporter
         self.interval = interval
         self._clock = clock
         self._samples: deque[dict[str, Any]] = deque(maxlen=capacity)
@@ -52,6 +61,8 @@ class StatsRecorder:
         }
         with self._lock:
             self._samples.append(sample)
+        if self.reporter is not None:
+            self.reporter.publish()
         return sample
 
     def samples(self) -> list[dict[str, Any]]:
@@ -72,11 +83,15 @@ class StatsRecorder:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
+        next_cleanup = 0.0
         while not self._stop.is_set():
             try:
                 self.sample()
-            except Exception:  # a database hiccup must not end the sampling
-                pass
+                if self._clock() >= next_cleanup:
+                    self.manager.delete_expired_sessions()
+                    next_cleanup = self._clock() + CLEANUP_EVERY
+            except Exception:  # a database outage must not end the sampling
+                log.warning("stats sampling failed; retrying in %s s", self.interval)
             self._stop.wait(self.interval)
 
 
@@ -110,6 +125,8 @@ def public_stats(manager: ChatbotSessionManager, recorder: StatsRecorder | None 
     """Everything the stats page and /api/stats.json show: aggregates only."""
     stats = manager.get_stats()
     stats["usage"] = manager.store.usage_by_agent(shared_model=manager.default_spec.model)
+    if recorder is not None and recorder.reporter is not None:
+        stats["replicas"] = recorder.reporter.cluster()
     if recorder is not None:
         samples = recorder.samples()
         stats["series"] = {"sessions": session_series(samples), "pool": pool_series(samples)}

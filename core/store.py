@@ -77,6 +77,15 @@ messages = Table(
     Index("ix_messages_session_id", "session_id", "id"),
 )
 
+replicas = Table(
+    "replicas",
+    metadata,
+    Column("id", String(100), primary_key=True),
+    Column("started_at", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+    Column("report", Text, nullable=False),  # JSON: pool counters, sessions in memory
+)
+
 # Message status: complete, or why a reply is partial.
 COMPLETE, STOPPED, INTERRUPTED = "complete", "stopped", "interrupted"
 
@@ -302,6 +311,39 @@ class SessionStore:
             for custom, model, count in conn.execute(by_message):
                 entry(bool(custom), model)["messages"] += count
         return sorted(usage.values(), key=lambda u: (u["agent"], u["model"]))
+
+    # -- replicas and retention --------------------------------------------------------
+    def publish_heartbeat(self, replica_id: str, started_at: float,
+                          report: dict[str, Any]) -> None:
+        """Insert or refresh this replica's row (one small write per interval)."""
+        now = time.time()
+        values = {"last_seen": now, "report": json.dumps(report)}
+        with self._writing() as conn:
+            updated = conn.execute(update(replicas).where(replicas.c.id == replica_id)
+                                   .values(**values)).rowcount
+            if not updated:
+                conn.execute(self._insert_or_ignore(replicas).values(
+                    id=replica_id, started_at=started_at, **values))
+
+    def heartbeats(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(replicas).order_by(replicas.c.started_at)).all()
+        return [{"replica": r.id, "started_at": r.started_at, "last_seen": r.last_seen,
+                 **json.loads(r.report)} for r in rows]
+
+    def forget_replicas_seen_before(self, cutoff: float) -> int:
+        with self._writing() as conn:
+            return conn.execute(delete(replicas).where(replicas.c.last_seen < cutoff)).rowcount
+
+    def delete_sessions_idle_since(self, cutoff: float) -> int:
+        """Delete sessions untouched since ``cutoff``; their messages go by cascade.
+
+        One statement, so the test of ``updated_at`` and the delete are atomic: a session
+        another replica writes to at the same moment has a newer ``updated_at`` and stays.
+        """
+        with self._writing() as conn:
+            return conn.execute(delete(sessions).where(sessions.c.updated_at < cutoff)
+                                ).rowcount
 
     def session_ids(self, ids: Iterable[str]) -> set[str]:
         """Which of ``ids`` have a row."""

@@ -72,6 +72,18 @@ def live_stats() -> None:
         right.altair_chart(time_chart(pool, "errors", "agent", "Errors per interval"))
     st.dataframe(pd.DataFrame(stats["pool"]), hide_index=True)
 
+    replicas = stats.get("replicas", [])
+    if replicas:
+        st.subheader("Replicas")
+        now = stats["generated_at"]
+        st.dataframe(pd.DataFrame([{
+            "replica": r["replica"] + (" (this one)" if r["this_replica"] else ""),
+            "status": "stopped reporting" if r["stale"] else "live",
+            "last seen (s ago)": round(now - r["last_seen"], 1),
+            "in flight": r["in_flight"], "served": r["served"], "errors": r["errors"],
+            "sessions in memory": r["sessions_in_memory"],
+        } for r in replicas]), hide_index=True)
+
     st.subheader("Custom agents vs the shared pool")
     usage = pd.DataFrame(stats["usage"])
     if usage.empty:

@@ -1,0 +1,58 @@
+"""Work done in a separate process, as another app replica would (for test_replicas)."""
+
+from __future__ import annotations
+
+from core import ChatbotSessionManager
+from core.replicas import ReplicaReporter
+from core.store import SessionStore
+
+
+def migrate_only(url: str) -> list[str]:
+    from core.migrations import applied
+
+    store = SessionStore(url)
+    try:
+        return applied(store.engine)
+    finally:
+        store.close()
+
+
+def start_chat(url: str, text: str) -> str:
+    manager = ChatbotSessionManager(DATABASE_URL=url)
+    try:
+        session = manager.create_session()
+        session.send(text)
+        return session.session_id
+    finally:
+        manager.close()
+
+
+def continue_chat(url: str, session_id: str, text: str) -> tuple[str, list[str]]:
+    manager = ChatbotSessionManager(DATABASE_URL=url)
+    try:
+        session = manager.get_session(session_id)
+        reply = session.send(text)
+        return reply, [m.text for m in session.messages if m.type == "human"]
+    finally:
+        manager.close()
+
+
+def write_many(url: str, session_id: str, prefix: str, count: int, go) -> None:
+    manager = ChatbotSessionManager(DATABASE_URL=url)
+    try:
+        session = manager.get_session(session_id)
+        go.wait(30)
+        for i in range(count):
+            session.send(f"{prefix}{i}")
+    finally:
+        manager.close()
+
+
+def serve_and_report(url: str, replica_id: str, messages: int) -> None:
+    manager = ChatbotSessionManager(DATABASE_URL=url)
+    try:
+        for _ in range(messages):
+            manager.create_session().send("what is 1+1")
+        ReplicaReporter(manager, replica_id=replica_id).publish()
+    finally:
+        manager.close()

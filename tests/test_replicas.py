@@ -1,0 +1,129 @@
+"""Several replicas on one database: each test runs replicas as separate processes.
+
+Sessions and messages live in the database, so any replica serves any session; pool
+utilisation is per replica and published as heartbeats.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+
+import pytest
+from langchain_core.messages import HumanMessage
+
+from core.migrations import MIGRATIONS
+from core.replicas import ReplicaReporter
+from tests import replica_worker
+
+SPAWN = multiprocessing.get_context("spawn")
+
+
+@pytest.fixture
+def replicas():
+    with ProcessPoolExecutor(max_workers=4, mp_context=SPAWN) as pool:
+        yield pool
+
+
+def test_replicas_starting_at_once_migrate_exactly_once(db_url, replicas):
+    results = list(replicas.map(replica_worker.migrate_only, [db_url] * 4))
+    assert all(r == sorted(m.__name__ for m in MIGRATIONS) for r in results)
+
+
+def test_a_chat_started_on_one_replica_continues_on_another(db_url, replicas):
+    session_id = replicas.submit(replica_worker.start_chat, db_url,
+                                 "My name is Lin Ortega.").result()
+    reply, humans = replicas.submit(replica_worker.continue_chat, db_url, session_id,
+                                    "What is my name?").result()
+    assert reply == "Your name is Lin Ortega."
+    assert humans == ["My name is Lin Ortega.", "What is my name?"]
+
+
+def test_two_replicas_writing_to_one_session_keep_every_message_in_order(db_url, replicas,
+                                                                         make_manager):
+    manager = make_manager()
+    session = manager.create_session()
+    session.send("hello")
+    with SPAWN.Manager() as sync:
+        go = sync.Event()
+        writers = [replicas.submit(replica_worker.write_many, db_url, session.session_id,
+                                   prefix, 15, go) for prefix in ("A", "B")]
+        go.set()
+        for writer in writers:
+            writer.result(timeout=120)
+    humans = [m.text for m in manager.store.load_messages(session.session_id)
+              if isinstance(m, HumanMessage)]
+    assert len(humans) == 31
+    for prefix in ("A", "B"):
+        assert [h for h in humans if h.startswith(prefix)] == [f"{prefix}{i}"
+                                                                for i in range(15)]
+    replies = [m for m in manager.store.load_messages(session.session_id)
+               if m.type == "ai" and m.text]
+    assert len(replies) == 31
+
+
+def test_cluster_stats_count_every_replica(db_url, replicas, make_manager):
+    jobs = [replicas.submit(replica_worker.serve_and_report, db_url, f"replica-{i}", i + 1)
+            for i in range(2)]
+    for job in jobs:
+        job.result(timeout=120)
+    here = make_manager()
+    reporter = ReplicaReporter(here, replica_id="observer")
+    reporter.publish()
+    cluster = {r["replica"]: r for r in reporter.cluster()}
+    assert set(cluster) == {"replica-0", "replica-1", "observer"}
+    assert cluster["replica-0"]["served"] == 1 and cluster["replica-1"]["served"] == 2
+    assert cluster["observer"]["this_replica"]
+    stats = here.get_stats()
+    assert stats["total_sessions"] == 3 and stats["total_messages"] == 3 * 4
+
+
+def test_a_replica_that_stops_reporting_is_marked_stale(make_manager):
+    now = [1_000_000.0]
+    manager = make_manager()
+    quiet = ReplicaReporter(manager, replica_id="quiet", stale_after=30)
+    quiet.publish()
+    watcher = ReplicaReporter(manager, replica_id="watcher", stale_after=30,
+                              clock=lambda: now[0])
+    import time
+    now[0] = time.time() + 10
+    assert not {r["replica"]: r for r in watcher.cluster()}["quiet"]["stale"]
+    now[0] = time.time() + 31
+    assert {r["replica"]: r for r in watcher.cluster()}["quiet"]["stale"]
+
+
+class TestRetention:
+    def test_only_sessions_idle_past_the_retention_are_deleted(self, make_manager):
+        import time
+
+        manager = make_manager(SESSION_RETENTION_DAYS=1)
+        old, fresh = manager.create_session(), manager.create_session()
+        old.send("old news")
+        fresh.send("fresh news")
+        assert manager.delete_expired_sessions(now=time.time() + 3600) == 0
+        manager.store.update_session(old.session_id)  # touched now...
+        later = time.time() + 86400 + 60
+        fresh_id = fresh.session_id
+        with manager.store._writing() as conn:  # ...and fresh touched a day later
+            from sqlalchemy import update
+
+            from core.store import sessions
+            conn.execute(update(sessions).where(sessions.c.id == fresh_id)
+                         .values(updated_at=later))
+        assert manager.delete_expired_sessions(now=later) == 1
+        assert manager.store.get_session(old.session_id) is None
+        assert manager.store.count_messages(old.session_id) == 0
+        assert manager.store.get_session(fresh_id) is not None
+
+    def test_a_session_deleted_under_another_replica_carries_on(self, make_manager):
+        here, there = make_manager(), make_manager()
+        session = here.create_session()
+        session.send("My name is Ada.")
+        there.store.delete_session(session.session_id)  # retention ran on another replica
+        assert session.send("what is 2+2") == "2+2 = 4"
+        assert [m.text for m in session.messages][0] == "what is 2+2"
+
+    def test_retention_zero_keeps_everything(self, make_manager):
+        manager = make_manager()
+        manager.create_session().send("keep me")
+        assert manager.delete_expired_sessions(now=10**12) == 0
