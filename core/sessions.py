@@ -390,12 +390,15 @@ class ChatbotSessionManager:
             model = "custom" if session._custom is not None else self.default_spec.model
         mark = {"model": model, "custom_agent": session.has_custom_agent, "touch": False}
         produced = list(done.messages)
-        ids = self.store.append_messages(session.session_id, produced, **mark)
-        if status and done.partial:
-            partial = AIMessage("".join(done.partial))
-            ids += self.store.append_messages(session.session_id, [partial], status=status,
-                                              **mark)
-            produced.append(partial)
+        try:
+            ids = self.store.append_messages(session.session_id, produced, **mark)
+            if status and done.partial:
+                partial = AIMessage("".join(done.partial))
+                ids += self.store.append_messages(session.session_id, [partial],
+                                                  status=status, **mark)
+                produced.append(partial)
+        except Exception as exc:
+            raise describe_error(exc) from exc
         if turn.recent is not None and status is None:
             if ids:
                 turn.recent.extend(produced, ids[-1], HISTORY_WINDOW)
