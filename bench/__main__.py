@@ -11,15 +11,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import suite
+from bench import replicas, suite
 
 FULL = {"creation_new": [1_000, 10_000, 100_000], "creation_old": [1_000, 10_000],
         "memory_new": [1_000, 10_000, 100_000], "memory_old": [1_000],
         "overhead_turns": 300, "concurrency_sessions": 1_000, "pools": [1, 4, 16],
-        "history": 10_000, "history_repeats": 15}
+        "history": 10_000, "history_repeats": 15,
+        "replicas": [1, 2, 4], "replica_sessions": 8, "replica_turns": 40}
 QUICK = {"creation_new": [200], "creation_old": [40], "memory_new": [40],
          "memory_old": [40], "overhead_turns": 20, "concurrency_sessions": 40,
-         "pools": [1, 4], "history": 200, "history_repeats": 2}
+         "pools": [1, 4], "history": 200, "history_repeats": 2,
+         "replicas": [1, 2], "replica_sessions": 2, "replica_turns": 3}
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -82,7 +84,11 @@ def table(results: dict[str, Any]) -> str:
     lines += ["", f"A session with {h['stored_messages']} stored messages (median ms)",
               f"  resume: old {h['resume_old_ms']:.1f}, new {h['resume_new_ms']:.1f}; "
               f"next message: old {h['send_old_ms']:.1f}, new {h['send_new_ms']:.1f}", "",
-              "Targets"]
+              "Replica throughput (turns per second, all replicas together)"]
+    for r in results["replicas"]:
+        lines.append(f"  {r['database']:>10} × {r['replicas']}: {r['turns_per_s']:.0f} turns/s "
+                     f"({r['turns']} turns in {r['wall_s']:.1f} s)")
+    lines += ["", "Targets"]
     for t in results["targets"]:
         lines.append(f"  [{'PASS' if t['pass'] else 'FAIL'}] {t['target']}: {t['value']}")
     return "\n".join(lines)
@@ -143,6 +149,8 @@ def run(quick: bool) -> dict[str, Any]:
     results["overhead"] = suite.overhead(plan["overhead_turns"])
     results["concurrency"] = suite.concurrency(plan["concurrency_sessions"], plan["pools"])
     results["long_history"] = suite.long_history(plan["history"], plan["history_repeats"])
+    results["replicas"] = replicas.throughput(plan["replicas"], plan["replica_sessions"],
+                                              plan["replica_turns"])
     results["targets"] = targets(results)
     return results
 
