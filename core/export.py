@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
@@ -10,6 +11,18 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from core.store import COMPLETE
 
 ROLE_NAMES = {"human": "You", "ai": "Assistant", "tool": "Tool", "system": "System"}
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=])")
+
+
+def escape_markdown(text: str) -> str:
+    """User text safe to show where Markdown is rendered: every markup character escaped."""
+    return _MARKDOWN.sub(r"\\\1", " ".join(text.split()))
+
+
+def file_name(title: str, suffix: str) -> str:
+    """A download name from a title: letters, digits and dashes only."""
+    stem = re.sub(r"[^\w]+", "-", title, flags=re.ASCII).strip("-")[:40]
+    return f"{stem or 'conversation'}.{suffix}"
 
 
 def conversation_json(title: str, rows: list[tuple[BaseMessage, str]]) -> str:
@@ -29,7 +42,7 @@ def conversation_json(title: str, rows: list[tuple[BaseMessage, str]]) -> str:
 
 def conversation_markdown(title: str, rows: list[tuple[BaseMessage, str]]) -> str:
     """A readable transcript; tool steps as code, partial replies marked."""
-    lines = [f"# {title or 'Conversation'}", ""]
+    lines = [f"# {escape_markdown(title) or 'Conversation'}", ""]
     for message, status in rows:
         if isinstance(message, ToolMessage):
             lines += [f"> **Tool `{message.name}`** returned `{message.text}`", ""]

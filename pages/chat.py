@@ -13,7 +13,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 
 from core.agents import AgentSpec
 from core.errors import ChatError, MessageRejected
-from core.export import conversation_json, conversation_markdown
+from core.export import conversation_json, conversation_markdown, escape_markdown, file_name
 from core.offline_model import OFFLINE_MODEL_NAME
 from core.sessions import ChatbotSession, ChatbotSessionManager
 from core.store import COMPLETE, STOPPED
@@ -60,7 +60,8 @@ def conversation_list(manager: ChatbotSessionManager, session: ChatbotSession,
         st.sidebar.caption("None yet: send a message to start one.")
     for info in conversations:
         current = info["session_id"] == session.session_id
-        if st.sidebar.button(info["title"] or "Untitled", key=f"open-{info['session_id']}",
+        if st.sidebar.button(escape_markdown(info["title"]) or "Untitled",
+                             key=f"open-{info['session_id']}",
                              type="primary" if current else "secondary",
                              use_container_width=True, disabled=current):
             resumed = manager.get_session(info["session_id"], owner=owner)
@@ -78,12 +79,11 @@ def conversation_actions(manager: ChatbotSessionManager, session: ChatbotSession
             manager.rename_session(session, new_title)
             st.rerun()
         rows = manager.store.load_messages_with_status(session.session_id)
-        name = (title or "conversation")[:40].strip().replace(" ", "-") or "conversation"
         st.download_button("Export Markdown", conversation_markdown(title, rows),
-                           file_name=f"{name}.md", mime="text/markdown",
+                           file_name=file_name(title, "md"), mime="text/markdown",
                            icon=":material/download:", disabled=not rows)
         st.download_button("Export JSON", conversation_json(title, rows),
-                           file_name=f"{name}.json", mime="application/json",
+                           file_name=file_name(title, "json"), mime="application/json",
                            icon=":material/data_object:", disabled=not rows)
         confirm = st.checkbox("Yes, delete this conversation", key="confirm-delete")
         if st.button("Delete", icon=":material/delete:", disabled=not confirm):
@@ -224,7 +224,7 @@ conversation_list(manager, session, owner)
 conversation_actions(manager, session, owner, title)
 agent_settings(manager, session)
 
-st.title(title or "New chat")
+st.title(escape_markdown(title) or "New chat", anchor=False)
 if manager.settings.offline:
     st.info("**Offline demo mode** — replies come from PoolChat's built-in offline model, "
             "not an LLM. It can do arithmetic, tell the time and remember your name. "

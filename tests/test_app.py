@@ -54,7 +54,7 @@ class TestChat:
         assert user.text[0].value == "what is 12*7?"
         assert assistant.markdown[0].value == "12*7 = 84"
         assert "calculator" in assistant.expander[0].label
-        assert at.title[0].value == "what is 12*7?"
+        assert at.title[0].value == r"what is 12\*7?"  # Markdown escaped: shown as typed
 
     def test_the_offline_mode_is_announced(self):
         at = open_app()
@@ -65,6 +65,12 @@ class TestChat:
         at = say(open_app(), "<script>alert(1)</script> **bold**")
         assert at.chat_message[0].text[0].value == "<script>alert(1)</script> **bold**"
         assert not at.chat_message[0].markdown
+
+    def test_markup_in_a_title_is_escaped_wherever_the_title_is_shown(self):
+        at = say(open_app(), "[click](javascript:alert(1)) **bold** <img src=x>")
+        escaped = r"\[click\]\(javascript\:alert\(1\)\) \*\*bold\*\* \<img src\=x\>"
+        assert at.title[0].value == escaped
+        assert escaped in [b.label for b in at.sidebar.button]
 
     def test_an_over_long_message_is_refused_before_anything_is_stored(self, monkeypatch):
         monkeypatch.setenv("MAX_MESSAGE_CHARS", "10")
