@@ -25,7 +25,8 @@ def replica(url: str, sessions: int, turns: int, ready) -> int:
     """One replica: ``sessions`` threads, each sending ``turns`` messages."""
     from core import ChatbotSessionManager
 
-    manager = ChatbotSessionManager(DATABASE_URL=url, AGENT_POOL_SIZE=2,
+    manager = ChatbotSessionManager(RATE_LIMIT_PER_MINUTE=0, DATABASE_URL=url,
+                                    AGENT_POOL_SIZE=2,
                                     OFFLINE_STREAM_DELAY=0)
     chats = [manager.create_session() for _ in range(sessions)]
 

@@ -53,7 +53,7 @@ def creation(new_sizes: list[int], old_sizes: list[int]) -> list[dict[str, Any]]
     rows = []
     for size in sorted(set(new_sizes) | set(old_sizes)):
         row: dict[str, Any] = {"sessions": size}
-        manager = ChatbotSessionManager(DATABASE_URL="sqlite://",
+        manager = ChatbotSessionManager(RATE_LIMIT_PER_MINUTE=0, DATABASE_URL="sqlite://",
                                         MAX_SESSIONS_IN_MEMORY=max(size * 2, 10))
         row["new_us"] = median_us(timed_batches(manager.create_session, size, 100))
         manager.close()
@@ -91,7 +91,8 @@ def overhead(turns: int, history: int = 10) -> dict[str, Any]:
     process (a conversation in progress); the agent alone gets the very same history.
     """
     folder = tempfile.mkdtemp(prefix="poolchat-bench-")
-    manager = ChatbotSessionManager(DATABASE_URL=f"sqlite:///{folder}/bench.db",
+    manager = ChatbotSessionManager(RATE_LIMIT_PER_MINUTE=0,
+                                    DATABASE_URL=f"sqlite:///{folder}/bench.db",
                                     OFFLINE_STREAM_DELAY=0)
     prior = []
     for i in range((history - 2) // 2):
@@ -175,7 +176,7 @@ def concurrency(sessions: int, pool_sizes: list[int], latency: float = 0.1,
 def _concurrent_run(mode: str, size: int, count: int, latency: float, limit: int
                     ) -> dict[str, Any]:
     folder = tempfile.mkdtemp(prefix="poolchat-bench-")
-    manager = ChatbotSessionManager(slow_factory(latency),
+    manager = ChatbotSessionManager(slow_factory(latency), RATE_LIMIT_PER_MINUTE=0,
                                     DATABASE_URL=f"sqlite:///{folder}/bench.db",
                                     AGENT_POOL_SIZE=size, AGENT_MAX_CONCURRENCY=limit,
                                     AGENT_QUEUE_TIMEOUT=600)
@@ -263,7 +264,8 @@ def _fire(mode, sync_calls, async_calls, texts):
 def long_history(messages: int, repeats: int) -> dict[str, Any]:
     folder = tempfile.mkdtemp(prefix="poolchat-bench-")
     url = f"sqlite:///{folder}/bench.db"
-    manager = ChatbotSessionManager(DATABASE_URL=url, OFFLINE_STREAM_DELAY=0)
+    manager = ChatbotSessionManager(RATE_LIMIT_PER_MINUTE=0, DATABASE_URL=url,
+                                    OFFLINE_STREAM_DELAY=0)
     session = manager.create_session()
     manager.send(session, "My name is Lin Ortega.")
     batch = []
@@ -275,7 +277,8 @@ def long_history(messages: int, repeats: int) -> dict[str, Any]:
 
     resume_new, send_new, resume_old, send_old = [], [], [], []
     for _ in range(repeats):
-        fresh = ChatbotSessionManager(DATABASE_URL=url, OFFLINE_STREAM_DELAY=0)
+        fresh = ChatbotSessionManager(RATE_LIMIT_PER_MINUTE=0, DATABASE_URL=url,
+                                    OFFLINE_STREAM_DELAY=0)
         start = time.perf_counter()
         resumed = fresh.get_session(session_id)
         fresh.store.load_messages_with_status(session_id, last=200)  # what the page shows

@@ -57,6 +57,10 @@ class Settings(BaseModel):
         4000, "an integer from 100 to 2000000", ge=100, le=2_000_000
     )
     MAX_MESSAGE_CHARS: int = _setting(8000, "an integer from 1 to 1000000", ge=1, le=1_000_000)
+    RATE_LIMIT_PER_MINUTE: int = _setting(
+        20, "an integer from 0 (no limit) to 10000", ge=0, le=10_000
+    )
+    STATS_PASSWORD: SecretStr | None = _setting(None, "a password string")
     OPENAI_API_KEY: SecretStr | None = _setting(None, "an API key string")
     OPENAI_BASE_URL: str | None = _setting(
         None, "an http:// or https:// URL", pattern=r"^https?://\S+$"
@@ -115,5 +119,6 @@ def _describe(exc: ValidationError, values: Mapping[str, Any]) -> str:
     name = str(error["loc"][0]) if error["loc"] else "configuration"
     field = Settings.model_fields.get(name)
     allowed = (field.json_schema_extra or {}).get("allowed", "a valid value") if field else ""
-    shown = "<hidden>" if "KEY" in name or "URL" in name else repr(values.get(name))
+    secret = any(word in name for word in ("KEY", "URL", "PASSWORD"))
+    shown = "<hidden>" if secret else repr(values.get(name))
     return f"{name} must be {allowed} (got {shown})"

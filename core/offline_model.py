@@ -45,8 +45,8 @@ _EXPRESSION = re.compile(
 )
 _NAME_GIVEN = re.compile(r"\bmy name is\s+([^\W\d_][\w' .-]{0,60}?)\s*(?:[.!,;]|$)", re.I)
 _NAME_ASKED = re.compile(r"\bwhat(?:'s| is) my name\b|\bwho am i\b", re.I)
-_TIME_ASKED = re.compile(r"\b(?:what time|the time|current time|what day|date today|today's date)\b",
-                         re.I)
+_TIME_ASKED = re.compile(
+    r"\b(?:what time|the time|current time|what day|date today|today's date)\b", re.I)
 _RECALL_ASKED = re.compile(r"\bwhat did i (?:say|ask|write)\b", re.I)
 
 

@@ -10,6 +10,7 @@ from the store on demand. Everything here is thread-safe and usable from asyncio
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import secrets
 import threading
@@ -60,7 +61,7 @@ class ChatbotSession:
     """One conversation. ``agent`` is the shared pool agent unless a custom one is set."""
 
     __slots__ = ("session_id", "owner", "_manager", "_custom", "_spec", "_home",
-                 "_saved", "last_used", "__weakref__")
+                 "_saved", "last_used", "_allowance", "_checked", "__weakref__")
 
     def __init__(self, manager: ChatbotSessionManager, session_id: str, owner: str | None,
                  home: int, saved: bool, spec: AgentSpec | None = None) -> None:
@@ -72,6 +73,8 @@ class ChatbotSession:
         self._home = home
         self._saved = saved
         self.last_used = 0.0
+        self._allowance: float | None = None  # rate limit: messages left (token bucket)
+        self._checked = 0.0
 
     def __repr__(self) -> str:
         return f"<ChatbotSession {self.session_id[:6]}… custom={self.has_custom_agent}>"
@@ -334,9 +337,26 @@ class ChatbotSessionManager:
                                   f"the limit is {limit:,}.")
         return text
 
+    def _take_allowance(self, session: ChatbotSession) -> None:
+        """Per-session token bucket: RATE_LIMIT_PER_MINUTE messages, refilled steadily."""
+        rate = self.settings.RATE_LIMIT_PER_MINUTE
+        if not rate:
+            return
+        now = self._clock()
+        with self._lock:
+            allowance = rate if session._allowance is None else session._allowance
+            allowance = min(rate, allowance + (now - session._checked) * rate / 60)
+            session._checked = now
+            if allowance < 1:
+                session._allowance = allowance
+                wait = math.ceil((1 - allowance) * 60 / rate)
+                raise MessageRejected(f"You are sending messages too fast; wait {wait} s.")
+            session._allowance = allowance - 1
+
     def _accept(self, session: ChatbotSession, text: object) -> Turn:
         """Validate and store the user's message, then gather the model's input."""
         text = self.check_message(text)
+        self._take_allowance(session)
         with self._lock:
             self._remember(session)
         sid = session.session_id

@@ -38,7 +38,7 @@ def continue_chat(url: str, session_id: str, text: str) -> tuple[str, list[str]]
 
 
 def write_many(url: str, session_id: str, prefix: str, count: int, go) -> None:
-    manager = ChatbotSessionManager(DATABASE_URL=url)
+    manager = ChatbotSessionManager(DATABASE_URL=url, RATE_LIMIT_PER_MINUTE=0)
     try:
         session = manager.get_session(session_id)
         go.wait(30)

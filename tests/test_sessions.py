@@ -235,7 +235,7 @@ class TestLifecycle:
     def test_trimming_bounds_what_is_sent_but_storage_keeps_everything(self, make_manager):
         sent = []
         manager = make_manager(agent_factory=observed_factory(sent.append),
-                               HISTORY_MAX_TOKENS=200)
+                               HISTORY_MAX_TOKENS=200, RATE_LIMIT_PER_MINUTE=0)
         session = manager.create_session()
         session.send("My name is Ada.")
         for i in range(30):
@@ -244,6 +244,28 @@ class TestLifecycle:
         assert len(sent[-1]) < 20
         assert isinstance(sent[-1][1], HumanMessage)  # starts on a human after the system
         assert session.send("What is my name?") == "You haven't told me your name in this chat yet."
+
+
+class TestRateLimit:
+    def test_a_burst_beyond_the_per_minute_limit_is_refused_then_refills(self, make_manager):
+        now = [0.0]
+        manager = make_manager(RATE_LIMIT_PER_MINUTE=3, clock=lambda: now[0])
+        session = manager.create_session()
+        for _ in range(3):
+            session.send("hi")
+        with pytest.raises(MessageRejected, match="too fast; wait 20 s"):
+            session.send("one more")
+        assert manager.get_stats()["total_messages"] == 6  # the refused one is not stored
+        now[0] += 20
+        assert session.send("what is 1+1") == "1+1 = 2"
+
+    def test_the_limit_is_per_session(self, make_manager):
+        manager = make_manager(RATE_LIMIT_PER_MINUTE=1, clock=lambda: 0.0)
+        first, second = manager.create_session(), manager.create_session()
+        first.send("hi")
+        second.send("hi")
+        with pytest.raises(MessageRejected):
+            first.send("again")
 
 
 class TestConcurrency:
