@@ -18,7 +18,12 @@ from starlette.requests import Request, cookie_parser
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from pages.common import BROWSER_COOKIE, BROWSER_COOKIE_MAX_AGE, load_app_settings
+from pages.common import (
+    BROWSER_COOKIE,
+    BROWSER_COOKIE_MAX_AGE,
+    load_app_settings,
+    password_matches,
+)
 from core.runtime import shared_manager, shared_recorder
 from core.stats import public_stats
 
@@ -59,14 +64,18 @@ def _is_https(scope) -> bool:
 
 
 async def stats_json(request: Request) -> JSONResponse:
-    """Aggregates for monitoring: counts and pool counters, no text and no ids."""
+    """Aggregates for monitoring: counts and pool counters, no text and no session ids.
 
-    def collect():
-        manager = shared_manager(load_app_settings)
-        return public_stats(manager, shared_recorder())
-
-    return JSONResponse(await run_in_threadpool(collect),
-                        headers={"Cache-Control": "no-store"})
+    With STATS_PASSWORD set, send it as ``Authorization: Bearer <password>``.
+    """
+    manager = await run_in_threadpool(shared_manager, load_app_settings)
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if not password_matches(given if scheme.lower() == "bearer" else None,
+                            manager.settings.STATS_PASSWORD):
+        return JSONResponse({"error": "a valid bearer token (STATS_PASSWORD) is required"},
+                            status_code=401, headers={"WWW-Authenticate": "Bearer"})
+    stats = await run_in_threadpool(public_stats, manager, shared_recorder())
+    return JSONResponse(stats, headers={"Cache-Control": "no-store"})
 
 
 logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")

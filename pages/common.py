@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 import streamlit as st
+
+from pydantic import SecretStr
 
 from core.config import ConfigError, Settings, load_settings
 from core.runtime import shared_manager
@@ -52,3 +55,24 @@ def browser_id() -> str:
     if is_valid_session_id(cookie):
         return cookie
     return st.session_state.setdefault("tab_identity", new_session_id())
+
+
+def password_matches(given: str | None, password: SecretStr | None) -> bool:
+    """True when no password is configured, or ``given`` is it (constant-time compare)."""
+    if password is None or not password.get_secret_value():
+        return True
+    return given is not None and hmac.compare_digest(given.encode(),
+                                                     password.get_secret_value().encode())
+
+
+def stats_unlocked(password: SecretStr | None) -> bool:
+    """Ask for the stats password when one is set; remember it for this browser tab."""
+    if password_matches(None, password) or st.session_state.get("stats_unlocked"):
+        return True
+    given = st.text_input("Stats password", type="password")
+    if given and password_matches(given, password):
+        st.session_state.stats_unlocked = True
+        st.rerun()
+    if given:
+        st.error("Wrong password.")
+    return False

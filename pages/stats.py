@@ -10,12 +10,14 @@ import streamlit as st
 
 from core.runtime import shared_recorder
 from core.stats import public_stats
-from pages.common import manager_or_stop
+from pages.common import manager_or_stop, stats_unlocked
 
 REFRESH_SECONDS = 5
 
 manager = manager_or_stop()
 st.title("PoolChat stats")
+if not stats_unlocked(manager.settings.STATS_PASSWORD):
+    st.stop()
 st.caption(f"Live: refreshes every {REFRESH_SECONDS} s. Aggregates only. "
            "Also served as JSON at `/api/stats.json`.")
 

@@ -206,3 +206,16 @@ class TestProviderErrors:
         at.button(key="regenerate-button").click().run()
         assert "Could not reach" in at.error[0].value
         assert user_texts(at) == ["Hello, real model?"]  # a retry adds no copy
+
+
+class TestStatsPassword:
+    def test_the_stats_page_asks_for_the_password_when_one_is_set(self, monkeypatch):
+        monkeypatch.setenv("STATS_PASSWORD", "s3cret-pass")
+        at = AppTest.from_file(APP, default_timeout=30)
+        at.switch_page("pages/stats.py")
+        at.run()
+        assert not at.metric
+        at.text_input[0].input("wrong").run()
+        assert at.error[0].value == "Wrong password."
+        at.text_input[0].input("s3cret-pass").run()
+        assert {m.label for m in at.metric} >= {"Sessions", "Messages"}

@@ -1,0 +1,65 @@
+"""Security defaults: the stats password, the browser cookie, and what the API reveals."""
+
+from __future__ import annotations
+
+import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+import app as entry
+from core.runtime import reset_shared_manager
+
+
+@pytest.fixture(autouse=True)
+def fresh_manager():
+    reset_shared_manager()
+    yield
+    reset_shared_manager()
+
+
+def client(*routes: Route) -> TestClient:
+    async def page(request):
+        return PlainTextResponse("page")
+
+    return TestClient(Starlette(routes=[Route("/", page), *routes],
+                                middleware=[Middleware(entry.BrowserIdCookie)]))
+
+
+class TestStatsApi:
+    def test_it_serves_aggregates_without_a_password_by_default(self):
+        response = client(Route("/api/stats.json", entry.stats_json)).get("/api/stats.json")
+        assert response.status_code == 200
+        assert response.json()["agent_pool_size"] == 1
+        assert response.headers["cache-control"] == "no-store"
+
+    def test_a_stats_password_is_required_as_a_bearer_token(self, monkeypatch):
+        monkeypatch.setenv("STATS_PASSWORD", "s3cret-pass")
+        api = client(Route("/api/stats.json", entry.stats_json))
+        assert api.get("/api/stats.json").status_code == 401
+        wrong = api.get("/api/stats.json", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and "s3cret-pass" not in wrong.text
+        right = api.get("/api/stats.json", headers={"Authorization": "Bearer s3cret-pass"})
+        assert right.status_code == 200 and "total_sessions" in right.json()
+
+
+class TestBrowserCookie:
+    def test_a_new_browser_gets_a_random_httponly_samesite_cookie(self):
+        first = client().get("/")
+        second = client().get("/")
+        cookie = first.headers["set-cookie"]
+        assert cookie.startswith("poolchat_browser=")
+        assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/" in cookie
+        value = cookie.split(";")[0].split("=", 1)[1]
+        assert len(value) >= 32 and value != second.headers["set-cookie"].split(";")[0]
+
+    def test_a_browser_with_the_cookie_keeps_it(self):
+        browser = client()
+        browser.get("/")
+        assert "set-cookie" not in browser.get("/").headers
+
+    def test_behind_https_the_cookie_is_secure(self):
+        response = client().get("/", headers={"X-Forwarded-Proto": "https"})
+        assert "Secure" in response.headers["set-cookie"]
