@@ -7,6 +7,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from core.pool import PoolTimeout
 from core.store import StoreError
+from core.turns import ReplyCutOff
 
 
 class MessageRejected(ValueError):
@@ -25,6 +26,9 @@ def describe_error(exc: BaseException) -> ChatError:
     """Turn a provider, pool or database failure into a ChatError a user can act on."""
     if isinstance(exc, ChatError):
         return exc
+    if isinstance(exc, ReplyCutOff):
+        return ChatError("The model's reply was cut off (the connection dropped). "
+                         "What arrived is kept, marked as interrupted. Retry.")
     if isinstance(exc, PoolTimeout):
         return ChatError(f"The assistant is busy: {exc}.")
     if isinstance(exc, openai.AuthenticationError):

@@ -436,10 +436,12 @@ class ChatbotSessionManager:
         return self._stream_answer(session, self._rewind(session))
 
     def _answer(self, session: ChatbotSession, turn: Turn) -> str:
+        done = turns.TurnResult()
         try:
             with self._borrow(session) as agent:
-                done = turns.invoke(agent, turn.history)
+                turns.invoke(agent, turn.history, done)
         except Exception as exc:
+            self._finish(session, turn, done, INTERRUPTED)
             raise describe_error(exc) from exc
         self._finish(session, turn, done, None)
         return done.reply
@@ -460,10 +462,12 @@ class ChatbotSessionManager:
 
     async def asend(self, session: ChatbotSession, text: str) -> str:
         turn = await asyncio.to_thread(self._accept, session, text)
+        done = turns.TurnResult()
         try:
             async with self._aborrow(session) as agent:
-                done = await turns.ainvoke(agent, turn.history)
+                await turns.ainvoke(agent, turn.history, done)
         except Exception as exc:
+            await asyncio.to_thread(self._finish, session, turn, done, INTERRUPTED)
             raise describe_error(exc) from exc
         await asyncio.to_thread(self._finish, session, turn, done, None)
         return done.reply

@@ -47,12 +47,30 @@ class ToolResult:
     content: str
 
 
+class ReplyCutOff(RuntimeError):
+    """The provider's stream stopped before the reply was finished."""
+
+
 @dataclass(slots=True)
 class TurnResult:
     """The messages a turn produced, in order; ``reply`` is the final answer's text."""
 
     messages: list[BaseMessage] = field(default_factory=list)
     partial: list[str] = field(default_factory=list)  # streamed text not yet a message
+
+    def cut_off(self) -> bool:
+        """The final reply ended without a finish reason: its stream was dropped.
+
+        A provider connection that dies mid-stream ends the stream without an error; the
+        only trace is the missing ``finish_reason``. The reply moves to ``partial``.
+        """
+        last = self.messages[-1] if self.messages else None
+        if (isinstance(last, AIMessage) and not last.tool_calls
+                and not last.response_metadata.get("finish_reason")):
+            self.messages.pop()
+            self.partial = [last.text]
+            return True
+        return False
 
     @property
     def reply(self) -> str:
@@ -101,14 +119,21 @@ def model_input(history: Sequence[BaseMessage], max_tokens: int,
     return trimmed or [m for m in history[-1:] if isinstance(m, HumanMessage)]
 
 
-def invoke(agent: Any, history: list[BaseMessage]) -> TurnResult:
+def invoke(agent: Any, history: list[BaseMessage], done: TurnResult) -> None:
     result = agent.invoke({"messages": history})
-    return TurnResult(list(result["messages"][len(history):]))
+    done.messages.extend(result["messages"][len(history):])
+    _check(done)
 
 
-async def ainvoke(agent: Any, history: list[BaseMessage]) -> TurnResult:
+async def ainvoke(agent: Any, history: list[BaseMessage], done: TurnResult) -> None:
     result = await agent.ainvoke({"messages": history})
-    return TurnResult(list(result["messages"][len(history):]))
+    done.messages.extend(result["messages"][len(history):])
+    _check(done)
+
+
+def _check(done: TurnResult) -> None:
+    if done.cut_off():
+        raise ReplyCutOff("the reply stopped before it was finished")
 
 
 def _events(mode: str, data: Any, done: TurnResult) -> Iterator[Event]:
@@ -133,6 +158,7 @@ def stream(agent: Any, history: list[BaseMessage], done: TurnResult) -> Iterator
     """Yield events as the agent works; complete messages are appended to ``done``."""
     for mode, data in agent.stream({"messages": history}, stream_mode=["messages", "updates"]):
         yield from _events(mode, data, done)
+    _check(done)
 
 
 async def astream(agent: Any, history: list[BaseMessage], done: TurnResult
@@ -141,3 +167,4 @@ async def astream(agent: Any, history: list[BaseMessage], done: TurnResult
                                           stream_mode=["messages", "updates"]):
         for event in _events(mode, data, done):
             yield event
+    _check(done)

@@ -1,0 +1,105 @@
+"""Provider faults through the real client: ChatOpenAI, pointed by OPENAI_BASE_URL at a
+fake OpenAI-compatible server on 127.0.0.1 that answers as told.
+
+For each fault: a clear message, the user's message stored, the pool counts the error,
+and the next message works. A streamed reply cut short is stored, marked interrupted.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+
+from core.errors import ChatError
+from core.store import INTERRUPTED
+from tests.fake_openai import FakeOpenAI
+
+
+@pytest.fixture
+def fake():
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture
+def chat(fake, make_manager):
+    def build(**settings):
+        settings = {"OPENAI_API_KEY": "sk-test-secret", "OPENAI_BASE_URL": fake.url,
+                    "OPENAI_TIMEOUT": 1, "OPENAI_MAX_RETRIES": 0, "CHAT_MODEL": "fake-1",
+                    **settings}
+        manager = make_manager(**settings)
+        return manager, manager.create_session()
+    return build
+
+
+def humans(session) -> list[str]:
+    return [m.text for m in session.messages if isinstance(m, HumanMessage)]
+
+
+class TestWireProtocol:
+    def test_plain_streaming_and_tool_calls_round_trip(self, chat, fake):
+        manager, session = chat()
+        assert session.send("hello") == "Hello from the fake model, all good."
+        assert session.send("what is 12*7") == "The answer is 84."
+        assert any(isinstance(m, ToolMessage) and m.text == "84" for m in session.messages)
+        streamed = "".join(e.text for e in session.stream("hello again") if hasattr(e, "text"))
+        assert streamed == "Hello from the fake model, all good."
+        assert fake.requests[0]["auth"] == "Bearer sk-test-secret"
+        assert fake.requests[0]["body"]["model"] == "fake-1"
+        assert manager.get_stats()["offline_model"] is False
+
+
+@pytest.mark.parametrize("mode,message", [
+    ("401", "rejected the API key"),
+    ("500", "failed with HTTP 500"),
+    ("429", "rate-limiting"),
+    ("hang", "did not answer in time"),
+    ("malformed", "failed"),
+])
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_fault_is_a_clear_error_and_the_next_message_works(chat, fake, mode, message,
+                                                             streaming):
+    manager, session = chat()
+    fake.modes.append(mode)
+    started = time.monotonic()
+    with pytest.raises(ChatError, match=message) as error:
+        if streaming:
+            list(session.stream("are you there?"))
+        else:
+            session.send("are you there?")
+    assert time.monotonic() - started < 10  # bounded by OPENAI_TIMEOUT, retries off
+    assert "sk-test-secret" not in str(error.value)
+    assert humans(session) == ["are you there?"]
+    assert manager.get_stats()["pool"][0]["errors"] == 1
+    assert session.send("hello") == "Hello from the fake model, all good."
+
+
+def test_a_dropped_stream_is_stored_marked_interrupted(chat, fake):
+    manager, session = chat()
+    fake.modes.append("drop")
+    with pytest.raises(ChatError, match="cut off"):
+        list(session.stream("hello"))
+    stored = manager.store.load_messages_with_status(session.session_id)
+    assert [(type(m), s) for m, s in stored] == [(HumanMessage, "complete"),
+                                                 (AIMessage, INTERRUPTED)]
+    assert stored[-1][0].text == "Hello "
+    assert manager.get_stats()["pool"][0]["errors"] == 1
+    fake.modes.append("drop")
+    with pytest.raises(ChatError, match="cut off"):
+        session.send("hello again")  # without streaming the same check applies
+    assert session.send("hello") == "Hello from the fake model, all good."
+
+
+def test_retries_follow_retry_after_within_the_configured_bound(chat, fake):
+    _, session = chat(OPENAI_MAX_RETRIES=2)
+    fake.modes.extend(["429", "429"])
+    assert session.send("hello") == "Hello from the fake model, all good."
+    times = [r["at"] for r in fake.requests]
+    assert len(times) == 3
+    assert all(later - earlier >= 0.9 for earlier, later in zip(times, times[1:]))
+    fake.modes.extend(["429", "429", "429"])
+    with pytest.raises(ChatError, match="rate-limiting"):
+        session.send("hello")
+    assert len(fake.requests) == 6  # 1 + 2 retries, then it gives up
