@@ -22,6 +22,7 @@ from pages.common import browser_id, manager_or_stop
 
 SESSION_PARAM = "session"
 SHOWN_MESSAGES = 200
+UNANSWERED = "No reply was saved for this message (interrupted)."
 STATUS_NOTES = {STOPPED: "Stopped by you — partial reply.",
                 "interrupted": "Interrupted by an error — partial reply."}
 
@@ -134,11 +135,15 @@ def tool_step(name: str, args: dict, result: str | None) -> None:
 def show_history(rows: list[tuple[BaseMessage, str]]) -> None:
     """One bubble per user message and one per assistant turn (tool steps, then text)."""
     results = {m.tool_call_id: m.text for m, _ in rows if isinstance(m, ToolMessage)}
-    for turn in group_turns(rows):
+    grouped = group_turns(rows)
+    for index, turn in enumerate(grouped):
         first = turn[0][0]
         if isinstance(first, HumanMessage):
             with st.chat_message("user"):
                 st.text(first.text)
+                following = grouped[index + 1][0][0] if index + 1 < len(grouped) else None
+                if isinstance(following, HumanMessage):
+                    st.caption(UNANSWERED)
             continue
         with st.chat_message("assistant"):
             for message, status in turn:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import streamlit as st
+from langchain_core.messages import HumanMessage
 from streamlit.testing.v1 import AppTest
 
 from core.runtime import reset_shared_manager
@@ -219,3 +220,17 @@ class TestStatsPassword:
         assert at.error[0].value == "Wrong password."
         at.text_input[0].input("s3cret-pass").run()
         assert {m.label for m in at.metric} >= {"Sessions", "Messages"}
+
+
+def test_a_message_left_without_a_reply_is_marked_not_silently_skipped():
+    at = say(open_app(), "first question")
+    from core.runtime import shared_manager
+
+    manager = shared_manager(lambda: None)
+    session = manager.get_session(at.query_params["session"])
+    manager.store.append_messages(session.session_id, [HumanMessage("lost in a crash")])
+    manager.store.append_messages(session.session_id, [HumanMessage("and then this")])
+    at.run()
+    captions = [c.value for m in at.chat_message for c in m.caption]
+    assert captions.count("No reply was saved for this message (interrupted).") == 1
+    assert at.button(key="regenerate-button").label == "Retry"
