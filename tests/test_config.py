@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from core.config import ConfigError, load_settings
+from core.config import ConfigError, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,3 +70,17 @@ def test_a_bad_value_stops_start_up_without_a_traceback(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "AGENT_POOL_SIZE must be an integer from 1 to 256 (got 'abc')"]
+
+
+NUMERIC = [name for name, field in Settings.model_fields.items()
+           if field.annotation in (int, float)]
+
+
+@pytest.mark.parametrize("name", NUMERIC)
+@pytest.mark.parametrize("value", ["abc", "", "1e12", "-5", "nan"])
+def test_every_numeric_setting_refuses_wrong_types_and_out_of_range(name, value):
+    if value == "":
+        assert load_settings(environ={name: value}, secrets={})  # empty means default
+        return
+    with pytest.raises(ConfigError, match=f"^{name} must be "):
+        load_settings(environ={name: value}, secrets={})
