@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -344,15 +344,6 @@ class SessionStore:
         with self._writing() as conn:
             return conn.execute(delete(sessions).where(sessions.c.updated_at < cutoff)
                                 ).rowcount
-
-    def session_ids(self, ids: Iterable[str]) -> set[str]:
-        """Which of ``ids`` have a row."""
-        wanted = list(ids)
-        if not wanted:
-            return set()
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(sessions.c.id).where(sessions.c.id.in_(wanted)))
-            return {row[0] for row in rows}
 
 
 _INSERT = insert(messages).returning(messages.c.id, sort_by_parameter_order=True)
