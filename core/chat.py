@@ -109,7 +109,10 @@ class ChatTurns:
                 self._mark_saved(session)
             if recent is not None and recent.last_id == previous:
                 recent.extend([human], new_id, HISTORY_WINDOW)
-            else:  # first turn here, or someone else wrote to this session: reload
+            elif previous is None:  # the session's first message: nothing to read back
+                recent = Recent(None)
+                recent.extend([human], new_id, HISTORY_WINDOW)
+            else:  # first turn in this process, or another writer came in between: reload
                 rows = self.store.load_rows(sid, last=HISTORY_WINDOW)
                 recent = Recent(None)
                 recent.extend([m for i, m, _ in rows if i <= new_id], new_id, HISTORY_WINDOW)
