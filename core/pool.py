@@ -162,9 +162,7 @@ class AgentPool:
         index, waiter = self._try_claim(prefer)
         if waiter is not None:
             waiter.event = threading.Event()
-            with self._lock:
-                self._waiters.append(waiter)
-                self._hand_over()
+            self._enqueue(waiter)
             if not waiter.event.wait(timeout):
                 with self._lock:
                     granted = waiter.index is not None
@@ -173,7 +171,8 @@ class AgentPool:
                     raise self._timeout_error(timeout)
             index = waiter.index
         assert index is not None
-        yield from self._use(Lease(index, self._agents[index], self._clock() - start))
+        with self._holding(Lease(index, self._agents[index], self._clock() - start)) as lease:
+            yield lease
 
     @asynccontextmanager
     async def alease(self, timeout: float | None = None, prefer: int | None = None
@@ -185,9 +184,7 @@ class AgentPool:
         if waiter is not None:
             waiter.loop = asyncio.get_running_loop()
             waiter.future = waiter.loop.create_future()
-            with self._lock:
-                self._waiters.append(waiter)
-                self._hand_over()
+            self._enqueue(waiter)
             try:
                 await asyncio.wait_for(waiter.future, timeout)
             except TimeoutError:
@@ -198,17 +195,17 @@ class AgentPool:
                 raise
             index = waiter.index
         assert index is not None
-        lease = Lease(index, self._agents[index], self._clock() - start)
-        began, failed = self._clock(), False
-        try:
+        with self._holding(Lease(index, self._agents[index], self._clock() - start)) as lease:
             yield lease
-        except BaseException:
-            failed = True
-            raise
-        finally:
-            self._release(lease, self._clock() - began, failed)
 
-    def _use(self, lease: Lease) -> Iterator[Lease]:
+    def _enqueue(self, waiter: _Waiter) -> None:
+        with self._lock:
+            self._waiters.append(waiter)
+            self._hand_over()  # a slot may have freed since the first try
+
+    @contextmanager
+    def _holding(self, lease: Lease) -> Iterator[Lease]:
+        """Time the lease, count a failure if the body raises, and give the slot back."""
         began, failed = self._clock(), False
         try:
             yield lease

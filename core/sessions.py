@@ -194,16 +194,8 @@ class ChatbotSessionManager(ChatTurns):
     def evict_idle(self, now: float | None = None) -> int:
         """Drop sessions idle longer than SESSION_IDLE_TTL from memory (they stay stored)."""
         now = self._clock() if now is None else now
-        limit = now - self.settings.SESSION_IDLE_TTL
-        evicted = 0
         with self._lock:
-            while self._sessions:
-                session = next(iter(self._sessions.values()))
-                if session.last_used > limit:
-                    break
-                self._forget(self._sessions.popitem(last=False)[1])
-                evicted += 1
-        return evicted
+            return self._drop_idle(now - self.settings.SESSION_IDLE_TTL)
 
     def delete_expired_sessions(self, now: float | None = None) -> int:
         """Delete stored sessions idle longer than SESSION_RETENTION_DAYS (0: keep all)."""
@@ -232,11 +224,17 @@ class ChatbotSessionManager(ChatTurns):
             self._sessions[session.session_id] = session
             self._unsaved += not session._saved
             self._custom_objects += session._custom is not None
-        oldest = next(iter(self._sessions.values()))
-        while oldest.last_used <= now - self.settings.SESSION_IDLE_TTL or (
-                len(self._sessions) > self.settings.MAX_SESSIONS_IN_MEMORY):
+        self._drop_idle(now - self.settings.SESSION_IDLE_TTL)
+        while len(self._sessions) > self.settings.MAX_SESSIONS_IN_MEMORY:
             self._forget(self._sessions.popitem(last=False)[1])
-            oldest = next(iter(self._sessions.values()))
+
+    def _drop_idle(self, limit: float) -> int:
+        """Forget sessions last used at or before ``limit``, oldest first (lock held)."""
+        dropped = 0
+        while self._sessions and next(iter(self._sessions.values())).last_used <= limit:
+            self._forget(self._sessions.popitem(last=False)[1])
+            dropped += 1
+        return dropped
 
     def _forget(self, session: ChatbotSession) -> None:
         """Bookkeeping for a session leaving memory (lock held)."""
