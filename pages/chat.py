@@ -72,20 +72,22 @@ def conversation_list(manager: ChatbotSessionManager, session: ChatbotSession,
 
 
 def conversation_actions(manager: ChatbotSessionManager, session: ChatbotSession,
-                         owner: str, title: str) -> None:
+                         owner: str, title: str, has_messages: bool) -> None:
     with st.sidebar.expander("This conversation", icon=":material/edit_note:"):
         new_title = st.text_input("Title", value=title, max_chars=200,
                                   key=f"title-{session.session_id}")
         if st.button("Rename", key="rename", disabled=new_title.strip() in ("", title)):
             manager.rename_session(session, new_title)
             st.rerun()
-        rows = manager.store.load_messages_with_status(session.session_id)
-        st.download_button("Export Markdown", conversation_markdown(title, rows),
+        def everything():  # read only when a download is clicked, not on every rerun
+            return manager.store.load_messages_with_status(session.session_id)
+
+        st.download_button("Export Markdown", lambda: conversation_markdown(title, everything()),
                            file_name=file_name(title, "md"), mime="text/markdown",
-                           icon=":material/download:", disabled=not rows)
-        st.download_button("Export JSON", conversation_json(title, rows),
+                           icon=":material/download:", disabled=not has_messages)
+        st.download_button("Export JSON", lambda: conversation_json(title, everything()),
                            file_name=file_name(title, "json"), mime="application/json",
-                           icon=":material/data_object:", disabled=not rows)
+                           icon=":material/data_object:", disabled=not has_messages)
         confirm = st.checkbox("Yes, delete this conversation", key="confirm-delete")
         if st.button("Delete", icon=":material/delete:", disabled=not confirm):
             manager.delete_session(session.session_id, owner=owner)
@@ -225,8 +227,10 @@ events, refusal = start_turn(session, prompt)
 stored = manager.store.get_session(session.session_id)
 title = stored["title"] if stored else ""
 
+rows = manager.store.load_messages_with_status(session.session_id, last=SHOWN_MESSAGES)
+
 conversation_list(manager, session, owner)
-conversation_actions(manager, session, owner, title)
+conversation_actions(manager, session, owner, title, has_messages=bool(rows))
 agent_settings(manager, session)
 
 st.title(escape_markdown(title) or "New chat", anchor=False)
@@ -236,7 +240,6 @@ if manager.settings.offline:
             "Set `OPENAI_API_KEY` (and `OPENAI_BASE_URL` for Ollama, vLLM or llama.cpp) "
             "to chat with a real model.", icon=":material/cloud_off:")
 
-rows = manager.store.load_messages_with_status(session.session_id, last=SHOWN_MESSAGES)
 if len(rows) == SHOWN_MESSAGES:
     st.caption(f"Showing the latest {SHOWN_MESSAGES} messages; export to see them all.")
 show_history(rows)

@@ -6,7 +6,9 @@ are saved under test-artifacts/ for a person to look at.
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
@@ -86,6 +88,12 @@ def test_arithmetic_is_answered_through_a_visible_tool_step(server, new_page):
     expect(messages(page).nth(1).get_by_test_id("stCode")).to_be_visible()
     expect(messages(page).nth(1).get_by_test_id("stCode")).to_contain_text("84")
     shot(page, "chat")
+    page.get_by_test_id("stSidebar").get_by_text("This conversation", exact=True).click()
+    with page.expect_download(timeout=WAIT_MS) as download:
+        page.get_by_role("button", name="Export JSON").click()
+    exported = json.loads(Path(download.value.path()).read_text())
+    assert exported["messages"][1]["tool_calls"] == [
+        {"name": "calculator", "args": {"expression": "12*7"}}]
 
 
 def test_two_browsers_keep_separate_histories_and_a_reload_keeps_the_chat(server,
