@@ -36,13 +36,17 @@ class ReplicaReporter:
         self._clock = clock
         self.started_at = clock()
 
-    def publish(self) -> None:
-        stats = self.manager.get_stats()
+    def publish(self, stats: dict[str, Any] | None = None) -> None:
+        """Write this replica's row from ``stats`` (the manager's, taken now if not given)."""
+        stats = self.manager.get_stats() if stats is None else stats
         self.manager.store.publish_heartbeat(self.replica_id, self.started_at, {
             "pool": stats["pool"], "pool_queued": stats["pool_queued"],
             "sessions_in_memory": stats["sessions_in_memory"],
             "active_sessions": stats["active_sessions"]})
-        self.manager.store.forget_replicas_seen_before(self._clock() - FORGET_AFTER)
+
+    def forget_gone(self) -> int:
+        """Delete rows of replicas silent for FORGET_AFTER (run with the hourly clean-up)."""
+        return self.manager.store.forget_replicas_seen_before(self._clock() - FORGET_AFTER)
 
     def cluster(self) -> list[dict[str, Any]]:
         """Every replica's last report, with ``stale`` set for those that went quiet."""

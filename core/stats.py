@@ -62,7 +62,7 @@ class StatsRecorder:
         with self._lock:
             self._samples.append(sample)
         if self.reporter is not None:
-            self.reporter.publish()
+            self.reporter.publish(stats)
         return sample
 
     def samples(self) -> list[dict[str, Any]]:
@@ -89,6 +89,8 @@ class StatsRecorder:
                 self.sample()
                 if self._clock() >= next_cleanup:
                     self.manager.delete_expired_sessions()
+                    if self.reporter is not None:
+                        self.reporter.forget_gone()
                     next_cleanup = self._clock() + CLEANUP_EVERY
             except Exception:  # a database outage must not end the sampling
                 log.warning("stats sampling failed; retrying in %s s", self.interval)

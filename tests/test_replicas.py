@@ -78,6 +78,16 @@ def test_cluster_stats_count_every_replica(db_url, replicas, make_manager):
     assert stats["total_sessions"] == 3 and stats["total_messages"] == 3 * 4
 
 
+def test_replicas_silent_for_a_day_are_forgotten(make_manager):
+    import time
+
+    manager = make_manager()
+    ReplicaReporter(manager, replica_id="gone").publish()
+    later = ReplicaReporter(manager, replica_id="watcher", clock=lambda: time.time() + 86_401)
+    assert later.forget_gone() == 1
+    assert manager.store.heartbeats() == []
+
+
 def test_a_replica_that_stops_reporting_is_marked_stale(make_manager):
     now = [1_000_000.0]
     manager = make_manager()
