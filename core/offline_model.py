@@ -20,7 +20,7 @@ from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     CallbackManagerForLLMRun,
 )
-from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
@@ -29,6 +29,7 @@ from langchain_core.messages import (
     ToolMessage,
 )
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
 
 OFFLINE_MODEL_NAME = "offline-demo"
 OFFLINE_HELP = (
@@ -61,7 +62,6 @@ class OfflineChatModel(BaseChatModel):
     temperature: float = 0.0
     latency: float = 0.0
     stream_delay: float = 0.0
-    tool_names: tuple[str, ...] = ()
 
     @property
     def _llm_type(self) -> str:
@@ -72,30 +72,32 @@ class OfflineChatModel(BaseChatModel):
         return {"model_name": self.model_name}
 
     def bind_tools(self, tools: Sequence[Any], *, tool_choice: str | None = None,
-                   **kwargs: Any) -> OfflineChatModel:
+                   **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind by name, as providers do: the model itself stays one object (a copy per
+        agent turn would rebuild its serialized form on every call)."""
         names = tuple(getattr(t, "name", None) or getattr(t, "__name__", str(t)) for t in tools)
-        return self.model_copy(update={"tool_names": names})
+        return self.bind(tool_names=names, **kwargs)
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None,
                   **kwargs: Any) -> ChatResult:
         if self.latency:
             time.sleep(self.latency)
-        return ChatResult(generations=[ChatGeneration(message=self.respond(messages))])
+        return ChatResult(generations=[ChatGeneration(message=self.respond(messages, **kwargs))])
 
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: AsyncCallbackManagerForLLMRun | None = None,
                          **kwargs: Any) -> ChatResult:
         if self.latency:
             await asyncio.sleep(self.latency)  # without holding a thread
-        return ChatResult(generations=[ChatGeneration(message=self.respond(messages))])
+        return ChatResult(generations=[ChatGeneration(message=self.respond(messages, **kwargs))])
 
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None,
                 **kwargs: Any) -> Iterator[ChatGenerationChunk]:
         if self.latency:
             time.sleep(self.latency)
-        for i, chunk in enumerate(self._chunks(messages)):
+        for i, chunk in enumerate(self._chunks(messages, **kwargs)):
             if i and self.stream_delay:
                 time.sleep(self.stream_delay)
             if run_manager and chunk.text:
@@ -107,16 +109,16 @@ class OfflineChatModel(BaseChatModel):
                        **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
         if self.latency:
             await asyncio.sleep(self.latency)
-        for i, chunk in enumerate(self._chunks(messages)):
+        for i, chunk in enumerate(self._chunks(messages, **kwargs)):
             if i and self.stream_delay:
                 await asyncio.sleep(self.stream_delay)
             if run_manager and chunk.text:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
 
-    def _chunks(self, messages: list[BaseMessage]) -> list[ChatGenerationChunk]:
+    def _chunks(self, messages: list[BaseMessage], **kwargs: Any) -> list[ChatGenerationChunk]:
         """The reply as stream chunks: one tool-call chunk, or the text word by word."""
-        reply = self.respond(messages)
+        reply = self.respond(messages, **kwargs)
         if reply.tool_calls:
             call = reply.tool_calls[0]
             chunk = AIMessageChunk(content="", tool_call_chunks=[{
@@ -128,7 +130,8 @@ class OfflineChatModel(BaseChatModel):
             {"finish_reason": "stop", "model_name": self.model_name}
             if i == len(words) - 1 else {}))) for i, word in enumerate(words)]
 
-    def respond(self, messages: Sequence[BaseMessage]) -> AIMessage:
+    def respond(self, messages: Sequence[BaseMessage], tool_names: Sequence[str] = (),
+                **_: Any) -> AIMessage:
         """The whole reply to a history: a tool call, an answer from a tool, or text."""
         meta = {"finish_reason": "stop", "model_name": self.model_name}
         last = messages[-1] if messages else HumanMessage("")
@@ -136,9 +139,9 @@ class OfflineChatModel(BaseChatModel):
             return AIMessage(_answer_from_tool(messages), response_metadata=meta)
         text = last.text if isinstance(last, HumanMessage) else ""
         expression = _find_expression(text)
-        if expression and "calculator" in self.tool_names:
+        if expression and "calculator" in tool_names:
             return self._call("calculator", {"expression": expression})
-        if _TIME_ASKED.search(text) and "current_time" in self.tool_names:
+        if _TIME_ASKED.search(text) and "current_time" in tool_names:
             return self._call("current_time", {})
         return AIMessage(_answer_from_text(text, messages), response_metadata=meta)
 
