@@ -6,23 +6,28 @@ Times are medians (the machines are shared and noisy); ratios are old / new.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import math
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from langchain.agents import create_agent
-from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, message_to_dict
 
 from bench.designs import PerSessionAgentSession, old_session
 from core import AgentSpec, ChatbotSessionManager
 from core.offline_model import OfflineChatModel
+from core.runtime import settle_garbage_collector
 from core.tools import DEFAULT_TOOLS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,19 +110,46 @@ def overhead(turns: int, history: int = 10) -> dict[str, Any]:
         session.send("hello")  # the conversation is under way
         sessions.append((session, session.messages))
     agent = manager.pool.agents[0]
-    direct, managed = [], []
-    for session, stored in sessions:  # interleaved, so both see the same machine state
+    bare = _BareWrites(f"{folder}/bench.db")
+    direct, managed, writes = [], [], []
+    for session, stored in sessions:  # interleaved, so all see the same machine state
         start = time.perf_counter()
-        agent.invoke({"messages": [*stored, HumanMessage("hello there")]})
+        result = agent.invoke({"messages": [*stored, HumanMessage("hello there")]})
         direct.append(time.perf_counter() - start)
         start = time.perf_counter()
         session.send("hello there")
         managed.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        bare.turn(session.session_id, HumanMessage("hello there"), result["messages"][-1])
+        writes.append(time.perf_counter() - start)
     manager.close()
-    direct_us, managed_us = median_us(direct), median_us(managed)
+    direct_us, managed_us, writes_us = median_us(direct), median_us(managed), median_us(writes)
     return {"history_messages": history, "turns": turns, "agent_alone_us": direct_us,
             "through_manager_us": managed_us, "overhead_us": managed_us - direct_us,
-            "overhead_ratio": (managed_us - direct_us) / direct_us}
+            "overhead_ratio": (managed_us - direct_us) / direct_us,
+            "bare_writes_us": writes_us, "bare_writes_ratio": writes_us / direct_us}
+
+
+class _BareWrites:
+    """A turn's two durable writes, as plainly as they go: one INSERT each, in its own
+    transaction, on the bare sqlite3 driver (no SQLAlchemy, no manager, no bookkeeping).
+
+    The least any design pays per turn on SQLite when it stores the user's message before
+    calling the model and the reply before returning it.
+    """
+
+    INSERT = ("INSERT INTO messages (session_id, role, content, payload, status, model, "
+              "custom_agent, created_at) VALUES (?, ?, ?, ?, 'complete', ?, 0, ?)")
+
+    def __init__(self, path: str) -> None:
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA synchronous=NORMAL")
+
+    def turn(self, session_id: str, human: BaseMessage, reply: BaseMessage) -> None:
+        for message, model in ((human, None), (reply, "offline-demo")):
+            payload = json.dumps(message_to_dict(message), default=str)
+            self.db.execute(self.INSERT, (session_id, message.type, message.text, payload,
+                                          model, time.time()))
 
 
 # 4. concurrency --------------------------------------------------------------------
@@ -164,13 +196,52 @@ def slow_factory(latency: float):
 
 
 def concurrency(sessions: int, pool_sizes: list[int], latency: float = 0.1,
-                limit: int = 10) -> list[dict[str, Any]]:
+                limit: int = 10, repeats: int = 3) -> list[dict[str, Any]]:
+    """Every design ``repeats`` times; each row is the run with the median wall time.
+
+    Besides the pools and the old design, each mode measures the floor: the same turns
+    on one agent with no pool, store or limit. Its wall time is what this process needs
+    whatever the design (CPU); a target below it cannot be met here.
+    The pools run twice: with the app's garbage-collector settings and Python's defaults.
+    """
     rows = []
     for mode in ("threads", "asyncio"):
+        floor = _median_run(repeats, lambda: _concurrent_floor(mode, sessions, latency))
         for size in pool_sizes:
-            rows.append(_concurrent_run(mode, size, sessions, latency, limit))
-        rows.append(_concurrent_old(mode, sessions, latency))
+            row = _median_run(repeats, lambda: _concurrent_run(mode, size, sessions, latency,
+                                                               limit))
+            rows.append(_with_floor(row, floor))
+        rows.append(_median_run(repeats, lambda: _concurrent_old(mode, sessions, latency)))
+        rows.append(floor)
+        with python_gc_defaults():
+            for size in pool_sizes:
+                row = _median_run(repeats, lambda: _concurrent_run(mode, size, sessions,
+                                                                   latency, limit))
+                rows.append(_with_floor({**row, "gc": "python defaults"}, floor))
     return rows
+
+
+def _median_run(repeats: int, run) -> dict[str, Any]:
+    runs = sorted((run() for _ in range(repeats)), key=lambda r: r["wall_s"])
+    return {**runs[len(runs) // 2], "wall_s_runs": [round(r["wall_s"], 3) for r in runs]}
+
+
+def _with_floor(row: dict[str, Any], floor: dict[str, Any]) -> dict[str, Any]:
+    bound = max(row["ideal_s"], floor["wall_s"])
+    return {**row, "floor_s": floor["wall_s"], "wall_vs_floor": row["wall_s"] / bound}
+
+
+@contextmanager
+def python_gc_defaults() -> Iterator[None]:
+    """Run with Python's own collector settings, then settle it again as the app does."""
+    thresholds = gc.get_threshold()
+    gc.unfreeze()
+    gc.set_threshold(700, 10, 10)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        settle_garbage_collector()
 
 
 def _concurrent_run(mode: str, size: int, count: int, latency: float, limit: int
@@ -192,7 +263,8 @@ def _concurrent_run(mode: str, size: int, count: int, latency: float, limit: int
     correct = sum(reply.startswith(f"Nice to meet you, Person{i}.")
                   for i, reply in enumerate(replies))
     manager.close()
-    return {"mode": mode, "design": "new", "pool_size": size, "limit_per_agent": limit,
+    return {"mode": mode, "design": "new", "gc": "settled", "pool_size": size,
+            "limit_per_agent": limit,
             "sessions": count, "wall_s": wall, "ideal_s": ideal, "wall_vs_ideal": wall / ideal,
             "p50_ms": percentile(latencies, 50) * 1e3, "p95_ms": percentile(latencies, 95) * 1e3,
             "p99_ms": percentile(latencies, 99) * 1e3,
@@ -222,6 +294,29 @@ def _concurrent_old(mode: str, count: int, latency: float) -> dict[str, Any]:
             "wall_vs_ideal": wall / latency, "p50_ms": percentile(latencies, 50) * 1e3,
             "p95_ms": percentile(latencies, 95) * 1e3, "p99_ms": percentile(latencies, 99) * 1e3,
             "peak_provider_requests": PEAK.peak, "replies_in_own_session": correct}
+
+
+def _concurrent_floor(mode: str, count: int, latency: float) -> dict[str, Any]:
+    """The same turns on one agent, nothing else: no pool, no sessions, no store."""
+    agent = create_agent(CountingModel(latency=latency), tools=list(DEFAULT_TOOLS))
+
+    def send(text):
+        return agent.invoke({"messages": [HumanMessage(text)]})["messages"][-1].text
+
+    async def asend(text):
+        result = await agent.ainvoke({"messages": [HumanMessage(text)]})
+        return result["messages"][-1].text
+
+    texts = [f"My name is Person{i}." for i in range(count)]
+    PEAK.reset()
+    latencies, replies, wall = _fire(mode, [send] * count, [asend] * count, texts)
+    return {"mode": mode, "design": "floor (one agent alone, unbounded)", "pool_size": None,
+            "sessions": count, "wall_s": wall, "ideal_s": latency,
+            "wall_vs_ideal": wall / latency, "p50_ms": percentile(latencies, 50) * 1e3,
+            "p95_ms": percentile(latencies, 95) * 1e3, "p99_ms": percentile(latencies, 99) * 1e3,
+            "peak_provider_requests": PEAK.peak,
+            "replies_in_own_session": sum(reply.startswith(f"Nice to meet you, Person{i}.")
+                                          for i, reply in enumerate(replies))}
 
 
 def _fire(mode, sync_calls, async_calls, texts):

@@ -234,3 +234,15 @@ def test_a_message_left_without_a_reply_is_marked_not_silently_skipped():
     captions = [c.value for m in at.chat_message for c in m.caption]
     assert captions.count("No reply was saved for this message (interrupted).") == 1
     assert at.button(key="regenerate-button").label == "Retry"
+
+
+def test_the_app_settles_the_garbage_collector_when_it_builds_the_shared_manager():
+    import gc
+
+    from core.runtime import GC_THRESHOLDS
+
+    gc.unfreeze()
+    gc.set_threshold(700, 10, 10)
+    open_app()
+    assert gc.get_threshold() == GC_THRESHOLDS
+    assert gc.get_freeze_count() > 10_000  # what start-up built is out of the collector's way
