@@ -15,7 +15,7 @@ from bench import replicas, suite
 from core.runtime import GC_THRESHOLDS, settle_garbage_collector
 
 FULL = {"creation_new": [1_000, 10_000, 100_000], "creation_old": [1_000, 10_000],
-        "memory_new": [1_000, 10_000, 100_000], "memory_old": [1_000],
+        "memory_new": [1_000, 10_000, 100_000], "memory_old": [1_000, 10_000],
         "overhead_turns": 300, "concurrency_sessions": 1_000, "pools": [1, 4, 16],
         "concurrency_repeats": 3,
         "history": 10_000, "history_repeats": 15,
