@@ -68,6 +68,14 @@ def test_streaming_yields_the_reply_in_pieces():
     assert whole.response_metadata["finish_reason"] == "stop"
 
 
+def test_binding_tools_shares_the_model_as_provider_models_do():
+    model = OfflineChatModel()
+    bound = model.bind_tools(DEFAULT_TOOLS)
+    assert bound.bound is model  # no copy per agent turn
+    assert bound.invoke([HumanMessage("what is 2+2")]).tool_calls[0]["name"] == "calculator"
+    assert model.invoke([HumanMessage("what is 2+2")]).text == OFFLINE_HELP
+
+
 def test_without_bound_tools_arithmetic_is_not_faked():
     reply = OfflineChatModel().invoke([HumanMessage("what is 2+2")])
     assert not reply.tool_calls and reply.text == OFFLINE_HELP
