@@ -101,18 +101,19 @@ def table(results: dict[str, Any]) -> str:
               f"  the two durable writes alone on the bare sqlite3 driver: "
               f"{o['bare_writes_us']:.0f} µs ({o['bare_writes_ratio']:.1%})", "",
               "Concurrency (1 message per session at once, model takes 100 ms)",
-              f"{'mode':>8} {'design':>16} {'pool':>5} {'wall s':>7} {'ideal':>6} "
-              f"{'×ideal':>7} {'floor':>6} {'p50 ms':>7} {'p95':>7} {'p99':>7} "
+              f"{'mode':>8} {'design':>16} {'pool':>5} {'wall s':>7} {'cpu s':>6} "
+              f"{'ideal':>6} {'×ideal':>7} {'floor':>6} {'p50 ms':>7} {'p95':>7} {'p99':>7} "
               f"{'peak req':>8} {'own':>5}"]
     for r in results["concurrency"]:
         pool = r["pool_size"] or "-"
         floor = f"{r['floor_s']:.2f}" if "floor_s" in r else "-"
         lines.append(f"{r['mode']:>8} {_design(r):>16} {pool:>5} {r['wall_s']:>7.2f} "
-                     f"{r['ideal_s']:>6.2f} {r['wall_vs_ideal']:>7.2f} {floor:>6} "
+                     f"{r['cpu_s_median']:>6.2f} {r['ideal_s']:>6.2f} {r['wall_vs_ideal']:>7.2f} "
+                     f"{floor:>6} "
                      f"{r['p50_ms']:>7.0f} {r['p95_ms']:>7.0f} {r['p99_ms']:>7.0f} "
                      f"{r['peak_provider_requests']:>8} {r['replies_in_own_session']:>5}")
-    lines.append("  (each row: the median of its runs; floor: one agent alone, unbounded, "
-                 "no pool or store)")
+    lines.append("  (each row: the run with the median wall time; cpu: the process's CPU "
+                 "seconds, median of the runs; floor: one agent alone, no pool or store)")
     h = results["long_history"]
     lines += ["", f"A session with {h['stored_messages']} stored messages (median ms)",
               f"  resume: old {h['resume_old_ms']:.1f}, new {h['resume_new_ms']:.1f}; "

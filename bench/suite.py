@@ -223,7 +223,8 @@ def concurrency(sessions: int, pool_sizes: list[int], latency: float = 0.1,
 
 def _median_run(repeats: int, run) -> dict[str, Any]:
     runs = sorted((run() for _ in range(repeats)), key=lambda r: r["wall_s"])
-    return {**runs[len(runs) // 2], "wall_s_runs": [round(r["wall_s"], 3) for r in runs]}
+    return {**runs[len(runs) // 2], "wall_s_runs": [round(r["wall_s"], 3) for r in runs],
+            "cpu_s_median": statistics.median(r["cpu_s"] for r in runs)}
 
 
 def _with_floor(row: dict[str, Any], floor: dict[str, Any]) -> dict[str, Any]:
@@ -254,7 +255,7 @@ def _concurrent_run(mode: str, size: int, count: int, latency: float, limit: int
     sessions = [manager.create_session() for _ in range(count)]
     texts = [f"My name is Person{i}." for i in range(count)]
     PEAK.reset()
-    latencies, replies, wall = _fire(mode, [s.send for s in sessions],
+    latencies, replies, wall, cpu = _fire(mode, [s.send for s in sessions],
                                      [s.asend for s in sessions], texts)
     stats = manager.get_stats()
     served = sum(a["served"] for a in stats["pool"])
@@ -264,8 +265,8 @@ def _concurrent_run(mode: str, size: int, count: int, latency: float, limit: int
                   for i, reply in enumerate(replies))
     manager.close()
     return {"mode": mode, "design": "new", "gc": "settled", "pool_size": size,
-            "limit_per_agent": limit,
-            "sessions": count, "wall_s": wall, "ideal_s": ideal, "wall_vs_ideal": wall / ideal,
+            "limit_per_agent": limit, "sessions": count, "wall_s": wall, "cpu_s": cpu,
+            "ideal_s": ideal, "wall_vs_ideal": wall / ideal,
             "p50_ms": percentile(latencies, 50) * 1e3, "p95_ms": percentile(latencies, 95) * 1e3,
             "p99_ms": percentile(latencies, 99) * 1e3,
             "mean_queue_wait_ms": waited / max(served, 1) * 1e3,
@@ -285,12 +286,12 @@ def _concurrent_old(mode: str, count: int, latency: float) -> dict[str, Any]:
 
     texts = [f"My name is Person{i}." for i in range(count)]
     PEAK.reset()
-    latencies, replies, wall = _fire(mode, [s.send for s in sessions],
+    latencies, replies, wall, cpu = _fire(mode, [s.send for s in sessions],
                                      [lambda t, s=s: asend(s, t) for s in sessions], texts)
     correct = sum(reply.startswith(f"Nice to meet you, Person{i}.")
                   for i, reply in enumerate(replies))
     return {"mode": mode, "design": "old (agent per session, unbounded)", "pool_size": None,
-            "sessions": count, "wall_s": wall, "ideal_s": latency,
+            "sessions": count, "wall_s": wall, "cpu_s": cpu, "ideal_s": latency,
             "wall_vs_ideal": wall / latency, "p50_ms": percentile(latencies, 50) * 1e3,
             "p95_ms": percentile(latencies, 95) * 1e3, "p99_ms": percentile(latencies, 99) * 1e3,
             "peak_provider_requests": PEAK.peak, "replies_in_own_session": correct}
@@ -309,9 +310,9 @@ def _concurrent_floor(mode: str, count: int, latency: float) -> dict[str, Any]:
 
     texts = [f"My name is Person{i}." for i in range(count)]
     PEAK.reset()
-    latencies, replies, wall = _fire(mode, [send] * count, [asend] * count, texts)
+    latencies, replies, wall, cpu = _fire(mode, [send] * count, [asend] * count, texts)
     return {"mode": mode, "design": "floor (one agent alone, unbounded)", "pool_size": None,
-            "sessions": count, "wall_s": wall, "ideal_s": latency,
+            "sessions": count, "wall_s": wall, "cpu_s": cpu, "ideal_s": latency,
             "wall_vs_ideal": wall / latency, "p50_ms": percentile(latencies, 50) * 1e3,
             "p95_ms": percentile(latencies, 95) * 1e3, "p99_ms": percentile(latencies, 99) * 1e3,
             "peak_provider_requests": PEAK.peak,
@@ -336,10 +337,10 @@ def _fire(mode, sync_calls, async_calls, texts):
         for thread in threads:
             thread.start()
         barrier.wait()
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         for thread in threads:
             thread.join()
-        return latencies, replies, time.perf_counter() - began
+        return latencies, replies, time.perf_counter() - began, time.process_time() - cpu
 
     async def one(i):
         start = time.perf_counter()
@@ -347,12 +348,12 @@ def _fire(mode, sync_calls, async_calls, texts):
         latencies[i] = time.perf_counter() - start
 
     async def main():
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(one(i) for i in range(count)))
-        return time.perf_counter() - began
+        return time.perf_counter() - began, time.process_time() - cpu
 
-    wall = asyncio.run(main())
-    return latencies, replies, wall
+    wall, cpu = asyncio.run(main())
+    return latencies, replies, wall, cpu
 
 
 # 5. long histories -----------------------------------------------------------------
