@@ -43,11 +43,12 @@ def settle_garbage_collector() -> None:
     flight, their objects survive young collections and fill the older generations,
     which then get collected often; a larger young threshold makes all of it rarer.
     The bench compares this with Python's defaults in the same run (README). The cost:
-    a cycle among objects alive at this moment that later becomes garbage is never
+    a cycle among objects alive at the first call that later becomes garbage is never
     collected; that is bounded by what existed once, at start-up.
     """
-    gc.collect()
-    gc.freeze()
+    if not gc.get_freeze_count():  # once: a rebuilt manager must not freeze its garbage
+        gc.collect()
+        gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
 
 

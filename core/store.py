@@ -154,15 +154,29 @@ class SessionStore:
         with self._write_lock, self.engine.begin() as conn:
             yield conn
 
-    def _roll_back(self, connection: Any, error: Exception, cursor: Any) -> None:
-        """Undo a failed write; a connection lost with the server is dropped, not pooled."""
-        if self.engine.dialect.is_disconnect(error, connection.dbapi_connection, cursor):
+    def _roll_back(self, connection: Any, error: BaseException | None, cursor: Any) -> bool:
+        """Undo a failed write; a connection lost with the server is dropped, not pooled.
+
+        Returns whether the connection was dropped.
+        """
+        if isinstance(error, self._driver_error) and self.engine.dialect.is_disconnect(
+                error, connection.dbapi_connection, cursor):
             connection.invalidate()
-            return
+            return True
         try:
+            if cursor is not None:
+                cursor.close()  # an unfinished statement would block every later commit
             connection.rollback()
         except self._driver_error:
             connection.invalidate()
+            return True
+        return False
+
+    def _wrapped(self, error: Exception, invalidated: bool = False) -> BaseException:
+        """A driver error as SQLAlchemy raises it from any other method."""
+        return DBAPIError.instance(None, None, error, self._driver_error,
+                                   connection_invalidated=invalidated,
+                                   dialect=self.engine.dialect)
 
     def ensure_session(self, session_id: str, owner: str | None = None, title: str = "",
                        agent_spec: dict[str, Any] | None = None) -> None:
@@ -257,7 +271,7 @@ class SessionStore:
             try:
                 connection = self.engine.raw_connection()
             except self._driver_error as exc:  # the server is down
-                raise DBAPIError.instance(None, None, exc, self._driver_error) from exc
+                raise self._wrapped(exc, invalidated=True) from exc
             cursor = None
             try:
                 cursor = connection.cursor()
@@ -269,12 +283,12 @@ class SessionStore:
                     return cursor
 
                 yield run
+                cursor.close()
                 connection.commit()
             except self._driver_error as exc:
+                raise self._wrapped(exc, self._roll_back(connection, exc, cursor)) from exc
+            except BaseException as exc:  # not the database's fault: undo, keep the error
                 self._roll_back(connection, exc, cursor)
-                raise DBAPIError.instance(None, None, exc, self._driver_error) from exc
-            except BaseException:
-                connection.rollback()
                 raise
             finally:
                 connection.close()  # back to the pool, or away if invalidated

@@ -96,3 +96,21 @@ def test_usage_is_counted_per_agent_and_model(store):
         {"agent": "custom", "model": "llama3", "sessions": 1, "messages": 1},
         {"agent": "shared", "model": "offline-demo", "sessions": 1, "messages": 1},
     ]
+
+
+def test_a_write_interrupted_mid_statement_leaves_the_database_writable(store):
+    """E.g. Ctrl-C between an INSERT ... RETURNING and reading its id: nothing is kept,
+    and the pooled connection does not block every later commit."""
+    store.ensure_session("k" * 32)
+    interrupted = store._sql.insert
+    row = {"session_id": "k" * 32, "role": "human", "content": "lost", "payload": "{}",
+           "status": "complete", "model": None, "custom_agent": False, "created_at": 0.0}
+    try:
+        with store._fast_writing() as run:
+            run(interrupted, row)  # its RETURNING row is never read
+            raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        pass
+    for text in ("one", "two", "three"):  # every pooled connection gets used again
+        store.append_messages("k" * 32, [HumanMessage(text)])
+    assert [m.text for m in store.load_messages("k" * 32)] == ["one", "two", "three"]
