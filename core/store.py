@@ -154,7 +154,7 @@ class SessionStore:
         with self._write_lock, self.engine.begin() as conn:
             yield conn
 
-    def _roll_back(self, connection: Any, error: BaseException | None, cursor: Any) -> bool:
+    def _roll_back(self, connection: Any, error: BaseException, cursor: Any) -> bool:
         """Undo a failed write; a connection lost with the server is dropped, not pooled.
 
         Returns whether the connection was dropped.
@@ -424,19 +424,19 @@ class _HotStatements:
     """The statements every turn runs, compiled once per store."""
 
     def __init__(self, dialect: Dialect, insert_session: Any) -> None:
-        message_columns = ("session_id", "role", "content", "payload", "status", "model",
-                           "custom_agent", "created_at")
         self.insert = _Compiled.of(insert(messages).values(
-            {name: bindparam(name) for name in message_columns}).returning(messages.c.id),
-            dialect)
+            _every_column(messages, but=messages.c.id)).returning(messages.c.id), dialect)
         self.touch = _Compiled.of(update(sessions).where(sessions.c.id == bindparam("sid"))
                                   .values(updated_at=bindparam("now")), dialect)
         self.last_id = _Compiled.of(select(func.max(messages.c.id)).where(
             messages.c.session_id == bindparam("sid")), dialect)
-        self.new_session = _Compiled.of(insert_session.values(
-            {name: bindparam(name) for name in ("id", "owner", "title", "agent_spec",
-                                                "agent_model", "created_at", "updated_at")}),
-            dialect)
+        self.new_session = _Compiled.of(insert_session.values(_every_column(sessions)),
+                                        dialect)
+
+
+def _every_column(table: Table, but: Column | None = None) -> dict[str, Any]:
+    """A bound parameter per column, named as the column (``_rows``, ``_session_row``)."""
+    return {c.name: bindparam(c.name) for c in table.columns if c is not but}
 
 
 def _session_row(session_id: str, now: float, owner: str | None = None, title: str = "",
