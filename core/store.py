@@ -181,13 +181,9 @@ class SessionStore:
     def ensure_session(self, session_id: str, owner: str | None = None, title: str = "",
                        agent_spec: dict[str, Any] | None = None) -> None:
         """Create the session row if it does not exist yet (idempotent, race-safe)."""
-        with self._writing() as conn:
-            self._insert_session(conn, session_id, owner, title, agent_spec)
-
-    def _insert_session(self, conn: Connection, session_id: str, owner: str | None,
-                        title: str, agent_spec: dict[str, Any] | None) -> None:
-        conn.execute(self._insert_or_ignore(sessions).values(
-            **_session_row(session_id, time.time(), owner, title, agent_spec)))
+        with self._fast_writing() as run:
+            run(self._sql.new_session,
+                _session_row(session_id, time.time(), owner, title, agent_spec))
 
     def _insert_or_ignore(self, table: Table) -> Any:
         module = postgresql if self.dialect == "postgresql" else sqlite
