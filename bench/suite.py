@@ -352,7 +352,7 @@ def long_history(messages: int, repeats: int) -> dict[str, Any]:
     manager = ChatbotSessionManager(RATE_LIMIT_PER_MINUTE=0, DATABASE_URL=url,
                                     OFFLINE_STREAM_DELAY=0)
     session = manager.create_session()
-    manager.send(session, "My name is Lin Ortega.")
+    manager.chat.send(session, "My name is Lin Ortega.")
     batch = []
     for i in range((messages - 2) // 2):
         batch += [HumanMessage(f"Filler question number {i}?"), AIMessage(f"Filler answer {i}.")]

@@ -15,6 +15,7 @@ from langchain.agents import create_agent
 from langchain_core.language_models import BaseChatModel
 
 from core.config import Settings
+from core.limits import MODEL_NAME_MAX_CHARS, PROMPT_MAX_CHARS
 from core.offline_model import OFFLINE_MODEL_NAME, OfflineChatModel
 from core.tools import DEFAULT_TOOLS
 
@@ -31,10 +32,11 @@ class AgentSpec:
     temperature: float
 
     def __post_init__(self) -> None:
-        if not self.model.strip() or len(self.model) > 200:
-            raise ValueError("The model name must be 1 to 200 characters.")
-        if len(self.system_prompt) > 20_000:
-            raise ValueError("The system prompt must be at most 20,000 characters.")
+        if not self.model.strip() or len(self.model) > MODEL_NAME_MAX_CHARS:
+            raise ValueError(f"The model name must be 1 to {MODEL_NAME_MAX_CHARS} characters.")
+        if len(self.system_prompt) > PROMPT_MAX_CHARS:
+            raise ValueError(f"The system prompt must be at most {PROMPT_MAX_CHARS:,} "
+                             "characters.")
         if not 0 <= self.temperature <= 2:
             raise ValueError("The temperature must be between 0 and 2.")
 

@@ -1,9 +1,12 @@
-"""One chat turn: admit the user's message, store it, borrow an agent, store the reply.
+"""The run engine: admit a message, store it, and generate its answer as a run.
 
-``ChatTurns`` is the turn half of ``ChatbotSessionManager`` (which inherits it); the
-other half, in ``core.sessions``, owns sessions, agents and stats. The methods here use
-the manager's ``settings``, ``store``, ``pool``, ``default_spec``, ``_lock``,
-``_clock``, ``_recent``, ``_remember``, ``_row_values`` and ``_mark_saved``.
+``ChatEngine`` is given its parts: the store, the recent-history cache, the worker that
+runs replies, and ``Conversations`` (the manager), which lends agents and keeps session
+records. A reply's progress is durable: its row exists from the start with status
+``running`` and its text is checkpointed every second, so a reload, another replica or a
+restart after a crash shows what was generated. One run per conversation at a time: a
+message sent while a reply is being written is refused with a notice (never two answers
+to one message, and the history stays in order).
 """
 
 from __future__ import annotations
@@ -11,218 +14,426 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from sqlalchemy.exc import IntegrityError
 
 from core import turns
-from core.agents import Agent
-from core.errors import MessageRejected, describe_error
-from core.recent import Recent
-from core.store import INTERRUPTED, STOPPED
+from core.ids import new_run_id, replica_is_gone
+from core.errors import ChatError, MessageRejected, describe_error
+from core.limits import HISTORY_WINDOW
+from core.pool import Lease
+from core.recent import Recent, RecentHistory
+from core.runs import CHECKPOINT_EVERY, STALE_AFTER, STOP_WAIT, Run, RunWorker
+from core.schema import COMPLETE, INTERRUPTED, STOPPED
+from core.store import NothingToAnswer, RunInProgress, SessionStore, TurnStart
 
-if TYPE_CHECKING:
-    from core.sessions import ChatbotSession
-
-HISTORY_WINDOW = 400  # newest stored messages read per turn, before token trimming
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+BUSY = "A reply is still being written in this chat. Wait for it, or stop it first."
+SWEEP_EVERY = 10  # checkpoints between sweeps for runs whose owner died
 
 
-@dataclass(frozen=True, slots=True)
-class Turn:
-    """What one turn sends to the model, and the recent history it will extend."""
+class Conversation(Protocol):
+    """What the engine needs of a session record."""
 
-    history: list[BaseMessage]
-    recent: Recent | None
+    session_id: str
+    allowance: float | None
+    allowance_checked: float
 
 
-class ChatTurns:
-    """Sending, streaming and regenerating, for ``ChatbotSessionManager``."""
+class Conversations(Protocol):
+    """What the engine needs of whoever keeps sessions and agents (the manager)."""
 
-    @contextmanager
-    def _borrow(self, session: ChatbotSession) -> Iterator[Agent]:
-        if session.has_custom_agent:
-            yield session.agent
-        else:
-            with self.pool.lease(prefer=session._home) as lease:
-                yield lease.agent
+    def touch(self, session: Any) -> None: ...
+    def new_row(self, session: Any, title: str, again: bool = False
+                ) -> dict[str, Any] | None: ...
+    def mark_saved(self, session: Any) -> None: ...
+    def answered_by(self, session: Any) -> tuple[str, bool]: ...
+    def borrow(self, session: Any) -> AbstractAsyncContextManager[tuple[Any, str,
+                                                                        Lease | None]]: ...
 
-    @asynccontextmanager
-    async def _aborrow(self, session: ChatbotSession) -> AsyncIterator[Agent]:
-        if session.has_custom_agent:
-            yield session.agent
-        else:
-            async with self.pool.alease(prefer=session._home) as lease:
-                yield lease.agent
 
-    # -- turns ----------------------------------------------------------------------
+@dataclass(eq=False)
+class _Progress:
+    """A run's state on the worker's loop (touched by that thread only)."""
+
+    run: Run
+    reply_id: int
+    task: asyncio.Task[Any] | None = None
+    done: turns.TurnResult = field(default_factory=turns.TurnResult)
+    saved_chunks: int = 0
+    stored: int = 0  # messages of ``done`` already stored
+    ids: list[int] = field(default_factory=list)  # stored message ids, in order
+    writing: asyncio.Future[Any] | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.done.partial)
+
+
+class ChatEngine:
+    """Starts, runs, stops and reports runs. Thread-safe; usable from asyncio."""
+
+    def __init__(self, store: SessionStore, conversations: Conversations,
+                 recent: RecentHistory, worker: RunWorker, *, max_message_chars: int,
+                 rate_per_minute: int, history_max_tokens: int, replica: str = "",
+                 clock: Any = time.monotonic) -> None:
+        self.store = store
+        self.conversations = conversations
+        self.recent = recent
+        self.worker = worker
+        self.max_message_chars = max_message_chars
+        self.rate_per_minute = rate_per_minute
+        self.history_max_tokens = history_max_tokens
+        self.replica = replica
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._active: dict[str, Run] = {}
+        self._launching: set[str] = set()  # conversations whose run is being started
+        self._progress: dict[str, _Progress] = {}  # worker thread only
+        self._stop_before_start: set[str] = set()  # worker thread only
+        self.sweep()
+        self._checkpointer = worker.submit(self._checkpoints())
+
+    # -- admission ------------------------------------------------------------------
     def check_message(self, text: object) -> str:
         """The cleaned message, or MessageRejected with a short reason."""
         if not isinstance(text, str):
             raise MessageRejected("A message must be text.")
-        text = _CONTROL.sub("", text).strip()
+        text = _SURROGATE.sub("\ufffd", _CONTROL.sub("", text)).strip()
         if not text:
             raise MessageRejected("The message is empty.")
-        limit = self.settings.MAX_MESSAGE_CHARS
-        if len(text) > limit:
+        if len(text) > self.max_message_chars:
             raise MessageRejected(f"The message is too long: {len(text):,} characters; "
-                                  f"the limit is {limit:,}.")
+                                  f"the limit is {self.max_message_chars:,}.")
         return text
 
-    def _take_allowance(self, session: ChatbotSession) -> None:
+    def _take_allowance(self, session: Conversation) -> None:
         """Per-session token bucket: RATE_LIMIT_PER_MINUTE messages, refilled steadily."""
-        rate = self.settings.RATE_LIMIT_PER_MINUTE
+        rate = self.rate_per_minute
         if not rate:
             return
         now = self._clock()
         with self._lock:
-            allowance = rate if session._allowance is None else session._allowance
-            allowance = min(rate, allowance + (now - session._checked) * rate / 60)
-            session._checked = now
+            allowance = rate if session.allowance is None else session.allowance
+            allowance = min(rate, allowance + (now - session.allowance_checked) * rate / 60)
+            session.allowance_checked = now
             if allowance < 1:
-                session._allowance = allowance
+                session.allowance = allowance
                 wait = math.ceil((1 - allowance) * 60 / rate)
                 raise MessageRejected(f"You are sending messages too fast; wait {wait} s.")
-            session._allowance = allowance - 1
+            session.allowance = allowance - 1
 
-    def _accept(self, session: ChatbotSession, text: object) -> Turn:
-        """Validate and store the user's message, then gather the model's input."""
+    # -- starting runs --------------------------------------------------------------
+    def start(self, session: Conversation, text: object) -> Run:
+        """Store the user's message and start answering it; returns the run at once."""
         text = self.check_message(text)
-        self._take_allowance(session)
-        with self._lock:
-            self._remember(session)
-        sid = session.session_id
-        human = HumanMessage(text)
-        try:
-            new_row = None if session._saved else self._row_values(session, text)
-            recent = self._recent.take(sid)
-            try:
-                new_id, previous = self.store.append_after(sid, human, new_session=new_row)
-            except IntegrityError:  # its row was deleted meanwhile (retention): start again
-                new_row = self._row_values(session, text)
-                new_id, previous = self.store.append_after(sid, human, new_session=new_row)
-            if new_row is not None:
-                self._mark_saved(session)
-            if recent is not None and recent.last_id == previous:
-                recent.extend([human], new_id, HISTORY_WINDOW)
-            elif previous is None:  # the session's first message: nothing to read back
-                recent = Recent(None)
-                recent.extend([human], new_id, HISTORY_WINDOW)
-            else:  # first turn in this process, or another writer came in between: reload
-                rows = self.store.load_rows(sid, last=HISTORY_WINDOW)
-                recent = Recent(None)
-                recent.extend([m for i, m, _ in rows if i <= new_id], new_id, HISTORY_WINDOW)
-        except Exception as exc:
-            raise describe_error(exc) from exc
-        return Turn(turns.model_input(recent.messages, self.settings.HISTORY_MAX_TOKENS,
-                                      recent.tokens), recent)
+        return self._launch(session, HumanMessage(text))
 
-    def _rewind(self, session: ChatbotSession) -> Turn:
-        """Drop everything after the last user message; return the model's input again."""
+    def regenerate(self, session: Conversation) -> Run:
+        """Answer the last user message again, replacing whatever followed it."""
+        return self._launch(session, None)
+
+    def _launch(self, session: Conversation, human: HumanMessage | None) -> Run:
+        """Start a run, unless one is starting or running for this conversation here."""
+        sid = session.session_id
         with self._lock:
-            self._remember(session)
-        self._recent.drop(session.session_id)
+            if sid in self._active or sid in self._launching:
+                raise MessageRejected(BUSY)
+            self._launching.add(sid)
         try:
-            rows = self.store.load_rows(session.session_id, last=HISTORY_WINDOW)
-            last_human = max((i for i, (_, m, _) in enumerate(rows)
-                              if isinstance(m, HumanMessage)), default=None)
-            if last_human is None:
-                raise MessageRejected("There is no message to answer again.")
-            self.store.delete_messages_after(session.session_id, rows[last_human][0])
+            if human is not None:
+                self._take_allowance(session)
+            return self._begin(session, human)
+        finally:
+            with self._lock:
+                self._launching.discard(sid)
+
+    def _begin(self, session: Conversation, human: HumanMessage | None) -> Run:
+        self.conversations.touch(session)
+        sid = session.session_id
+        run_id = new_run_id()
+        model, custom = self.conversations.answered_by(session)
+        recent = self.recent.take(sid)
+        if human is None:
+            recent = None
+        new_row = self.conversations.new_row(session, human.text if human else "")
+        begin = dict(run={"id": run_id, "agent": "", "replica": self.replica},
+                     reply={"model": model, "custom_agent": custom},
+                     stale_before=time.time() - STALE_AFTER)
+        try:
+            try:
+                started = self.store.start_turn(sid, human, new_session=new_row, **begin)
+            except IntegrityError:  # its row was deleted meanwhile (retention): again
+                new_row = self.conversations.new_row(session, human.text if human else "",
+                                                     again=True)
+                started = self.store.start_turn(sid, human, new_session=new_row, **begin)
+            if new_row is not None:
+                self.conversations.mark_saved(session)
+            history, recent = self._history(sid, human, started, recent)
+        except RunInProgress:
+            raise MessageRejected(BUSY) from None
+        except NothingToAnswer:
+            raise MessageRejected("There is no message to answer again.") from None
         except MessageRejected:
             raise
         except Exception as exc:
             raise describe_error(exc) from exc
-        history = [m for _, m, _ in rows[:last_human + 1]]
-        return Turn(turns.model_input(history, self.settings.HISTORY_MAX_TOKENS), None)
+        run = Run(run_id, sid, started.user_message_id)
+        with self._lock:
+            self._active[sid] = run
+        run.future = self.worker.submit(
+            self._execute(session, run, history, started.reply_id, recent))
+        return run
 
-    def _finish(self, session: ChatbotSession, turn: Turn, done: turns.TurnResult,
-                status: str | None) -> None:
-        """Store what the turn produced; a partial reply is stored with its status."""
-        if session._spec is not None:
-            model = session._spec.model
-        else:
-            model = "custom" if session._custom is not None else self.default_spec.model
-        mark = {"model": model, "custom_agent": session.has_custom_agent, "touch": False}
-        produced = list(done.messages)
+    def _history(self, sid: str, human: HumanMessage | None, started: TurnStart,
+                 recent: Recent | None) -> tuple[list[BaseMessage], Recent | None]:
+        """The model's input; the recent-history entry to extend if the turn completes."""
+        new_id = started.user_message_id
+        if human is not None and recent is not None and recent.last_id == started.previous_id:
+            recent.extend([human], new_id, HISTORY_WINDOW)
+        elif human is not None and started.previous_id is None:  # the first message
+            recent = Recent(None)
+            recent.extend([human], new_id, HISTORY_WINDOW)
+        else:  # first turn here, a regenerate, or another writer came in between: reload
+            rows = self.store.load_rows(sid, last=HISTORY_WINDOW + 1)
+            recent = Recent(None)
+            recent.extend([m for i, m, _ in rows if i <= new_id], new_id, HISTORY_WINDOW)
+        return (turns.model_input(recent.messages, self.history_max_tokens, recent.tokens),
+                recent)
+
+    # -- following and stopping -------------------------------------------------------
+    def active_run(self, session_id: str) -> Run | None:
+        """The run answering in this conversation in this process, if any."""
+        with self._lock:
+            return self._active.get(session_id)
+
+    def stop(self, session_id: str, wait: float = STOP_WAIT) -> bool:
+        """Stop the conversation's run: cancel it here, or ask the replica running it.
+
+        Returns once the partial reply is stored (at most ``wait`` seconds).
+        """
+        run = self.active_run(session_id)
+        if run is not None:
+            self.worker.loop.call_soon_threadsafe(self._cancel, run.id)
+            run.wait(wait)
+            return True
+        row = self.store.running_run(session_id)
+        return row is not None and self.store.request_stop(row["id"])
+
+    def _cancel(self, run_id: str) -> None:
+        """On the worker's loop: cancel the run's task, or stop it before it starts."""
+        progress = self._progress.get(run_id)
+        if progress is not None:
+            if progress.task is not None:
+                progress.task.cancel()
+            return
+        self._stop_before_start.add(run_id)
+
+    # -- sync and async conveniences ------------------------------------------------
+    def send(self, session: Conversation, text: object) -> str:
+        run = self.start(session, text)
+        run.wait()
+        return outcome(run)
+
+    async def asend(self, session: Conversation, text: object) -> str:
+        run = await asyncio.to_thread(self.start, session, text)
+        assert run.future is not None
+        await asyncio.wrap_future(run.future)
+        return outcome(run)
+
+    def stream(self, session: Conversation, text: object) -> Iterator[turns.Event]:
+        """Start a run and follow it; leaving early leaves the run going."""
+        return _follow(self.start(session, text))
+
+    def stream_regenerate(self, session: Conversation) -> Iterator[turns.Event]:
+        return _follow(self.regenerate(session))
+
+    async def astream(self, session: Conversation, text: object
+                      ) -> AsyncIterator[turns.Event]:
+        run = await asyncio.to_thread(self.start, session, text)
+        seen = 0
+        while True:
+            events, done = await asyncio.to_thread(run.read, seen, 0.5)
+            seen += len(events)
+            for event in events:
+                yield event
+            if done and not events:
+                break
+        if run.status == INTERRUPTED:
+            raise ChatError(run.error or "The reply was interrupted.", run.retryable)
+
+    # -- execution, on the worker's loop ----------------------------------------------
+    async def _execute(self, session: Conversation, run: Run, history: list[BaseMessage],
+                       reply_id: int, recent: Recent | None) -> None:
+        progress = _Progress(run, reply_id, task=asyncio.current_task())
+        self._progress[run.id] = progress
+        status, error, retryable = COMPLETE, None, True
         try:
-            ids = self.store.append_messages(session.session_id, produced, **mark)
-            if status and done.partial:
-                partial = AIMessage("".join(done.partial))
-                ids += self.store.append_messages(session.session_id, [partial],
-                                                  status=status, **mark)
-                produced.append(partial)
-        except Exception as exc:
-            raise describe_error(exc) from exc
-        if turn.recent is not None and status is None:
-            if ids:
-                turn.recent.extend(produced, ids[-1], HISTORY_WINDOW)
-            self._recent.put(session.session_id, turn.recent)
-
-    def send(self, session: ChatbotSession, text: str) -> str:
-        return self._answer(session, self._accept(session, text))
-
-    def stream(self, session: ChatbotSession, text: str) -> Iterator[turns.Event]:
-        """Yield tokens and tool steps; if the consumer stops early the partial is kept."""
-        return self._stream_answer(session, self._accept(session, text))
-
-    def regenerate(self, session: ChatbotSession) -> Iterator[turns.Event]:
-        """Answer the last user message again, replacing the reply that followed it."""
-        return self._stream_answer(session, self._rewind(session))
-
-    def _answer(self, session: ChatbotSession, turn: Turn) -> str:
-        done = turns.TurnResult()
-        try:
-            with self._borrow(session) as agent:
-                turns.invoke(agent, turn.history, done)
-        except Exception as exc:
-            self._finish(session, turn, done, INTERRUPTED)
-            raise describe_error(exc) from exc
-        self._finish(session, turn, done, None)
-        return done.reply
-
-    def _stream_answer(self, session: ChatbotSession, turn: Turn) -> Iterator[turns.Event]:
-        done, status = turns.TurnResult(), STOPPED
-        try:
-            with self._borrow(session) as agent:
-                yield from turns.stream(agent, turn.history, done)
-            status = None
-        except GeneratorExit:
-            raise
-        except Exception as exc:
-            status = INTERRUPTED
-            raise describe_error(exc) from exc
+            if run.id in self._stop_before_start:
+                self._stop_before_start.discard(run.id)
+                raise asyncio.CancelledError
+            async with self.conversations.borrow(session) as (agent, label, lease):
+                run.agent = label
+                try:
+                    async for event in turns.astream(agent, history, progress.done):
+                        run.add(event)
+                        await self._store_finished_steps(session, progress)
+                except turns.ReplyCutOff:
+                    if lease is not None:
+                        lease.outcome = "interrupted"
+                    raise
+        except asyncio.CancelledError:
+            status = STOPPED
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                task.uncancel()
+        except Exception as exc:  # noqa: BLE001 - every failure is stored and reported
+            failure = describe_error(exc)
+            status, error, retryable = INTERRUPTED, str(failure), failure.retryable
         finally:
-            self._finish(session, turn, done, status)
+            await self._finish(session, progress, status, error, retryable, recent)
 
-    async def asend(self, session: ChatbotSession, text: str) -> str:
-        turn = await asyncio.to_thread(self._accept, session, text)
-        done = turns.TurnResult()
-        try:
-            async with self._aborrow(session) as agent:
-                await turns.ainvoke(agent, turn.history, done)
-        except Exception as exc:
-            await asyncio.to_thread(self._finish, session, turn, done, INTERRUPTED)
-            raise describe_error(exc) from exc
-        await asyncio.to_thread(self._finish, session, turn, done, None)
-        return done.reply
+    async def _store_finished_steps(self, session: Conversation, progress: _Progress
+                                    ) -> None:
+        """A tool step whose results are all in is stored, and a new reply row opened."""
+        step = _finished_step(progress.done.messages, progress.stored)
+        if step is None:
+            return
+        call, results = step
+        model, custom = self.conversations.answered_by(session)
+        progress.writing = asyncio.ensure_future(asyncio.to_thread(
+            self.store.advance_reply, progress.run.session_id, progress.run.id,
+            progress.reply_id, call, results, {"model": model, "custom_agent": custom}))
+        ids, next_id = await asyncio.shield(progress.writing)
+        self._advanced(progress, call, results, ids, next_id)
 
-    async def astream(self, session: ChatbotSession, text: str) -> AsyncIterator[turns.Event]:
-        turn = await asyncio.to_thread(self._accept, session, text)
-        done, status = turns.TurnResult(), STOPPED
+    @staticmethod
+    def _advanced(progress: _Progress, call: AIMessage, results: list[ToolMessage],
+                  ids: list[int], next_id: int) -> None:
+        progress.ids += [progress.reply_id, *ids]
+        progress.stored += 1 + len(results)
+        progress.reply_id, progress.saved_chunks, progress.writing = next_id, 0, None
+
+    async def _finish(self, session: Conversation, progress: _Progress, status: str,
+                      error: str | None, retryable: bool, recent: Recent | None) -> None:
+        """Store the outcome (shielded: a second cancel cannot lose it), then tell readers."""
+        run, done = progress.run, progress.done
+        if progress.writing is not None:  # a stop arrived while a tool step was stored
+            try:
+                ids, next_id = await asyncio.shield(progress.writing)
+                step = _finished_step(done.messages, progress.stored)
+                if step is not None:
+                    self._advanced(progress, step[0], step[1], ids, next_id)
+            except Exception:  # noqa: BLE001 - the step's write failed; end the run anyway
+                pass
+        final = _final_reply(done, progress.stored)
+        if status == COMPLETE and final is None:
+            status, error = INTERRUPTED, "The model returned no reply. Retry."
+        message: BaseMessage | None = final if status == COMPLETE else (
+            AIMessage(progress.text) if progress.text else final)
         try:
-            async with self._aborrow(session) as agent:
-                async for event in turns.astream(agent, turn.history, done):
-                    yield event
-            status = None
-        except (GeneratorExit, asyncio.CancelledError):
-            raise
-        except Exception as exc:
-            status = INTERRUPTED
-            raise describe_error(exc) from exc
-        finally:
-            self._finish(session, turn, done, status)
+            await asyncio.shield(asyncio.to_thread(
+                self.store.finish_turn, run.session_id, run.id, progress.reply_id,
+                message, status, error, run.agent or None))
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:  # noqa: BLE001 - reported; the sweep ends the run later
+            failure = describe_error(exc)
+            status, error = INTERRUPTED, str(failure)
+        self._progress.pop(run.id, None)
+        if status == COMPLETE and recent is not None and message is not None:
+            produced = done.messages[:progress.stored] + [message]
+            recent.extend(produced, progress.reply_id, HISTORY_WINDOW)
+            self.recent.put(run.session_id, recent)
+        with self._lock:
+            if self._active.get(run.session_id) is run:
+                del self._active[run.session_id]
+        run.reply = message.text if (status == COMPLETE and message is not None) else ""
+        run.end(status, error, retryable)
+
+    async def _checkpoints(self) -> None:
+        """Every second: save running replies' new text, mark runs alive, and honour
+        stops asked for from other replicas; now and then end runs whose owner died."""
+        beats = 0
+        while True:
+            await asyncio.sleep(CHECKPOINT_EVERY)
+            beats += 1
+            progress = list(self._progress.values())
+            changed = [p for p in progress if len(p.done.partial) != p.saved_chunks]
+            replies = [(p.reply_id, AIMessage(p.text)) for p in changed]
+            sizes = [len(p.done.partial) for p in changed]
+            try:
+                stops = await asyncio.to_thread(self.store.checkpoint, replies,
+                                                [p.run.id for p in progress])
+                if beats % SWEEP_EVERY == 0:
+                    await asyncio.to_thread(self.sweep)
+            except Exception:  # noqa: BLE001 - a database outage must not end checkpoints
+                continue
+            for p, size in zip(changed, sizes):
+                p.saved_chunks = size
+            for run_id in stops:
+                self._cancel(run_id)
+
+    def sweep(self) -> int:
+        """End runs left running by a dead process: one of this host that is gone, or
+        any that stopped checkpointing (``STALE_AFTER``). Nothing stays running forever."""
+        return self.store.interrupt_stale_runs(time.time() - STALE_AFTER, gone=self._orphan)
+
+    def _orphan(self, run_id: str, replica: str) -> bool:
+        """A run nobody executes: ours but not running here (its end failed to be
+        stored), or a dead process's on this host."""
+        if replica == self.replica:
+            with self._lock:
+                return run_id not in {r.id for r in self._active.values()} and not (
+                    self._launching)
+        return replica_is_gone(replica, self.replica)
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._active)
+
+
+def outcome(run: Run) -> str:
+    """The reply of a finished run, or its failure as a ChatError."""
+    if run.status == COMPLETE:
+        return run.reply
+    if run.status == STOPPED:
+        raise ChatError("The reply was stopped.")
+    raise ChatError(run.error or "The reply was interrupted. Retry.", run.retryable)
+
+
+def _follow(run: Run) -> Iterator[turns.Event]:
+    yield from run.follow()
+    if run.status == INTERRUPTED:
+        raise ChatError(run.error or "The reply was interrupted. Retry.", run.retryable)
+
+
+def _finished_step(produced: list[BaseMessage], start: int
+                   ) -> tuple[AIMessage, list[ToolMessage]] | None:
+    """A tool-calling message at ``start`` with every result after it, if all are in."""
+    if len(produced) <= start:
+        return None
+    call = produced[start]
+    if not isinstance(call, AIMessage) or not call.tool_calls:
+        return None
+    results = [m for m in produced[start + 1:] if isinstance(m, ToolMessage)]
+    wanted = {c["id"] for c in call.tool_calls}
+    if not wanted <= {r.tool_call_id for r in results}:
+        return None
+    return call, results
+
+
+def _final_reply(done: turns.TurnResult, start: int) -> AIMessage | None:
+    """The answer after the stored steps: the last AI message without tool calls."""
+    for message in reversed(done.messages[start:]):
+        if isinstance(message, AIMessage) and not message.tool_calls:
+            return message
+    return None

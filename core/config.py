@@ -15,6 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from core.limits import MODEL_NAME_MAX_CHARS, PROMPT_MAX_CHARS
+
 SECRETS_FILE = Path(".streamlit") / "secrets.toml"
 DEFAULT_DATABASE_URL = "sqlite:///data/poolchat.db"
 
@@ -65,12 +67,13 @@ class Settings(BaseModel):
     OPENAI_BASE_URL: str | None = _setting(
         None, "an http:// or https:// URL", pattern=r"^https?://\S+$"
     )
-    CHAT_MODEL: str = _setting("gpt-4o-mini", "a model name", min_length=1, max_length=200)
+    CHAT_MODEL: str = _setting("gpt-4o-mini", "a model name", min_length=1,
+                                  max_length=MODEL_NAME_MAX_CHARS)
     TEMPERATURE: float = _setting(0.7, "a number from 0 to 2", ge=0, le=2)
     SYSTEM_PROMPT: str = _setting(
         "You are PoolChat, a helpful assistant. Use the tools for arithmetic and the time.",
-        "a text of at most 20000 characters",
-        max_length=20_000,
+        f"a text of at most {PROMPT_MAX_CHARS} characters",
+        max_length=PROMPT_MAX_CHARS,
     )
     OFFLINE_STREAM_DELAY: float = _setting(
         0.01, "a number of seconds from 0 to 1", ge=0, le=1

@@ -86,7 +86,16 @@ def m003_replicas(conn: Connection, metadata: MetaData) -> None:
     metadata.tables["replicas"].create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Migration] = [m001_initial, m002_agent_usage, m003_replicas]
+def m004_runs(conn: Connection, metadata: MetaData) -> None:
+    """Runs (one answer being generated, checkpointed while it runs) and each reply
+    row's run."""
+    present = {c["name"] for c in inspect(conn).get_columns("messages")}
+    if "run_id" not in present:
+        conn.execute(text("ALTER TABLE messages ADD COLUMN run_id VARCHAR(64)"))
+    metadata.tables["runs"].create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Migration] = [m001_initial, m002_agent_usage, m003_replicas, m004_runs]
 
 
 def applied(engine: Engine) -> list[str]:

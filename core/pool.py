@@ -26,18 +26,25 @@ class PoolTimeout(RuntimeError):
 class AgentUsage:
     in_flight: int = 0
     served: int = 0
-    errors: int = 0
+    errors: int = 0        # the provider or the agent failed
+    stopped: int = 0       # the user stopped the reply
+    interrupted: int = 0   # the reply was cut off (its stream dropped)
     busy_seconds: float = 0.0
     wait_seconds: float = 0.0
 
 
 @dataclass(slots=True)
 class Lease:
-    """One borrowed agent; ``waited`` is the time spent queueing for it."""
+    """One borrowed agent; ``waited`` is the time spent queueing for it.
+
+    The borrower may set ``outcome`` ("interrupted") before giving it back; otherwise a
+    cancellation counts as stopped and any other exception as an error.
+    """
 
     index: int
     agent: Any
     waited: float
+    outcome: str | None = None
 
 
 class _Waiter:
@@ -140,12 +147,14 @@ class AgentPool:
             self._usage[waiter.index].in_flight -= 1
             self._hand_over()
 
-    def _release(self, lease: Lease, busy: float, failed: bool) -> None:
+    def _release(self, lease: Lease, busy: float, outcome: str) -> None:
         with self._lock:
             usage = self._usage[lease.index]
             usage.in_flight -= 1
             usage.served += 1
-            usage.errors += failed
+            usage.errors += outcome == "error"
+            usage.stopped += outcome == "stopped"
+            usage.interrupted += outcome == "interrupted"
             usage.busy_seconds += busy
             usage.wait_seconds += lease.waited
             self._hand_over()
@@ -205,15 +214,18 @@ class AgentPool:
 
     @contextmanager
     def _holding(self, lease: Lease) -> Iterator[Lease]:
-        """Time the lease, count a failure if the body raises, and give the slot back."""
-        began, failed = self._clock(), False
+        """Time the lease, count how it ended, and give the slot back."""
+        began, outcome = self._clock(), "ok"
         try:
             yield lease
+        except (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt):
+            outcome = lease.outcome or "stopped"
+            raise
         except BaseException:
-            failed = True
+            outcome = lease.outcome or "error"
             raise
         finally:
-            self._release(lease, self._clock() - began, failed)
+            self._release(lease, self._clock() - began, outcome)
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Per-agent counters, consistent with each other at one instant."""
@@ -225,6 +237,8 @@ class AgentPool:
                     "max_concurrency": self.max_concurrency,
                     "served": u.served,
                     "errors": u.errors,
+                    "stopped": u.stopped,
+                    "interrupted": u.interrupted,
                     "busy_seconds": round(u.busy_seconds, 6),
                     "queue_wait_seconds": round(u.wait_seconds, 6),
                 }

@@ -7,9 +7,6 @@ interval and the stats read them all, marking replicas that stopped reporting.
 
 from __future__ import annotations
 
-import os
-import secrets
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,10 +16,6 @@ from core.sessions import ChatbotSessionManager
 FORGET_AFTER = 24 * 3600  # rows of replicas gone this long are deleted
 
 
-def new_replica_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-
-
 class ReplicaReporter:
     """This process's heartbeat, and everyone's, through the shared store."""
 
@@ -30,7 +23,7 @@ class ReplicaReporter:
                  stale_after: float | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.manager = manager
-        self.replica_id = replica_id or new_replica_id()
+        self.replica_id = replica_id or manager.replica_id
         self.stale_after = (manager.settings.HEARTBEAT_STALE_AFTER if stale_after is None
                             else stale_after)
         self._clock = clock

@@ -9,57 +9,49 @@ from the store on demand. Everything here is thread-safe and usable from asyncio
 
 from __future__ import annotations
 
-import re
-import secrets
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from langchain_core.messages import BaseMessage
 
 from core import turns
 from core.agents import Agent, AgentFactory, AgentSpec, agent_factory_for
-from core.chat import HISTORY_WINDOW, ChatTurns
+from core.chat import ChatEngine
 from core.config import Settings, load_settings
-from core.pool import AgentPool
+from core.limits import AUTO_TITLE_CHARS, HISTORY_WINDOW, TITLE_MAX_CHARS
+from core.pool import AgentPool, Lease
 from core.recent import RecentHistory
+from core.ids import is_valid_session_id, new_replica_id, new_session_id
+from core.runs import Run, RunWorker
 from core.store import SessionStore
 
-SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22,64}$")
 CUSTOM_AGENT_CACHE = 64
 ACTIVE_WINDOW = 300.0
-TITLE_CHARS = 60
-
-
-def new_session_id() -> str:
-    """192 random bits from ``secrets``, URL-safe."""
-    return secrets.token_urlsafe(24)
-
-
-def is_valid_session_id(value: object) -> bool:
-    return isinstance(value, str) and bool(SESSION_ID_PATTERN.match(value))
 
 
 class ChatbotSession:
-    """One conversation. ``agent`` is the shared pool agent unless a custom one is set."""
+    """One conversation's record: id, owner, home pool agent, custom agent, rate-limit
+    state. Its history is in the store. The methods are shortcuts to the manager's."""
 
-    __slots__ = ("session_id", "owner", "_manager", "_custom", "_spec", "_home",
-                 "_saved", "last_used", "_allowance", "_checked", "__weakref__")
+    __slots__ = ("session_id", "owner", "home", "spec", "custom", "saved", "last_used",
+                 "allowance", "allowance_checked", "_manager", "__weakref__")
 
     def __init__(self, manager: ChatbotSessionManager, session_id: str, owner: str | None,
                  home: int, saved: bool, spec: AgentSpec | None = None) -> None:
         self.session_id = session_id
         self.owner = owner
-        self._manager = manager
-        self._custom: Agent | None = None
-        self._spec = spec
-        self._home = home
-        self._saved = saved
+        self.home = home                 # the pool agent preferred for this chat
+        self.spec = spec                 # a custom agent's spec (persisted)
+        self.custom: Agent | None = None  # a custom agent object (this process only)
+        self.saved = saved               # has a row in the store
         self.last_used = 0.0
-        self._allowance: float | None = None  # rate limit: messages left (token bucket)
-        self._checked = 0.0
+        self.allowance: float | None = None  # rate limit: messages left (token bucket)
+        self.allowance_checked = 0.0
+        self._manager = manager
 
     def __repr__(self) -> str:
         return f"<ChatbotSession {self.session_id[:6]}… custom={self.has_custom_agent}>"
@@ -67,24 +59,20 @@ class ChatbotSession:
     @property
     def agent(self) -> Agent:
         """The agent this session talks to: its custom agent, or its pool agent."""
-        if self._custom is not None:
-            return self._custom
-        if self._spec is not None:
-            return self._manager.custom_agent(self._spec)
-        return self._manager.pool.agents[self._home]
+        return self._manager.agent_for(self)
 
     @agent.setter
     def agent(self, value: Agent | AgentSpec | None) -> None:
         """An AgentSpec (persisted), any agent object (this process only) or None (shared)."""
-        self._manager._set_agent(self, value)
+        self._manager.set_agent(self, value)
 
     @property
     def agent_spec(self) -> AgentSpec | None:
-        return self._spec
+        return self.spec
 
     @property
     def has_custom_agent(self) -> bool:
-        return self._custom is not None or self._spec is not None
+        return self.custom is not None or self.spec is not None
 
     @property
     def messages(self) -> list[BaseMessage]:
@@ -92,24 +80,36 @@ class ChatbotSession:
         return self._manager.store.load_messages(self.session_id)
 
     def send(self, text: str) -> str:
-        return self._manager.send(self, text)
+        return self._manager.chat.send(self, text)
 
     def stream(self, text: str) -> Iterator[turns.Event]:
-        return self._manager.stream(self, text)
+        return self._manager.chat.stream(self, text)
 
     async def asend(self, text: str) -> str:
-        return await self._manager.asend(self, text)
+        return await self._manager.chat.asend(self, text)
 
     def astream(self, text: str) -> AsyncIterator[turns.Event]:
-        return self._manager.astream(self, text)
+        return self._manager.chat.astream(self, text)
+
+    def start(self, text: str) -> Run:
+        """Start answering ``text`` and return the run at once (follow it, stop it)."""
+        return self._manager.chat.start(self, text)
 
     def regenerate(self) -> Iterator[turns.Event]:
         """Stream a new answer to the last user message, replacing the old one."""
-        return self._manager.regenerate(self)
+        return self._manager.chat.stream_regenerate(self)
+
+    def stop(self) -> bool:
+        """Stop the reply being written, keeping what was generated (marked stopped)."""
+        return self._manager.chat.stop(self.session_id)
 
 
-class ChatbotSessionManager(ChatTurns):
-    """Builds the agent pool once and serves every session from it."""
+class ChatbotSessionManager:
+    """Builds the agent pool once and serves every session from it.
+
+    Sessions, agents and stats live here; turns are the ``chat`` engine's, which this
+    manager serves as ``Conversations`` (records, agents to borrow).
+    """
 
     def __init__(self, agent_factory: AgentFactory | None = None, *,
                  settings: Settings | None = None, store: SessionStore | None = None,
@@ -119,8 +119,9 @@ class ChatbotSessionManager(ChatTurns):
             overrides["AGENT_POOL_SIZE"] = pool_size
         if settings is None:
             settings = load_settings(**overrides)
-        elif overrides:
-            settings = settings.model_copy(update=overrides)
+        elif overrides:  # validated like any other way in
+            settings = load_settings(environ={}, secrets={},
+                                     **{**_plain_values(settings), **overrides})
         self.settings = settings
         self.agent_factory = agent_factory or agent_factory_for(settings)
         self.default_spec = AgentSpec.default(settings)
@@ -137,6 +138,14 @@ class ChatbotSessionManager(ChatTurns):
         self._next_home = 0
         self._unsaved = 0         # sessions in memory that have no row yet
         self._custom_objects = 0  # sessions in memory with a custom agent object (no spec)
+        self.page_views = 0
+        self.replica_id = new_replica_id()
+        self.worker = RunWorker()
+        self.chat = ChatEngine(self.store, self, self._recent, self.worker,
+                               max_message_chars=settings.MAX_MESSAGE_CHARS,
+                               rate_per_minute=settings.RATE_LIMIT_PER_MINUTE,
+                               history_max_tokens=settings.HISTORY_MAX_TOKENS,
+                               replica=self.replica_id, clock=clock)
 
     # -- sessions -------------------------------------------------------------------
     def create_session(self, owner: str | None = None) -> ChatbotSession:
@@ -189,7 +198,8 @@ class ChatbotSessionManager(ChatTurns):
 
     def rename_session(self, session: ChatbotSession, title: str) -> None:
         self._save(session, title=title)
-        self.store.update_session(session.session_id, title=_one_line(title)[:200])
+        self.store.update_session(session.session_id,
+                                  title=_one_line(title)[:TITLE_MAX_CHARS])
 
     def evict_idle(self, now: float | None = None) -> int:
         """Drop sessions idle longer than SESSION_IDLE_TTL from memory (they stay stored)."""
@@ -222,8 +232,8 @@ class ChatbotSessionManager(ChatTurns):
             self._sessions.move_to_end(session.session_id)
         else:
             self._sessions[session.session_id] = session
-            self._unsaved += not session._saved
-            self._custom_objects += session._custom is not None
+            self._unsaved += not session.saved
+            self._custom_objects += session.custom is not None
         self._drop_idle(now - self.settings.SESSION_IDLE_TTL)
         while len(self._sessions) > self.settings.MAX_SESSIONS_IN_MEMORY:
             self._forget(self._sessions.popitem(last=False)[1])
@@ -239,26 +249,54 @@ class ChatbotSessionManager(ChatTurns):
     def _forget(self, session: ChatbotSession) -> None:
         """Bookkeeping for a session leaving memory (lock held)."""
         self._recent.drop(session.session_id)
-        self._unsaved -= not session._saved
-        self._custom_objects -= session._custom is not None
+        self._unsaved -= not session.saved
+        self._custom_objects -= session.custom is not None
 
     def _save(self, session: ChatbotSession, title: str = "") -> None:
         """Give the session its row (first message, title or custom agent)."""
-        if session._saved:
-            return
-        self.store.ensure_session(session.session_id, **self._row_values(session, title))
-        self._mark_saved(session)
+        row = self.new_row(session, title)
+        if row is not None:
+            self.store.ensure_session(session.session_id, **row)
+            self.mark_saved(session)
 
-    def _row_values(self, session: ChatbotSession, title: str) -> dict[str, Any]:
-        return {"owner": session.owner, "title": _one_line(title)[:TITLE_CHARS],
-                "agent_spec": session._spec.to_dict() if session._spec else None}
-
-    def _mark_saved(self, session: ChatbotSession) -> None:
+    # -- what the chat engine needs (``core.chat.Conversations``) ---------------------
+    def touch(self, session: ChatbotSession) -> None:
         with self._lock:
-            if not session._saved:
+            self._remember(session)
+
+    def new_row(self, session: ChatbotSession, title: str, again: bool = False
+                ) -> dict[str, Any] | None:
+        """The row a session without one gets; None if it has one already (``again``:
+        its row was deleted meanwhile, so it gets a new one)."""
+        if session.saved and not again:
+            return None
+        return {"owner": session.owner, "title": _one_line(title)[:AUTO_TITLE_CHARS],
+                "agent_spec": session.spec.to_dict() if session.spec else None}
+
+    def answered_by(self, session: ChatbotSession) -> tuple[str, bool]:
+        """The model recorded on the session's replies, and whether it is custom."""
+        if session.spec is not None:
+            return session.spec.model, True
+        if session.custom is not None:
+            return "custom", True
+        return self.default_spec.model, False
+
+    @asynccontextmanager
+    async def borrow(self, session: ChatbotSession
+                     ) -> AsyncIterator[tuple[Agent, str, Lease | None]]:
+        """The session's agent for one run: its custom agent, or a pool lease."""
+        if session.has_custom_agent:
+            yield self.agent_for(session), f"custom:{self.answered_by(session)[0]}", None
+            return
+        async with self.pool.alease(prefer=session.home) as lease:
+            yield lease.agent, f"pool:{lease.index}", lease
+
+    def mark_saved(self, session: ChatbotSession) -> None:
+        with self._lock:
+            if not session.saved:
                 if self._sessions.get(session.session_id) is session:
                     self._unsaved -= 1
-                session._saved = True
+                session.saved = True
 
     # -- agents ---------------------------------------------------------------------
     def custom_agent(self, spec: AgentSpec) -> Agent:
@@ -275,18 +313,27 @@ class ChatbotSessionManager(ChatTurns):
                 self._custom_agents.popitem(last=False)
         return agent
 
-    def _set_agent(self, session: ChatbotSession, value: Agent | AgentSpec | None) -> None:
+    def agent_for(self, session: ChatbotSession) -> Agent:
+        """The agent the session talks to: its custom agent, or its home pool agent."""
+        if session.custom is not None:
+            return session.custom
+        if session.spec is not None:
+            return self.custom_agent(session.spec)
+        return self.pool.agents[session.home]
+
+    def set_agent(self, session: ChatbotSession, value: Agent | AgentSpec | None) -> None:
+        """An AgentSpec (persisted), any agent object (this process only) or None."""
         spec = value if isinstance(value, AgentSpec) else None
         custom = None if value is None or spec is not None else value
         if spec is not None:
             self.custom_agent(spec)  # build now: a bad spec fails here, not mid-chat
         with self._lock:
             if self._sessions.get(session.session_id) is session:
-                self._custom_objects += (custom is not None) - (session._custom is not None)
-            session._custom, session._spec = custom, spec
+                self._custom_objects += (custom is not None) - (session.custom is not None)
+            session.custom, session.spec = custom, spec
         if spec is not None:
             self._save(session)
-        if session._saved:
+        if session.saved:
             self.store.update_session(session.session_id,
                                       agent_spec=spec.to_dict() if spec else None)
 
@@ -304,8 +351,10 @@ class ChatbotSessionManager(ChatTurns):
                 active += 1
         pool = self.pool.snapshot()
         return {
-            "total_sessions": self.store.count_sessions() + unsaved,
+            "total_sessions": self.store.count_sessions(),
             "total_messages": self.store.count_messages(),
+            "page_views": self.page_views,
+            "empty_chats_open": unsaved,
             "agent_pool_size": self.pool.size,
             "sessions_with_custom_agents": self.store.count_custom_sessions() + custom_objects,
             "active_sessions": active,
@@ -316,10 +365,26 @@ class ChatbotSessionManager(ChatTurns):
             "pool_queued": self.pool.queued(),
             "pool_timeouts": self.pool.timeouts,
             "pool_in_flight": sum(a["in_flight"] for a in pool),
+            "runs_in_flight": self.chat.in_flight(),
+            "runs": self.store.run_counts(),
         }
 
+    def page_viewed(self) -> None:
+        """A page view (each browser tab's first page run): counted apart from sessions."""
+        with self._lock:
+            self.page_views += 1
+
     def close(self) -> None:
+        """Stop the runs still going (their partial replies are stored), then the store."""
+        self.worker.close()
         self.store.close()
+
+
+def _plain_values(settings: Settings) -> dict[str, Any]:
+    """Settings as the values they were built from (secrets unwrapped)."""
+    values = settings.model_dump()
+    return {k: (v.get_secret_value() if hasattr(v, "get_secret_value") else v)
+            for k, v in values.items() if v is not None}
 
 
 def _one_line(text: str) -> str:

@@ -17,23 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    message_to_dict,
+    messages_from_dict,
+)
 from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    Column,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
+    and_,
     bindparam,
     create_engine,
     delete,
     event,
+    exists,
     func,
     insert,
     select,
@@ -41,58 +37,48 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import ArgumentError, IntegrityError
 from sqlalchemy.pool import StaticPool
 
+from core.direct_writes import Compiled, DirectWriter, Execute, every_column
+from core.limits import TITLE_MAX_CHARS
 from core.migrations import migrate
-
-metadata = MetaData()
-
-sessions = Table(
-    "sessions",
+from core.schema import (
+    COMPLETE,
+    INTERRUPTED,
+    RUNNING,
+    STOPPED,
+    messages,
     metadata,
-    Column("id", String(64), primary_key=True),
-    Column("owner", String(64), nullable=True),
-    Column("title", String(200), nullable=False, default=""),
-    Column("agent_spec", Text, nullable=True),  # JSON of AgentSpec when custom
-    Column("agent_model", String(200), nullable=True),  # its model, for usage stats
-    Column("created_at", Float, nullable=False),
-    Column("updated_at", Float, nullable=False),
-    Index("ix_sessions_owner_updated", "owner", "updated_at"),
+    replicas,
+    runs,
+    sessions,
 )
 
-messages = Table(
-    "messages",
-    metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-           autoincrement=True),
-    Column("session_id", String(64), ForeignKey("sessions.id", ondelete="CASCADE"),
-           nullable=False),
-    Column("role", String(16), nullable=False),
-    Column("content", Text, nullable=False),
-    Column("payload", Text, nullable=False),  # message_to_dict JSON
-    Column("status", String(16), nullable=False, default="complete"),
-    Column("model", String(200), nullable=True),  # which model answered (AI messages)
-    Column("custom_agent", Boolean, nullable=False, default=False),
-    Column("created_at", Float, nullable=False),
-    Index("ix_messages_session_id", "session_id", "id"),
-)
-
-replicas = Table(
-    "replicas",
-    metadata,
-    Column("id", String(100), primary_key=True),
-    Column("started_at", Float, nullable=False),
-    Column("last_seen", Float, nullable=False),
-    Column("report", Text, nullable=False),  # JSON: pool counters, sessions in memory
-)
-
-# Message status: complete, or why a reply is partial.
-COMPLETE, STOPPED, INTERRUPTED = "complete", "stopped", "interrupted"
+__all__ = ["COMPLETE", "INTERRUPTED", "RUNNING", "STOPPED", "SessionStore", "StoreError",
+           "RunInProgress", "NothingToAnswer", "TurnStart", "metadata"]
 
 
 class StoreError(RuntimeError):
     """The database could not be reached or used; the message is safe to show."""
+
+
+class RunInProgress(RuntimeError):
+    """The conversation already has a reply being written."""
+
+
+class NothingToAnswer(RuntimeError):
+    """The conversation has no user message to answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class TurnStart:
+    """Ids a started turn needs: the user message answered, the newest message before it
+    (None when rewound), and the run's first reply row."""
+
+    user_message_id: int
+    previous_id: int | None
+    reply_id: int
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -135,8 +121,8 @@ class SessionStore:
         self.url = url
         self.engine = engine or create_db_engine(url)
         self._write_lock = threading.Lock() if self.dialect == "sqlite" else nullcontext()
-        self._driver_error = self.engine.dialect.loaded_dbapi.Error
-        self._sql = _HotStatements(self.engine.dialect, self._insert_or_ignore(sessions))
+        self._direct = DirectWriter(self.engine, self._write_lock)
+        self._sql = _HotStatements(self._direct, self._insert_or_ignore(sessions))
         migrate(self.engine, metadata)
 
     @property
@@ -154,34 +140,10 @@ class SessionStore:
         with self._write_lock, self.engine.begin() as conn:
             yield conn
 
-    def _roll_back(self, connection: Any, error: BaseException, cursor: Any) -> bool:
-        """Undo a failed write; a connection lost with the server is dropped, not pooled.
-
-        Returns whether the connection was dropped.
-        """
-        if isinstance(error, self._driver_error) and self.engine.dialect.is_disconnect(
-                error, connection.dbapi_connection, cursor):
-            connection.invalidate()
-            return True
-        try:
-            if cursor is not None:
-                cursor.close()  # an unfinished statement would block every later commit
-            connection.rollback()
-        except self._driver_error:
-            connection.invalidate()
-            return True
-        return False
-
-    def _wrapped(self, error: Exception, invalidated: bool = False) -> BaseException:
-        """A driver error as SQLAlchemy raises it from any other method."""
-        return DBAPIError.instance(None, None, error, self._driver_error,
-                                   connection_invalidated=invalidated,
-                                   dialect=self.engine.dialect)
-
     def ensure_session(self, session_id: str, owner: str | None = None, title: str = "",
                        agent_spec: dict[str, Any] | None = None) -> None:
         """Create the session row if it does not exist yet (idempotent, race-safe)."""
-        with self._fast_writing() as run:
+        with self._direct.transaction() as run:
             run(self._sql.new_session,
                 _session_row(session_id, time.time(), owner, title, agent_spec))
 
@@ -206,7 +168,7 @@ class SessionStore:
         if "agent_spec" in values:
             values.update(_spec_columns(values.pop("agent_spec")))
         if "title" in values:
-            values["title"] = values["title"][:200]
+            values["title"] = values["title"][:TITLE_MAX_CHARS]
         with self._writing() as conn:
             conn.execute(update(sessions).where(sessions.c.id == session_id)
                          .values(updated_at=time.time(), **values))
@@ -230,7 +192,7 @@ class SessionStore:
             return []
         now = time.time()
         rows = _rows(session_id, batch, status, model, custom_agent, now)
-        with self._fast_writing() as run:
+        with self._direct.transaction() as run:
             ids = [run(self._sql.insert, row).fetchone()[0] for row in rows]
             if touch:
                 run(self._sql.touch, {"sid": session_id, "now": now})
@@ -246,48 +208,13 @@ class SessionStore:
         """
         now = time.time()
         (row,) = _rows(session_id, [message], COMPLETE, None, False, now)
-        with self._fast_writing() as run:
+        with self._direct.transaction() as run:
             if new_session is not None:
                 run(self._sql.new_session, _session_row(session_id, now, **new_session))
             previous = run(self._sql.last_id, {"sid": session_id}).fetchone()[0]
             new_id = run(self._sql.insert, row).fetchone()[0]
             run(self._sql.touch, {"sid": session_id, "now": now})
         return new_id, previous
-
-    @contextmanager
-    def _fast_writing(self) -> Iterator[Callable[[_Compiled, dict[str, Any]], Any]]:
-        """A write transaction on the DB-API connection itself, for the per-turn writes.
-
-        The statements are SQLAlchemy's, compiled once for this dialect; running them on
-        the driver's cursor skips SQLAlchemy's execution layer, which cost about twice
-        the database's own work per message (bench). Driver errors come out as
-        SQLAlchemy's, as from any other method.
-        """
-        with self._write_lock:
-            try:
-                connection = self.engine.raw_connection()
-            except self._driver_error as exc:  # the server is down
-                raise self._wrapped(exc, invalidated=True) from exc
-            cursor = None
-            try:
-                cursor = connection.cursor()
-                if self.dialect == "sqlite":  # take the write lock now, for the whole turn
-                    cursor.execute("BEGIN IMMEDIATE")
-
-                def run(statement: _Compiled, values: dict[str, Any]) -> Any:
-                    cursor.execute(statement.sql, statement.parameters(values))
-                    return cursor
-
-                yield run
-                cursor.close()
-                connection.commit()
-            except self._driver_error as exc:
-                raise self._wrapped(exc, self._roll_back(connection, exc, cursor)) from exc
-            except BaseException as exc:  # not the database's fault: undo, keep the error
-                self._roll_back(connection, exc, cursor)
-                raise
-            finally:
-                connection.close()  # back to the pool, or away if invalidated
 
     def load_messages(self, session_id: str, last: int | None = None) -> list[BaseMessage]:
         """The session's messages in order; only the ``last`` N when given."""
@@ -327,10 +254,173 @@ class SessionStore:
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
+
+    # -- runs: one answer being generated ------------------------------------------
+    def start_turn(self, session_id: str, human: BaseMessage | None, run: dict[str, Any],
+                   reply: dict[str, Any], stale_before: float,
+                   new_session: dict[str, Any] | None = None) -> TurnStart:
+        """Store the user's message (or, with ``human`` None, rewind to the last one), the
+        run that answers it and its reply row (status running), in one transaction.
+
+        A run of this conversation still running refuses it (RunInProgress), unless its
+        owner stopped checkpointing before ``stale_before``, or it is ``run["replica"]``'s
+        own (the caller runs none here): then it was interrupted.
+        """
+        now = time.time()
+        sql = self._sql
+        try:
+            with self._direct.transaction() as execute:
+                if new_session is not None:
+                    execute(sql.new_session, _session_row(session_id, now, **new_session))
+                self._interrupt_stale(execute, session_id, stale_before, run["replica"], now)
+                if execute(sql.running_run, {"sid": session_id}).fetchone() is not None:
+                    raise RunInProgress()
+                if human is not None:
+                    previous = execute(sql.last_id, {"sid": session_id}).fetchone()[0]
+                    (row,) = _rows(session_id, [human], COMPLETE, None, False, now)
+                    answered = execute(sql.insert, row).fetchone()[0]
+                else:
+                    answered = execute(sql.last_human, {"sid": session_id}).fetchone()[0]
+                    if answered is None:
+                        raise NothingToAnswer()
+                    execute(sql.delete_after, {"sid": session_id, "after": answered})
+                    previous = None
+                execute(sql.insert_run, {
+                    "session_id": session_id, "user_message_id": answered, "status": RUNNING,
+                    "error": None, "stop_requested": False, "started_at": now,
+                    "updated_at": now, "finished_at": None, **run})
+                reply_id = self._insert_reply(execute, session_id, run["id"], reply, now)
+                execute(sql.touch, {"sid": session_id, "now": now})
+        except IntegrityError:
+            if self.running_run(session_id) is not None:  # another replica was first
+                raise RunInProgress() from None
+            raise
+        return TurnStart(answered, previous, reply_id)
+
+    def _insert_reply(self, execute: Execute, session_id: str, run_id: str,
+                      reply: dict[str, Any], now: float) -> int:
+        """An empty reply row, status running, that checkpoints fill."""
+        (row,) = _rows(session_id, [AIMessage("")], RUNNING, reply.get("model"),
+                       reply.get("custom_agent", False), now, run_id)
+        return execute(self._sql.insert, row).fetchone()[0]
+
+    def _interrupt_stale(self, execute: Execute, session_id: str, cutoff: float, me: str,
+                         now: float) -> None:
+        for (run_id,) in execute(self._sql.stale_runs,
+                                 {"sid": session_id, "cutoff": cutoff, "me": me}).fetchall():
+            self._end_run(execute, run_id, INTERRUPTED, None, now)
+
+    def _end_run(self, execute: Execute, run_id: str, status: str, error: str | None,
+                 now: float, agent: str | None = None) -> None:
+        execute(self._sql.drop_empty_replies, {"rid": run_id})
+        execute(self._sql.end_replies, {"rid": run_id, "status": status})
+        execute(self._sql.end_run, {"rid": run_id, "status": status, "error": error,
+                                    "now": now, "agent": agent})
+
+    def advance_reply(self, session_id: str, run_id: str, reply_id: int,
+                      message: BaseMessage, results: Sequence[BaseMessage],
+                      reply: dict[str, Any]) -> tuple[list[int], int]:
+        """A tool-calling step finished: store it and its tool results, and open the next
+        reply row. Returns the results' ids and the new reply row's id."""
+        now = time.time()
+        with self._direct.transaction() as execute:
+            execute(self._sql.set_reply, {"mid": reply_id, "content": message.text,
+                                          "payload": _payload(message), "status": COMPLETE})
+            ids = [execute(self._sql.insert, row).fetchone()[0] for row in
+                   _rows(session_id, results, COMPLETE, None, False, now, run_id)]
+            next_id = self._insert_reply(execute, session_id, run_id, reply, now)
+        return ids, next_id
+
+    def finish_turn(self, session_id: str, run_id: str, reply_id: int,
+                    message: BaseMessage | None, status: str, error: str | None = None,
+                    agent: str | None = None) -> None:
+        """Store the reply's last state and end the run, in one transaction.
+
+        ``message`` None (or empty) removes the reply row: nothing was generated.
+        """
+        now = time.time()
+        with self._direct.transaction() as execute:
+            if message is not None:
+                execute(self._sql.set_reply, {"mid": reply_id, "content": message.text,
+                                              "payload": _payload(message), "status": status})
+            self._end_run(execute, run_id, status, error, now, agent)
+            execute(self._sql.touch, {"sid": session_id, "now": now})
+
+    def checkpoint(self, replies: Sequence[tuple[int, BaseMessage]], run_ids: Sequence[str]
+                   ) -> set[str]:
+        """Save running replies' text so far and mark their runs alive, in one transaction.
+
+        Returns the runs someone asked to stop (from any replica). A reply that already
+        ended is left as it is.
+        """
+        now = time.time()
+        if not run_ids:
+            return set()
+        with self._writing() as conn:
+            if replies:
+                conn.execute(update(messages).where(
+                    messages.c.id == bindparam("mid"), messages.c.status == RUNNING)
+                    .values(content=bindparam("text"), payload=bindparam("data")),
+                    [{"mid": i, "text": m.text, "data": _payload(m)} for i, m in replies])
+            conn.execute(update(runs).where(runs.c.id.in_(run_ids), runs.c.status == RUNNING)
+                         .values(updated_at=now))
+            stop = conn.execute(select(runs.c.id).where(
+                runs.c.id.in_(run_ids), runs.c.stop_requested)).scalars().all()
+        return set(stop)
+
+    def interrupt_stale_runs(self, cutoff: float,
+                             gone: Callable[[str, str], bool] | None = None) -> int:
+        """End every run whose owner stopped checkpointing before ``cutoff``, or that
+        ``gone(run_id, replica)`` says has no owner any more."""
+        with self.engine.connect() as conn:
+            running = conn.execute(select(runs.c.id, runs.c.replica, runs.c.updated_at)
+                                   .where(runs.c.status == RUNNING)).all()
+        stale = [r.id for r in running
+                 if r.updated_at < cutoff or (gone is not None and gone(r.id, r.replica))]
+        if not stale:
+            return 0
+        now = time.time()
+        with self._direct.transaction() as execute:
+            for run_id in stale:
+                self._end_run(execute, run_id, INTERRUPTED, None, now)
+        return len(stale)
+
+    def request_stop(self, run_id: str) -> bool:
+        """Ask the replica running it to stop (it reads this at its next checkpoint)."""
+        with self._writing() as conn:
+            return conn.execute(update(runs).where(runs.c.id == run_id,
+                                                   runs.c.status == RUNNING)
+                                .values(stop_requested=True)).rowcount > 0
+
+    def running_run(self, session_id: str) -> dict[str, Any] | None:
+        return self._one_run(runs.c.session_id == session_id, runs.c.status == RUNNING)
+
+    def latest_run(self, session_id: str) -> dict[str, Any] | None:
+        """The conversation's newest run, to tell why a message has no reply."""
+        return self._one_run(runs.c.session_id == session_id)
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        return self._one_run(runs.c.id == run_id)
+
+    def _one_run(self, *where: Any) -> dict[str, Any] | None:
+        query = select(runs).where(*where).order_by(runs.c.started_at.desc()).limit(1)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return dict(row._mapping) if row else None
+
+    def run_counts(self) -> dict[str, int]:
+        """Runs by status, for the stats."""
+        with self.engine.connect() as conn:
+            return {status: int(count) for status, count in conn.execute(
+                select(runs.c.status, func.count()).group_by(runs.c.status))}
+
     # -- aggregates -----------------------------------------------------------------
     def count_sessions(self) -> int:
+        """Conversations with at least one message (an opened, empty chat is no session)."""
+        query = select(func.count()).select_from(sessions).where(
+            exists().where(messages.c.session_id == sessions.c.id))
         with self.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(sessions)).scalar_one())
+            return int(conn.execute(query).scalar_one())
 
     def count_custom_sessions(self) -> int:
         query = select(func.count()).select_from(sessions).where(
@@ -397,58 +487,62 @@ class SessionStore:
                                 ).rowcount
 
 
-@dataclass(frozen=True, slots=True)
-class _Compiled:
-    """A statement as the driver takes it: SQL text and how to lay out its values."""
-
-    sql: str
-    positions: tuple[str, ...] | None  # names in order for positional drivers (SQLite)
-
-    @classmethod
-    def of(cls, statement: Any, dialect: Dialect) -> _Compiled:
-        compiled = statement.compile(dialect=dialect)
-        positions = tuple(compiled.positiontup) if compiled.positional else None
-        return cls(compiled.string, positions)
-
-    def parameters(self, values: dict[str, Any]) -> Any:
-        if self.positions is None:
-            return values
-        return tuple(values[name] for name in self.positions)
-
-
 class _HotStatements:
     """The statements every turn runs, compiled once per store."""
 
-    def __init__(self, dialect: Dialect, insert_session: Any) -> None:
-        self.insert = _Compiled.of(insert(messages).values(
-            _every_column(messages, but=messages.c.id)).returning(messages.c.id), dialect)
-        self.touch = _Compiled.of(update(sessions).where(sessions.c.id == bindparam("sid"))
-                                  .values(updated_at=bindparam("now")), dialect)
-        self.last_id = _Compiled.of(select(func.max(messages.c.id)).where(
-            messages.c.session_id == bindparam("sid")), dialect)
-        self.new_session = _Compiled.of(insert_session.values(_every_column(sessions)),
-                                        dialect)
-
-
-def _every_column(table: Table, but: Column | None = None) -> dict[str, Any]:
-    """A bound parameter per column, named as the column (``_rows``, ``_session_row``)."""
-    return {c.name: bindparam(c.name) for c in table.columns if c is not but}
+    def __init__(self, writer: DirectWriter, insert_session: Any) -> None:
+        c = writer.compile
+        sid = bindparam("sid")
+        self.insert = c(insert(messages).values(every_column(messages, but=messages.c.id))
+                        .returning(messages.c.id))
+        self.touch = c(update(sessions).where(sessions.c.id == sid)
+                       .values(updated_at=bindparam("now")))
+        self.last_id = c(select(func.max(messages.c.id)).where(messages.c.session_id == sid))
+        self.last_human = c(select(func.max(messages.c.id)).where(
+            messages.c.session_id == sid, messages.c.role == "human"))
+        self.new_session = c(insert_session.values(every_column(sessions)))
+        self.insert_run = c(insert(runs).values(every_column(runs)))
+        self.running_run = c(select(runs.c.id).where(runs.c.session_id == sid,
+                                                     runs.c.status == RUNNING))
+        self.stale_runs = c(select(runs.c.id).where(
+            runs.c.session_id == sid, runs.c.status == RUNNING,
+            (runs.c.updated_at < bindparam("cutoff")) | (runs.c.replica == bindparam("me"))))
+        self.end_run = c(update(runs).where(runs.c.id == bindparam("rid"))
+                         .values(status=bindparam("status"), error=bindparam("error"),
+                                 agent=func.coalesce(bindparam("agent"), runs.c.agent),
+                                 finished_at=bindparam("now"), updated_at=bindparam("now")))
+        self.drop_empty_replies = c(delete(messages).where(
+            messages.c.run_id == bindparam("rid"), messages.c.status == RUNNING,
+            messages.c.content == ""))
+        self.end_replies = c(update(messages).where(
+            messages.c.run_id == bindparam("rid"), messages.c.status == RUNNING)
+            .values(status=bindparam("status")))
+        self.delete_after = c(delete(messages).where(messages.c.session_id == sid,
+                                                     messages.c.id > bindparam("after")))
+        self.set_reply = c(update(messages).where(messages.c.id == bindparam("mid"))
+                           .values(content=bindparam("content"), payload=bindparam("payload"),
+                                   status=bindparam("status")))
 
 
 def _session_row(session_id: str, now: float, owner: str | None = None, title: str = "",
                  agent_spec: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"id": session_id, "owner": owner, "title": title[:200],
+    return {"id": session_id, "owner": owner, "title": title[:TITLE_MAX_CHARS],
             **_spec_columns(agent_spec), "created_at": now, "updated_at": now}
 
 
 def _rows(session_id: str, batch: Sequence[BaseMessage], status: str, model: str | None,
-          custom_agent: bool, now: float) -> list[dict[str, Any]]:
+          custom_agent: bool, now: float, run_id: str | None = None) -> list[dict[str, Any]]:
     return [{
         "session_id": session_id, "role": _role(m), "content": m.text,
-        "payload": json.dumps(message_to_dict(m), default=str), "status": status,
+        "payload": _payload(m), "status": status,
         "model": model if m.type == "ai" else None,
         "custom_agent": custom_agent and m.type == "ai", "created_at": now,
+        "run_id": run_id if m.type != "human" else None,
     } for m in batch]
+
+
+def _payload(message: BaseMessage) -> str:
+    return json.dumps(message_to_dict(message), default=str)
 
 
 def _spec_columns(spec: dict[str, Any] | None) -> dict[str, Any]:

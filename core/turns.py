@@ -84,11 +84,14 @@ Event = Token | ToolCall | ToolResult
 
 
 def well_formed(history: Sequence[BaseMessage]) -> list[BaseMessage]:
-    """Drop tool calls left without results (an interrupted turn) and orphan results."""
+    """Drop tool calls left without results (an interrupted turn), orphan results and
+    empty replies (a run stopped before its first word)."""
     answered = {m.tool_call_id for m in history if isinstance(m, ToolMessage)}
     kept: list[BaseMessage] = []
     open_calls: set[str] = set()
     for message in history:
+        if isinstance(message, AIMessage) and not message.tool_calls and not message.text:
+            continue
         if isinstance(message, AIMessage) and message.tool_calls:
             ids = {call["id"] for call in message.tool_calls}
             if not ids <= answered:

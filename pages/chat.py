@@ -6,7 +6,7 @@ bookmark or a server restart resumes it; a conversation of another browser never
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
 
 import streamlit as st
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
@@ -15,16 +15,22 @@ from core.agents import AgentSpec
 from core.errors import ChatError, MessageRejected
 from core.export import conversation_json, conversation_markdown, escape_markdown, file_name
 from core.offline_model import OFFLINE_MODEL_NAME
+from core.limits import PROMPT_MAX_CHARS, SHOWN_MESSAGES, TITLE_MAX_CHARS
+from core.reply_blocks import BlockSplitter
+from core.runs import STALE_AFTER, Run
 from core.sessions import ChatbotSession, ChatbotSessionManager
-from core.store import COMPLETE, STOPPED
-from core.turns import Event, Token, ToolCall, ToolResult
+from core.store import COMPLETE, INTERRUPTED, RUNNING, STOPPED
+from core.turns import Token, ToolCall, ToolResult
 from pages.common import browser_id, manager_or_stop
 
 SESSION_PARAM = "session"
-SHOWN_MESSAGES = 200
+FRAME = 0.05          # seconds between updates of a streaming reply (at most 20 a second)
+IDLE_TICK = 0.25      # seconds between updates while no token arrives
+ELSEWHERE_POLL = 1.0  # seconds between looks at a reply written by another replica
 UNANSWERED = "No reply was saved for this message (interrupted)."
 STATUS_NOTES = {STOPPED: "Stopped by you — partial reply.",
-                "interrupted": "Interrupted by an error — partial reply."}
+                INTERRUPTED: "Interrupted — partial reply.",
+                RUNNING: "Still being written…"}
 
 
 # -- which conversation --------------------------------------------------------------
@@ -74,7 +80,7 @@ def conversation_list(manager: ChatbotSessionManager, session: ChatbotSession,
 def conversation_actions(manager: ChatbotSessionManager, session: ChatbotSession,
                          owner: str, title: str, has_messages: bool) -> None:
     with st.sidebar.expander("This conversation", icon=":material/edit_note:"):
-        new_title = st.text_input("Title", value=title, max_chars=200,
+        new_title = st.text_input("Title", value=title, max_chars=TITLE_MAX_CHARS,
                                   key=f"title-{session.session_id}")
         if st.button("Rename", key="rename", disabled=new_title.strip() in ("", title)):
             manager.rename_session(session, new_title)
@@ -107,7 +113,7 @@ def agent_settings(manager: ChatbotSessionManager, session: ChatbotSession) -> N
         with st.form("agent-settings", border=False):
             model = st.text_input("Model", value=spec.model, disabled=offline,
                                   help="Offline demo mode has one model." if offline else None)
-            prompt = st.text_area("System prompt", value=spec.system_prompt, max_chars=20_000)
+            prompt = st.text_area("System prompt", value=spec.system_prompt, max_chars=PROMPT_MAX_CHARS)
             temperature = st.slider("Temperature", 0.0, 2.0, float(spec.temperature), 0.1)
             applied = st.form_submit_button("Use these settings")
         if applied:
@@ -134,21 +140,27 @@ def tool_step(name: str, args: dict, result: str | None) -> None:
         st.code(result if result is not None else "(no result)", language=None)
 
 
-def show_history(rows: list[tuple[BaseMessage, str]]) -> None:
-    """One bubble per user message and one per assistant turn (tool steps, then text)."""
-    results = {m.tool_call_id: m.text for m, _ in rows if isinstance(m, ToolMessage)}
+Row = tuple[int, BaseMessage, str]
+
+
+def show_history(rows: list[Row], last_run: dict | None) -> None:
+    """One bubble per user message and one per assistant turn (tool steps, then text).
+
+    A user message left without a reply says why, from the run that answered it.
+    """
+    results = {m.tool_call_id: m.text for _, m, _ in rows if isinstance(m, ToolMessage)}
     grouped = group_turns(rows)
     for index, turn in enumerate(grouped):
-        first = turn[0][0]
+        message_id, first, _ = turn[0]
         if isinstance(first, HumanMessage):
             with st.chat_message("user"):
                 st.text(first.text)
-                following = grouped[index + 1][0][0] if index + 1 < len(grouped) else None
-                if isinstance(following, HumanMessage):
-                    st.caption(UNANSWERED)
+                following = grouped[index + 1][0][1] if index + 1 < len(grouped) else None
+                if following is None or isinstance(following, HumanMessage):
+                    unanswered_note(message_id, last_run)
             continue
         with st.chat_message("assistant"):
-            for message, status in turn:
+            for _, message, status in turn:
                 if not isinstance(message, AIMessage):
                     continue
                 for call in message.tool_calls:
@@ -157,77 +169,132 @@ def show_history(rows: list[tuple[BaseMessage, str]]) -> None:
                     st.markdown(message.text)
                 if status != COMPLETE:
                     st.caption(STATUS_NOTES.get(status, status))
+            if last_run and last_run["error"] and index == len(grouped) - 1:
+                st.error(last_run["error"], icon=":material/error:")
 
 
-def group_turns(rows: list[tuple[BaseMessage, str]]) -> list[list[tuple[BaseMessage, str]]]:
+def unanswered_note(message_id: int, last_run: dict | None) -> None:
+    if last_run is None or last_run["user_message_id"] != message_id:
+        st.caption(UNANSWERED)
+    elif last_run["status"] == RUNNING:
+        st.caption(STATUS_NOTES[RUNNING])
+    elif last_run["status"] == STOPPED:
+        st.caption("Stopped by you before any reply.")
+    elif last_run["error"]:
+        st.error(last_run["error"], icon=":material/error:")
+    else:
+        st.caption(UNANSWERED)
+
+
+def group_turns(rows: list[Row]) -> list[list[Row]]:
     """Split into user messages and the assistant turns between them."""
-    turns: list[list[tuple[BaseMessage, str]]] = []
+    turns: list[list[Row]] = []
     for row in rows:
-        is_user = isinstance(row[0], HumanMessage)
-        if is_user or not turns or isinstance(turns[-1][0][0], HumanMessage):
+        is_user = isinstance(row[1], HumanMessage)
+        if is_user or not turns or isinstance(turns[-1][0][1], HumanMessage):
             turns.append([row])
         else:
             turns[-1].append(row)
     return turns
 
 
-def stream_reply(events: Iterator[Event]) -> str | None:
-    """Show tool steps and stream the text; returns an error message if the turn failed.
+def follow(run: Run, session: ChatbotSession) -> None:
+    """Show the run live: tool steps, finished blocks once each, the growing tail.
 
-    On a stop the script ends inside ``write_stream``; closing the events lets the
-    manager save the partial reply, marked as stopped.
+    At most ``1 / FRAME`` updates a second, and only the tail is re-sent, so a long reply
+    costs the browser O(length). Leaving (a reload, a closed tab) leaves the run going;
+    only the Stop button stops it. When the run ends the page re-runs from the store.
     """
     with st.chat_message("assistant"):
-        steps = st.container()
-        calls: dict[str, ToolCall] = {}
+        steps, blocks, tail, status = st.container(), st.container(), st.empty(), st.empty()
+    st.button("Stop", icon=":material/stop_circle:", key="stop-button",
+              on_click=stop_reply, args=(session,))
+    splitter, calls, seen, started = BlockSplitter(), {}, 0, time.monotonic()
+    waiting = True
+    while True:
+        events, done = run.read(seen, timeout=IDLE_TICK)
+        seen += len(events)
+        text = ""
+        for event in events:
+            if isinstance(event, Token):
+                text += event.text
+            elif isinstance(event, ToolCall):
+                calls[event.call_id] = event
+            elif isinstance(event, ToolResult):
+                call = calls.get(event.call_id)
+                with steps:
+                    tool_step(event.name, call.args if call else {}, event.content)
+        for block in splitter.feed(text):
+            blocks.markdown(block)
+        if text:
+            tail.markdown(splitter.tail)
+            if waiting:
+                status.empty()
+                waiting = False
+        elif waiting:  # also lets a click on Stop reach this run of the page
+            status.caption(f"Thinking… {time.monotonic() - started:.0f} s")
+        if done:
+            break
+        time.sleep(FRAME)  # coalesce: what streams meanwhile goes out in the next frame
+    st.rerun()
 
-        def text() -> Iterator[str]:
-            for event in events:
-                if isinstance(event, Token):
-                    yield event.text
-                elif isinstance(event, ToolCall):
-                    calls[event.call_id] = event
-                elif isinstance(event, ToolResult):
-                    call = calls.get(event.call_id)
-                    with steps:
-                        tool_step(event.name, call.args if call else {}, event.content)
 
-        try:
-            st.write_stream(text())
-        except ChatError as exc:
-            return str(exc)
-        finally:
-            events.close()
-    return None
+def watch_elsewhere(session: ChatbotSession) -> None:
+    """A reply written by another replica (or a process that died): show its progress
+    from the store and look again shortly; Stop asks its owner to stop."""
+    st.button("Stop", icon=":material/stop_circle:", key="stop-button",
+              on_click=stop_reply, args=(session,))
+    time.sleep(ELSEWHERE_POLL)
+    st.rerun()
 
 
-def start_turn(session: ChatbotSession, prompt: str | None
-               ) -> tuple[Iterator[Event] | None, str | None]:
-    """Store the user's message (or rewind for a regenerate) before anything is shown."""
-    try:
-        if st.session_state.pop("regenerate", False):
-            return session.regenerate(), None
-        if prompt is not None:
-            return session.stream(prompt), None
-    except (MessageRejected, ChatError) as exc:
-        return None, str(exc)
-    return None, None
+def stop_reply(session: ChatbotSession) -> None:
+    """The Stop button's callback: runs before the page, so the partial is stored first."""
+    session.stop()
 
 
 def request_regenerate() -> None:
     st.session_state.regenerate = True
 
 
+def start_run(session: ChatbotSession, prompt: str | None) -> tuple[Run | None, str | None]:
+    """Store the user's message (or rewind for a regenerate) and start the reply."""
+    try:
+        if st.session_state.pop("regenerate", False):
+            return manager.chat.regenerate(session), None
+        if prompt is not None:
+            return session.start(prompt), None
+    except (MessageRejected, ChatError) as exc:
+        return None, str(exc)
+    return None, None
+
+
+def count_page_view(manager: ChatbotSessionManager) -> None:
+    if not st.session_state.get("page_counted"):
+        st.session_state.page_counted = True
+        manager.page_viewed()
+
+
 # -- page ----------------------------------------------------------------------------
 manager = manager_or_stop()
 owner = browser_id()
+count_page_view(manager)
 session = open_session(manager, owner)
-prompt = st.chat_input("Message PoolChat", submit_mode="stop")
-events, refusal = start_turn(session, prompt)
+run, refusal = start_run(session, None)  # a Regenerate clicked in the last run
+run = run or manager.chat.active_run(session.session_id)
+elsewhere = None if run else manager.store.running_run(session.session_id)
+if elsewhere is not None and elsewhere["updated_at"] < time.time() - STALE_AFTER:
+    manager.chat.sweep()  # its owner died: the reply ends, marked interrupted
+    elsewhere = None
+prompt = st.chat_input("Message PoolChat", submit_mode="disable",
+                       disabled=run is not None or elsewhere is not None)
+if prompt is not None and run is None and elsewhere is None:
+    run, refusal = start_run(session, prompt)
+
 stored = manager.store.get_session(session.session_id)
 title = stored["title"] if stored else ""
-
-rows = manager.store.load_messages_with_status(session.session_id, last=SHOWN_MESSAGES)
+rows = manager.store.load_rows(session.session_id, last=SHOWN_MESSAGES)
+last_run = manager.store.latest_run(session.session_id) if rows else None
 
 conversation_list(manager, session, owner)
 conversation_actions(manager, session, owner, title, has_messages=bool(rows))
@@ -242,15 +309,16 @@ if manager.settings.offline:
 
 if len(rows) == SHOWN_MESSAGES:
     st.caption(f"Showing the latest {SHOWN_MESSAGES} messages; export to see them all.")
-show_history(rows)
-
-failure = stream_reply(events) if events is not None else None
+if run is not None:  # its reply streams below, live: history up to its user message
+    show_history([r for r in rows if r[0] <= run.user_message_id], None)
+    follow(run, session)
+else:
+    show_history(rows, last_run)
 if refusal:
     st.warning(refusal, icon=":material/block:")
-if failure:
-    st.error(failure, icon=":material/error:")
-last = manager.store.load_messages(session.session_id, last=1)
-if last:
-    label = "Retry" if isinstance(last[0], HumanMessage) else "Regenerate"
+if elsewhere is not None:
+    watch_elsewhere(session)
+elif rows:
+    label = "Retry" if isinstance(rows[-1][1], HumanMessage) else "Regenerate"
     st.button(label, icon=":material/refresh:", key="regenerate-button",
               on_click=request_regenerate)

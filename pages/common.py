@@ -13,7 +13,8 @@ from pydantic import SecretStr
 
 from core.config import ConfigError, Settings, load_settings
 from core.runtime import shared_manager
-from core.sessions import ChatbotSessionManager, is_valid_session_id, new_session_id
+from core.ids import is_valid_session_id, new_session_id
+from core.sessions import ChatbotSessionManager
 
 BROWSER_COOKIE = "poolchat_browser"
 BROWSER_COOKIE_MAX_AGE = 400 * 24 * 3600

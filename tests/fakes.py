@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
+import time
 from collections.abc import Callable
+from typing import Any
 
 from langchain.agents import create_agent
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
 from core.agents import AgentSpec
 from core.offline_model import OfflineChatModel
@@ -33,8 +40,15 @@ class FailingModel(OfflineChatModel):
     def _generate(self, *args, **kwargs):
         raise self.error
 
+    async def _agenerate(self, *args, **kwargs):
+        raise self.error
+
     def _stream(self, *args, **kwargs):
         raise self.error
+
+    async def _astream(self, *args, **kwargs):
+        raise self.error
+        yield  # an async generator that fails at once
 
 
 class ObservedModel(OfflineChatModel):
@@ -46,14 +60,114 @@ class ObservedModel(OfflineChatModel):
         self.observe(messages)
         return super()._generate(messages, *args, **kwargs)
 
+    async def _agenerate(self, messages, *args, **kwargs):
+        self.observe(messages)
+        return await super()._agenerate(messages, *args, **kwargs)
+
     def _stream(self, messages, *args, **kwargs):
         self.observe(messages)
         yield from super()._stream(messages, *args, **kwargs)
+
+    async def _astream(self, messages, *args, **kwargs):
+        self.observe(messages)
+        async for chunk in super()._astream(messages, *args, **kwargs):
+            yield chunk
 
 
 def observed_factory(observe: Callable):
     def build(spec: AgentSpec):
         return create_agent(ObservedModel(observe=observe), tools=list(DEFAULT_TOOLS),
+                            system_prompt=spec.system_prompt or None)
+
+    return build
+
+
+class ScriptedModel(BaseChatModel):
+    """A chat model that answers from a script, as llm's MockModel does.
+
+    ``enqueue(text, pause_after=k, pause=30)`` queues a reply streamed word by word; after
+    the k-th word (before the first, for 0) it stalls for ``pause`` seconds (a slow provider: a stop must cut it).
+    ``fail(error)`` queues a failure. ``history`` records what each call was sent. With
+    the script empty it answers "ok". Both the sync and the async paths follow it.
+    """
+
+    script: list[Any] = []
+    history: list[list[BaseMessage]] = []
+    delay: float = 0.0  # seconds between words
+
+    model_config = {"arbitrary_types_allowed": True}
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted"
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        return self
+
+    def enqueue(self, text: str, pause_after: int | None = None, pause: float = 30.0
+                ) -> ScriptedModel:
+        self.script.append(("reply", text, pause_after, pause))
+        return self
+
+    def fail(self, error: BaseException) -> ScriptedModel:
+        self.script.append(("fail", error))
+        return self
+
+    def _next(self, messages: list[BaseMessage]) -> tuple:
+        self.history.append(list(messages))
+        return self.script.pop(0) if self.script else ("reply", "ok", None, 0.0)
+
+    @staticmethod
+    def _chunk(word: str, last: bool) -> ChatGenerationChunk:
+        return ChatGenerationChunk(message=AIMessageChunk(
+            content=word, response_metadata={"finish_reason": "stop"} if last else {}))
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
+        step = self._next(messages)
+        if step[0] == "fail":
+            raise step[1]
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(
+            step[1], response_metadata={"finish_reason": "stop"}))])
+
+    def _stream(self, messages, stop=None, run_manager=None, **kwargs):
+        step = self._next(messages)
+        if step[0] == "fail":
+            raise step[1]
+        _, text, pause_after, pause = step
+        words = re.findall(r"\S+\s*", text)
+        if pause_after == 0:
+            time.sleep(pause)
+        for i, word in enumerate(words):
+            yield self._chunk(word, i == len(words) - 1)
+            if pause_after is not None and i + 1 == pause_after:
+                time.sleep(pause)
+            elif self.delay:
+                time.sleep(self.delay)
+
+    async def _astream(self, messages, stop=None, run_manager=None, **kwargs):
+        step = self._next(messages)
+        if step[0] == "fail":
+            raise step[1]
+        _, text, pause_after, pause = step
+        words = re.findall(r"\S+\s*", text)
+        if pause_after == 0:
+            await asyncio.sleep(pause)
+        for i, word in enumerate(words):
+            chunk = self._chunk(word, i == len(words) - 1)
+            if run_manager:
+                await run_manager.on_llm_new_token(word, chunk=chunk)
+            yield chunk
+            if pause_after is not None and i + 1 == pause_after:
+                await asyncio.sleep(pause)
+            elif self.delay:
+                await asyncio.sleep(self.delay)
+
+
+def scripted_factory(model: ScriptedModel):
+    """An agent factory whose every agent answers from ``model``'s script."""
+
+    def build(spec: AgentSpec):
+        return create_agent(model, tools=list(DEFAULT_TOOLS),
                             system_prompt=spec.system_prompt or None)
 
     return build

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 from core import ChatbotSessionManager
+from core.errors import MessageRejected
 from core.replicas import ReplicaReporter
 from core.store import SessionStore
 
@@ -43,7 +46,12 @@ def write_many(url: str, session_id: str, prefix: str, count: int, go) -> None:
         session = manager.get_session(session_id)
         go.wait(30)
         for i in range(count):
-            session.send(f"{prefix}{i}")
+            while True:  # one reply at a time per chat: wait for the other replica's
+                try:
+                    session.send(f"{prefix}{i}")
+                    break
+                except MessageRejected:
+                    time.sleep(0.01)
     finally:
         manager.close()
 

@@ -19,6 +19,7 @@ class AppServer:
     url: str
     process: subprocess.Popen
     log_path: Path
+    database: Path | None = None
 
     def log(self) -> str:
         return self.log_path.read_text()
@@ -49,7 +50,8 @@ def start_app(data_dir: Path, **settings: str) -> AppServer:
              "--server.address", "127.0.0.1", "--server.headless", "true",
              "--browser.gatherUsageStats", "false"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    server = AppServer(f"http://127.0.0.1:{port}", process, log_path)
+    server = AppServer(f"http://127.0.0.1:{port}", process, log_path,
+                       data_dir / "poolchat.db")
     try:
         wait_until_healthy(server)
     except BaseException:

@@ -13,7 +13,7 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
 from core.agents import AgentSpec
 from core.errors import ChatError, MessageRejected
-from core.sessions import is_valid_session_id
+from core.ids import is_valid_session_id
 from core.store import INTERRUPTED, STOPPED
 from core.turns import Token, ToolCall, ToolResult
 from tests.fakes import offline_factory, observed_factory
@@ -69,13 +69,13 @@ class TestChatting:
         assert "".join(e.text for e in events if isinstance(e, Token)) == "6*7 = 42"
         assert session.messages[-1].text == "6*7 = 42"
 
-    def test_a_stopped_stream_keeps_the_partial_reply_marked_stopped(self, make_manager):
-        manager = make_manager()
+    def test_a_stopped_reply_keeps_the_partial_marked_stopped(self, make_manager):
+        manager = make_manager(OFFLINE_STREAM_DELAY=0.05)
         session = manager.create_session()
         stream = session.stream("tell me a story")
         first = next(stream)
         assert isinstance(first, Token)
-        stream.close()
+        session.stop()
         stored = manager.store.load_messages_with_status(session.session_id)
         assert [(type(m), s) for m, s in stored] == [(HumanMessage, "complete"),
                                                      (AIMessage, STOPPED)]
@@ -85,9 +85,12 @@ class TestChatting:
     def test_the_users_message_is_stored_before_the_model_is_called(self, make_manager):
         seen = []
         manager = make_manager(agent_factory=observed_factory(
-            lambda messages: seen.append(manager.store.count_messages())))
-        manager.create_session().send("hello")
-        assert seen == [1]
+            lambda messages: seen.append([m.text for m in manager.store.load_messages(sid)
+                                          if m.type == "human"])))
+        session = manager.create_session()
+        sid = session.session_id
+        session.send("hello")
+        assert seen == [["hello"]]
 
     def test_a_provider_failure_is_a_clear_error_and_loses_nothing(self, make_manager):
         import httpx
@@ -171,8 +174,9 @@ class TestLifecycle:
     def test_a_session_without_messages_costs_no_row(self, make_manager):
         manager = make_manager()
         manager.create_session()
-        assert manager.store.count_sessions() == 0
-        assert manager.get_stats()["total_sessions"] == 1
+        assert manager.store.list_sessions() == []
+        stats = manager.get_stats()
+        assert (stats["total_sessions"], stats["empty_chats_open"]) == (0, 1)
 
     def test_history_survives_a_new_manager_on_the_same_database(self, make_manager):
         session = make_manager().create_session()
@@ -211,7 +215,7 @@ class TestLifecycle:
         for _ in range(25):
             manager.create_session()
         assert manager.sessions_in_memory == 10
-        assert manager.get_stats()["total_sessions"] == 10
+        assert manager.get_stats()["empty_chats_open"] == 10
 
     def test_unknown_and_malformed_ids_give_none(self, make_manager):
         manager = make_manager()

@@ -1,9 +1,13 @@
 """The store: schema migrations, message round trips, ordering — on SQLite and PostgreSQL."""
 
-from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
-from sqlalchemy import inspect
+import threading
 
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from sqlalchemy import insert, inspect
+
+from core.direct_writes import DirectWriter, every_column
 from core.migrations import MIGRATIONS, applied, migrate
+from core.schema import messages
 from core.store import STOPPED, SessionStore, metadata
 
 
@@ -47,7 +51,10 @@ def test_ensure_session_is_idempotent_and_lists_by_owner(store):
         store.ensure_session("a" * 32, owner="one", title="first")
     store.ensure_session("b" * 32, owner="two", title="second")
     assert [s["id"] for s in store.list_sessions(owner="one")] == ["a" * 32]
-    assert store.count_sessions() == 2
+    assert len(store.list_sessions()) == 2
+    assert store.count_sessions() == 0  # conversations are counted once they have a message
+    store.append_messages("a" * 32, [HumanMessage("hi")])
+    assert store.count_sessions() == 1
 
 
 def test_deleting_a_session_deletes_its_messages(store):
@@ -102,12 +109,15 @@ def test_a_write_interrupted_mid_statement_leaves_the_database_writable(store):
     """E.g. Ctrl-C between an INSERT ... RETURNING and reading its id: nothing is kept,
     and the pooled connection does not block every later commit."""
     store.ensure_session("k" * 32)
-    interrupted = store._sql.insert
+    writer = DirectWriter(store.engine, threading.Lock())
+    insert_returning = writer.compile(insert(messages).values(
+        every_column(messages, but=messages.c.id)).returning(messages.c.id))
     row = {"session_id": "k" * 32, "role": "human", "content": "lost", "payload": "{}",
-           "status": "complete", "model": None, "custom_agent": False, "created_at": 0.0}
+           "status": "complete", "model": None, "custom_agent": False, "created_at": 0.0,
+           "run_id": None}
     try:
-        with store._fast_writing() as run:
-            run(interrupted, row)  # its RETURNING row is never read
+        with writer.transaction() as execute:
+            execute(insert_returning, row)  # its RETURNING row is never read
             raise KeyboardInterrupt
     except KeyboardInterrupt:
         pass

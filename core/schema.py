@@ -1,0 +1,94 @@
+"""The declared schema: what a fully migrated database holds (``core.migrations`` gets
+an old or blank database there).
+
+A conversation is a ``sessions`` row; its ``messages`` are append-only, ordered by id. A
+``runs`` row is one answer being generated: it names the user message it answers, and
+while it runs its reply rows carry status ``running`` and are checkpointed. At most one
+run per conversation is running (a partial unique index says so to every replica).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+
+from core.limits import MODEL_NAME_MAX_CHARS, TITLE_MAX_CHARS
+
+# Status of a run and of the reply rows it wrote: running, then why it ended.
+RUNNING, COMPLETE, STOPPED, INTERRUPTED = "running", "complete", "stopped", "interrupted"
+
+metadata = MetaData()
+ID = BigInteger().with_variant(Integer, "sqlite")
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("owner", String(64), nullable=True),
+    Column("title", String(TITLE_MAX_CHARS), nullable=False, default=""),
+    Column("agent_spec", Text, nullable=True),  # JSON of AgentSpec when custom
+    Column("agent_model", String(MODEL_NAME_MAX_CHARS), nullable=True),  # for usage stats
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_sessions_owner_updated", "owner", "updated_at"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("session_id", String(64), ForeignKey("sessions.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("content", Text, nullable=False),
+    Column("payload", Text, nullable=False),  # message_to_dict JSON
+    Column("status", String(16), nullable=False, default=COMPLETE),
+    Column("model", String(MODEL_NAME_MAX_CHARS), nullable=True),  # who answered (AI)
+    Column("custom_agent", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False),
+    Column("run_id", String(64), nullable=True),  # the run that wrote a reply row
+    Index("ix_messages_session_id", "session_id", "id"),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("session_id", String(64), ForeignKey("sessions.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("user_message_id", ID, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("agent", String(MODEL_NAME_MAX_CHARS + 10), nullable=False, default=""),
+    Column("replica", String(100), nullable=False, default=""),
+    Column("error", Text, nullable=True),  # a safe, short message when it failed
+    Column("stop_requested", Boolean, nullable=False, default=False),
+    Column("started_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),  # the owner's checkpoint: its heartbeat
+    Column("finished_at", Float, nullable=True),
+    Index("ix_runs_session_started", "session_id", "started_at"),
+    Index("ix_runs_status", "status"),
+    Index("ux_runs_one_running", "session_id", unique=True,
+          sqlite_where=text("status = 'running'"),
+          postgresql_where=text("status = 'running'")),
+)
+
+replicas = Table(
+    "replicas",
+    metadata,
+    Column("id", String(100), primary_key=True),
+    Column("started_at", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+    Column("report", Text, nullable=False),  # JSON: pool counters, sessions in memory
+)
