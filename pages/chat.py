@@ -143,10 +143,11 @@ def tool_step(name: str, args: dict, result: str | None) -> None:
 Row = tuple[int, BaseMessage, str]
 
 
-def show_history(rows: list[Row], last_run: dict | None) -> None:
+def show_history(rows: list[Row], last_run: dict | None, answering: bool = False) -> None:
     """One bubble per user message and one per assistant turn (tool steps, then text).
 
-    A user message left without a reply says why, from the run that answered it.
+    A user message left without a reply says why, from the run that answered it; the
+    last one is being ``answering`` live below, when it is.
     """
     results = {m.tool_call_id: m.text for _, m, _ in rows if isinstance(m, ToolMessage)}
     grouped = group_turns(rows)
@@ -156,7 +157,8 @@ def show_history(rows: list[Row], last_run: dict | None) -> None:
             with st.chat_message("user"):
                 st.text(first.text)
                 following = grouped[index + 1][0][1] if index + 1 < len(grouped) else None
-                if following is None or isinstance(following, HumanMessage):
+                if isinstance(following, HumanMessage) or (following is None
+                                                           and not answering):
                     unanswered_note(message_id, last_run)
             continue
         with st.chat_message("assistant"):
@@ -310,7 +312,7 @@ if manager.settings.offline:
 if len(rows) == SHOWN_MESSAGES:
     st.caption(f"Showing the latest {SHOWN_MESSAGES} messages; export to see them all.")
 if run is not None:  # its reply streams below, live: history up to its user message
-    show_history([r for r in rows if r[0] <= run.user_message_id], None)
+    show_history([r for r in rows if r[0] <= run.user_message_id], None, answering=True)
     follow(run, session)
 else:
     show_history(rows, last_run)

@@ -232,3 +232,118 @@ def send_clear_cache(url: str) -> None:
             reply.ParseFromString(socket.recv(timeout=20))
             if reply.WhichOneof("type") == "script_finished":
                 return
+
+
+# -- a reply survives whatever the browser does --------------------------------------
+def reply_text(page: Page, index: int) -> str:
+    return messages(page).nth(index).inner_text()
+
+
+def test_a_reload_mid_reply_shows_it_so_far_and_keeps_streaming(server, new_page):
+    page = new_page(server.url)
+    send(page, "Tell me about yourself")
+    expect(messages(page).nth(1)).to_contain_text("offline demo", timeout=WAIT_MS)
+    page.wait_for_url("**session=*")
+    page.reload()
+    expect(messages(page).nth(1)).to_contain_text("offline demo", timeout=3_000)
+    expect(page.get_by_role("button", name="Retry")).to_have_count(0)
+    expect(page.get_by_role("button", name="Stop")).to_be_visible()
+    expect(messages(page).nth(0)).not_to_contain_text("No reply")  # it is coming
+    shot(page, "reloaded-mid-reply")
+    wait_for_reply(page, 1, "and restart.")
+    expect(page.get_by_role("button", name="Regenerate")).to_be_visible(timeout=WAIT_MS)
+    stored = stored_messages(server, page)
+    assert [(m["role"], m["status"]) for m in stored] == [("human", "complete"),
+                                                          ("ai", "complete")]
+    assert stored[1]["content"].endswith("and restart.")
+
+
+def test_a_second_tab_follows_the_reply_live(server, new_page):
+    page = new_page(server.url)
+    send(page, "Tell me about yourself")
+    expect(messages(page).nth(1)).to_contain_text("offline demo", timeout=WAIT_MS)
+    page.wait_for_url("**session=*")
+    second = page.context.new_page()  # same browser, same cookie
+    second.goto(page.url)
+    expect(messages(second).nth(1)).to_contain_text("offline demo", timeout=3_000)
+    expect(second.get_by_test_id("stChatInputTextArea")).to_be_disabled()
+    wait_for_reply(second, 1, "and restart.")
+    wait_for_reply(page, 1, "and restart.")
+    assert len(stored_messages(server, page)) == 2
+
+
+def test_closing_the_tab_mid_reply_lets_the_reply_finish(server, new_page):
+    page = new_page(server.url)
+    send(page, "Tell me about yourself")
+    expect(messages(page).nth(1)).to_contain_text("offline demo", timeout=WAIT_MS)
+    page.wait_for_url("**session=*")
+    url, context = page.url, page.context
+    stored_before = stored_messages(server, page)
+    page.close()
+    back = context.new_page()
+    back.goto(url)
+    wait_for_reply(back, 1, "and restart.")
+    assert stored_before[-1]["status"] == "running"
+    assert [m["status"] for m in stored_messages(server, back)] == ["complete", "complete"]
+
+
+def test_regenerate_can_be_stopped_and_never_leaves_two_answers(server, new_page):
+    page = new_page(server.url)
+    send(page, "Tell me about yourself")
+    wait_for_reply(page, 1, "and restart.")
+    page.get_by_role("button", name="Regenerate").click()
+    expect(page.get_by_role("button", name="Stop")).to_be_visible(timeout=WAIT_MS)
+    expect(messages(page).nth(1)).to_contain_text("offline demo", timeout=WAIT_MS)
+    page.get_by_role("button", name="Stop").click()
+    expect(messages(page).nth(1)).to_contain_text("Stopped by you", timeout=3_000)
+    page.get_by_role("button", name="Regenerate").click()
+    wait_for_reply(page, 1, "and restart.")
+    expect(messages(page)).to_have_count(2)
+    stored = stored_messages(server, page)
+    assert [(m["role"], m["status"]) for m in stored] == [("human", "complete"),
+                                                          ("ai", "complete")]
+
+
+def test_page_views_and_reloads_are_not_counted_as_sessions(server, new_page):
+    before = server.get_json("/api/stats.json")
+    page = new_page(server.url)
+    page.reload()
+    expect(page.get_by_test_id("stChatInputTextArea")).to_be_visible(timeout=WAIT_MS)
+    new_page(server.url)
+    after = server.get_json("/api/stats.json")
+    assert after["total_sessions"] == before["total_sessions"]
+    assert after["page_views"] >= before["page_views"] + 3
+
+
+def test_after_a_crash_mid_reply_the_checkpointed_part_is_shown_interrupted(
+        tmp_path, browser):
+    data = tmp_path / "crash"
+    data.mkdir()
+    server = start_app(data, OFFLINE_STREAM_DELAY="0.2")
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(server.url)
+        send(page, "Tell me about yourself")
+        page.wait_for_url("**session=*")
+        expect(messages(page).nth(1)).to_contain_text("offline demo", timeout=WAIT_MS)
+        checkpointed = ""
+        while len(checkpointed.split()) < 3:  # a checkpoint (one a second) holds words
+            page.wait_for_timeout(200)
+            checkpointed = stored_messages(server, page)[-1]["content"]
+        server.process.kill()  # SIGKILL: no clean-up of any kind
+        server.process.wait()
+        restarted = start_app(data, OFFLINE_STREAM_DELAY="0.2")
+        try:
+            page.goto(page.url.replace(server.url, restarted.url))
+            reply = messages(page).nth(1)
+            expect(reply).to_contain_text("Interrupted", timeout=WAIT_MS)
+            expect(reply).to_contain_text(" ".join(checkpointed.split()[:3]))
+            expect(page.get_by_role("button", name="Regenerate")).to_be_visible()
+            shot(page, "after-crash")
+        finally:
+            stop_app(restarted)
+    finally:
+        context.close()
+        if server.process.poll() is None:
+            stop_app(server)
