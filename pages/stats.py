@@ -53,6 +53,16 @@ def live_stats() -> None:
     cols[1].metric("Requests in flight", stats["pool_in_flight"])
     cols[2].metric("Queued", stats["pool_queued"])
     cols[3].metric("Queue time-outs", stats["pool_timeouts"])
+    runs = stats["runs"]
+    cols = st.columns(4)
+    cols[0].metric("Replies being written", stats["runs_in_flight"],
+                   help="Runs in flight in this process.")
+    cols[1].metric("Replies stopped by users", runs.get("stopped", 0))
+    cols[2].metric("Replies interrupted", runs.get("interrupted", 0),
+                   help="Provider failures, cut-off streams and crashed processes.")
+    cols[3].metric("Page views", stats["page_views"],
+                   help="Browser tabs that opened the chat, in this process; a "
+                        "conversation counts as a session only once it has a message.")
 
     series = stats.get("series", {"sessions": [], "pool": []})
     st.subheader("Sessions over time")
