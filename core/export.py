@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timezone
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
-from core.store import COMPLETE
+from core.store import COMPLETE, StoredMessage
 
 ROLE_NAMES = {"human": "You", "ai": "Assistant", "tool": "Tool", "system": "System"}
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=])")
@@ -25,12 +26,23 @@ def file_name(title: str, suffix: str) -> str:
     return f"{stem or 'conversation'}.{suffix}"
 
 
-def conversation_json(title: str, rows: list[tuple[BaseMessage, str]]) -> str:
-    """Messages with role, text, tool calls and status, as pretty-printed JSON."""
+def timestamp(seconds: float) -> str:
+    """UTC, to the second, ISO 8601."""
+    return datetime.fromtimestamp(seconds, timezone.utc).replace(microsecond=0).isoformat()
+
+
+def conversation_json(title: str, rows: list[StoredMessage]) -> str:
+    """Messages with role, text, time, model, tool calls, status and feedback, as JSON."""
     messages: list[dict[str, Any]] = []
-    for message, status in rows:
+    for row in rows:
+        message = row.message
         entry: dict[str, Any] = {"role": message.type, "content": message.text,
-                                 "status": status}
+                                 "status": row.status, "created_at": timestamp(row.created_at)}
+        if row.model:
+            entry["model"] = row.model
+        if row.score is not None:
+            entry["feedback"] = {"score": "up" if row.score else "down",
+                                 "comment": row.comment}
         if isinstance(message, AIMessage) and message.tool_calls:
             entry["tool_calls"] = [{"name": c["name"], "args": c["args"]}
                                    for c in message.tool_calls]
@@ -40,10 +52,12 @@ def conversation_json(title: str, rows: list[tuple[BaseMessage, str]]) -> str:
     return json.dumps({"title": title, "messages": messages}, ensure_ascii=False, indent=2)
 
 
-def conversation_markdown(title: str, rows: list[tuple[BaseMessage, str]]) -> str:
-    """A readable transcript; tool steps as code, partial replies marked."""
+def conversation_markdown(title: str, rows: list[StoredMessage]) -> str:
+    """A readable transcript with times and models; tool steps as code, partial replies
+    marked."""
     lines = [f"# {escape_markdown(title) or 'Conversation'}", ""]
-    for message, status in rows:
+    for row in rows:
+        message, status = row.message, row.status
         if isinstance(message, ToolMessage):
             lines += [f"> **Tool `{message.name}`** returned `{message.text}`", ""]
             continue
@@ -54,8 +68,10 @@ def conversation_markdown(title: str, rows: list[tuple[BaseMessage, str]]) -> st
                 continue
         who = ROLE_NAMES.get(message.type, message.type)
         note = "" if status == COMPLETE else f" *({status})*"
+        when = timestamp(row.created_at).replace("T", " ").replace("+00:00", " UTC")
+        by = f", {escape_markdown(row.model)}" if row.model and message.type == "ai" else ""
         body = message.text if not isinstance(message, HumanMessage) else _quote(message.text)
-        lines += [f"**{who}**{note}:", "", body, ""]
+        lines += [f"**{who}**{note} · {when}{by}:", "", body, ""]
     return "\n".join(lines)
 
 

@@ -8,3 +8,4 @@ MODEL_NAME_MAX_CHARS = 200   # a model's name
 PROMPT_MAX_CHARS = 20_000    # a system prompt
 HISTORY_WINDOW = 400         # newest stored messages read per turn, before token trimming
 SHOWN_MESSAGES = 200         # messages the chat page shows (exports have them all)
+FEEDBACK_COMMENT_CHARS = 2_000  # a comment on a reply

@@ -95,7 +95,13 @@ def m004_runs(conn: Connection, metadata: MetaData) -> None:
     metadata.tables["runs"].create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Migration] = [m001_initial, m002_agent_usage, m003_replicas, m004_runs]
+def m005_feedback(conn: Connection, metadata: MetaData) -> None:
+    """Thumbs up or down on a reply, with an optional comment."""
+    metadata.tables["feedback"].create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Migration] = [m001_initial, m002_agent_usage, m003_replicas, m004_runs,
+                               m005_feedback]
 
 
 def applied(engine: Engine) -> list[str]:

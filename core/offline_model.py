@@ -171,7 +171,7 @@ def _answer_from_tool(messages: Sequence[BaseMessage]) -> str:
             return f"I could not calculate {expression}: {result.text[7:]}."
         return f"{expression} = {result.text}"
     if call and call["name"] == "current_time":
-        return f"The current time is {result.text} (UTC)."
+        return f"It is {result.text.split(' (')[0]}."
     return f"The tool returned: {result.text}"
 
 

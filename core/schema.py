@@ -84,6 +84,19 @@ runs = Table(
           postgresql_where=text("status = 'running'")),
 )
 
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("message_id", ID, ForeignKey("messages.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("session_id", String(64), ForeignKey("sessions.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("score", Integer, nullable=False),  # 1 thumbs up, 0 thumbs down
+    Column("comment", Text, nullable=False, default=""),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_feedback_session", "session_id"),
+)
+
 replicas = Table(
     "replicas",
     metadata,

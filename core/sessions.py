@@ -196,6 +196,11 @@ class ChatbotSessionManager:
         self.store.delete_session(session_id)
         return True
 
+    def set_feedback(self, session: ChatbotSession, message_id: int, score: int | None,
+                     comment: str = "") -> bool:
+        """Thumbs up (1) or down (0) on one of this session's replies, or None to clear."""
+        return self.store.set_feedback(session.session_id, message_id, score, comment)
+
     def rename_session(self, session: ChatbotSession, title: str) -> None:
         self._save(session, title=title)
         self.store.update_session(session.session_id,
@@ -270,8 +275,13 @@ class ChatbotSessionManager:
         its row was deleted meanwhile, so it gets a new one)."""
         if session.saved and not again:
             return None
-        return {"owner": session.owner, "title": _one_line(title)[:AUTO_TITLE_CHARS],
+        return {"owner": session.owner, "title": self.title_for(title),
                 "agent_spec": session.spec.to_dict() if session.spec else None}
+
+    @staticmethod
+    def title_for(text: str) -> str:
+        """A conversation's title taken from its first message."""
+        return _one_line(text)[:AUTO_TITLE_CHARS]
 
     def answered_by(self, session: ChatbotSession) -> tuple[str, bool]:
         """The model recorded on the session's replies, and whether it is custom."""

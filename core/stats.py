@@ -127,6 +127,7 @@ def public_stats(manager: ChatbotSessionManager, recorder: StatsRecorder | None 
     """Everything the stats page and /api/stats.json show: aggregates only."""
     stats = manager.get_stats()
     stats["usage"] = manager.store.usage_by_agent(shared_model=manager.default_spec.model)
+    stats["feedback"] = manager.store.feedback_by_agent(shared_model=manager.default_spec.model)
     if recorder is not None and recorder.reporter is not None:
         stats["replicas"] = recorder.reporter.cluster()
     if recorder is not None:

@@ -41,13 +41,14 @@ from sqlalchemy.exc import ArgumentError, IntegrityError
 from sqlalchemy.pool import StaticPool
 
 from core.direct_writes import Compiled, DirectWriter, Execute, every_column
-from core.limits import TITLE_MAX_CHARS
+from core.limits import FEEDBACK_COMMENT_CHARS, TITLE_MAX_CHARS
 from core.migrations import migrate
 from core.schema import (
     COMPLETE,
     INTERRUPTED,
     RUNNING,
     STOPPED,
+    feedback,
     messages,
     metadata,
     replicas,
@@ -69,6 +70,21 @@ class RunInProgress(RuntimeError):
 
 class NothingToAnswer(RuntimeError):
     """The conversation has no user message to answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message as the chat page and exports show it: when, by which model, how it
+    ended, and the feedback given on it."""
+
+    id: int
+    message: BaseMessage
+    status: str
+    created_at: float
+    model: str | None
+    custom_agent: bool
+    score: int | None = None     # feedback: 1 up, 0 down
+    comment: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,12 +185,13 @@ class SessionStore:
             values.update(_spec_columns(values.pop("agent_spec")))
         if "title" in values:
             values["title"] = values["title"][:TITLE_MAX_CHARS]
-        with self._writing() as conn:
-            conn.execute(update(sessions).where(sessions.c.id == session_id)
-                         .values(updated_at=time.time(), **values))
+        with self._writing() as conn:  # not touched: a rename does not reorder the list
+            conn.execute(update(sessions).where(sessions.c.id == session_id).values(**values))
 
     def delete_session(self, session_id: str) -> bool:
         with self._writing() as conn:
+            conn.execute(delete(feedback).where(feedback.c.session_id == session_id))
+            conn.execute(delete(runs).where(runs.c.session_id == session_id))
             conn.execute(delete(messages).where(messages.c.session_id == session_id))
             result = conn.execute(delete(sessions).where(sessions.c.id == session_id))
         return result.rowcount > 0
@@ -240,6 +257,57 @@ class SessionStore:
         loaded = messages_from_dict([json.loads(payload) for _, payload, _ in rows])
         return [(row[0], message, row[2]) for row, message in zip(rows, loaded)]
 
+    def load_stored(self, session_id: str, last: int | None = None) -> list[StoredMessage]:
+        """Messages with their time, model and feedback, in order (the newest ``last``)."""
+        query = (select(messages.c.id, messages.c.payload, messages.c.status,
+                        messages.c.created_at, messages.c.model, messages.c.custom_agent,
+                        feedback.c.score, feedback.c.comment)
+                 .outerjoin(feedback, feedback.c.message_id == messages.c.id)
+                 .where(messages.c.session_id == session_id))
+        if last is None:
+            query = query.order_by(messages.c.id)
+        else:
+            query = query.order_by(messages.c.id.desc()).limit(last)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        if last is not None:
+            rows.reverse()
+        loaded = messages_from_dict([json.loads(r.payload) for r in rows])
+        return [StoredMessage(r.id, m, r.status, r.created_at, r.model, bool(r.custom_agent),
+                              r.score, r.comment or "") for r, m in zip(rows, loaded)]
+
+    def set_feedback(self, session_id: str, message_id: int, score: int | None,
+                     comment: str = "") -> bool:
+        """Record (or, with ``score`` None, clear) feedback on one of the session's
+        replies. False when the message is not a reply of this session."""
+        with self._writing() as conn:
+            owned = conn.execute(select(messages.c.id).where(
+                messages.c.id == message_id, messages.c.session_id == session_id,
+                messages.c.role == "ai")).first()
+            if owned is None:
+                return False
+            conn.execute(delete(feedback).where(feedback.c.message_id == message_id))
+            if score is not None:
+                conn.execute(insert(feedback).values(
+                    message_id=message_id, session_id=session_id, score=1 if score else 0,
+                    comment=comment.strip()[:FEEDBACK_COMMENT_CHARS], updated_at=time.time()))
+        return True
+
+    def feedback_by_agent(self, shared_model: str = "") -> list[dict[str, Any]]:
+        """Thumbs up and down per (custom or shared, model), for the stats."""
+        query = (select(messages.c.custom_agent, messages.c.model, feedback.c.score,
+                        func.count())
+                 .join(messages, messages.c.id == feedback.c.message_id)
+                 .group_by(messages.c.custom_agent, messages.c.model, feedback.c.score))
+        totals: dict[tuple[bool, str], dict[str, Any]] = {}
+        with self.engine.connect() as conn:
+            for custom, model, score, count in conn.execute(query):
+                key = (bool(custom), model or shared_model)
+                entry = totals.setdefault(key, {"agent": "custom" if custom else "shared",
+                                                "model": key[1], "up": 0, "down": 0})
+                entry["up" if score else "down"] += count
+        return sorted(totals.values(), key=lambda e: (e["agent"], e["model"]))
+
     def delete_messages_after(self, session_id: str, message_id: int) -> int:
         """Remove the session's messages newer than ``message_id`` (regenerating a reply)."""
         with self._writing() as conn:
@@ -258,7 +326,7 @@ class SessionStore:
     # -- runs: one answer being generated ------------------------------------------
     def start_turn(self, session_id: str, human: BaseMessage | None, run: dict[str, Any],
                    reply: dict[str, Any], stale_before: float,
-                   new_session: dict[str, Any] | None = None) -> TurnStart:
+                   new_session: dict[str, Any] | None = None, title: str = "") -> TurnStart:
         """Store the user's message (or, with ``human`` None, rewind to the last one), the
         run that answers it and its reply row (status running), in one transaction.
 
@@ -277,6 +345,8 @@ class SessionStore:
                     raise RunInProgress()
                 if human is not None:
                     previous = execute(sql.last_id, {"sid": session_id}).fetchone()[0]
+                    if previous is None and title:  # a chat made by its settings first
+                        execute(sql.title_if_empty, {"sid": session_id, "title": title})
                     (row,) = _rows(session_id, [human], COMPLETE, None, False, now)
                     answered = execute(sql.insert, row).fetchone()[0]
                 else:
@@ -519,6 +589,9 @@ class _HotStatements:
             .values(status=bindparam("status")))
         self.delete_after = c(delete(messages).where(messages.c.session_id == sid,
                                                      messages.c.id > bindparam("after")))
+        self.title_if_empty = c(update(sessions).where(sessions.c.id == sid,
+                                                       sessions.c.title == "")
+                                .values(title=bindparam("title")))
         self.set_reply = c(update(messages).where(messages.c.id == bindparam("mid"))
                            .values(content=bindparam("content"), payload=bindparam("payload"),
                                    status=bindparam("status")))

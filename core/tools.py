@@ -63,8 +63,10 @@ def calculator(expression: str) -> str:
 
 @tool
 def current_time() -> str:
-    """Return the current date and time in UTC (ISO 8601)."""
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    """Return the current date and time in UTC, e.g. 'Wednesday 25 November 2026, 22:58
+    UTC (2026-11-25T22:58:51+00:00)': readable, with the exact ISO form after it."""
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    return f"{now:%A} {now.day} {now:%B %Y, %H:%M} UTC ({now.isoformat()})"
 
 
 DEFAULT_TOOLS = (calculator, current_time)

@@ -7,19 +7,26 @@ bookmark or a server restart resumes it; a conversation of another browser never
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import streamlit as st
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
 from core.agents import AgentSpec
 from core.errors import ChatError, MessageRejected
 from core.export import conversation_json, conversation_markdown, escape_markdown, file_name
 from core.offline_model import OFFLINE_MODEL_NAME
-from core.limits import PROMPT_MAX_CHARS, SHOWN_MESSAGES, TITLE_MAX_CHARS
+from core.limits import (
+    FEEDBACK_COMMENT_CHARS,
+    PROMPT_MAX_CHARS,
+    SHOWN_MESSAGES,
+    TITLE_MAX_CHARS,
+)
 from core.reply_blocks import BlockSplitter
 from core.runs import STALE_AFTER, Run
 from core.sessions import ChatbotSession, ChatbotSessionManager
-from core.store import COMPLETE, INTERRUPTED, RUNNING, STOPPED
+from core.store import COMPLETE, INTERRUPTED, RUNNING, STOPPED, StoredMessage
 from core.turns import Token, ToolCall, ToolResult
 from pages.common import browser_id, manager_or_stop
 
@@ -86,7 +93,7 @@ def conversation_actions(manager: ChatbotSessionManager, session: ChatbotSession
             manager.rename_session(session, new_title)
             st.rerun()
         def everything():  # read only when a download is clicked, not on every rerun
-            return manager.store.load_messages_with_status(session.session_id)
+            return manager.store.load_stored(session.session_id)
 
         st.download_button("Export Markdown", lambda: conversation_markdown(title, everything()),
                            file_name=file_name(title, "md"), mime="text/markdown",
@@ -140,39 +147,85 @@ def tool_step(name: str, args: dict, result: str | None) -> None:
         st.code(result if result is not None else "(no result)", language=None)
 
 
-Row = tuple[int, BaseMessage, str]
-
-
-def show_history(rows: list[Row], last_run: dict | None, answering: bool = False) -> None:
-    """One bubble per user message and one per assistant turn (tool steps, then text).
+def show_history(rows: list[StoredMessage], last_run: dict | None,
+                 session: ChatbotSession, answering: bool = False) -> None:
+    """One bubble per user message and one per assistant turn (tool steps, then text),
+    each with its time, a copy button and, on replies, the model and feedback.
 
     A user message left without a reply says why, from the run that answered it; the
     last one is being ``answering`` live below, when it is.
     """
-    results = {m.tool_call_id: m.text for _, m, _ in rows if isinstance(m, ToolMessage)}
+    results = {r.message.tool_call_id: r.message.text for r in rows
+               if isinstance(r.message, ToolMessage)}
     grouped = group_turns(rows)
     for index, turn in enumerate(grouped):
-        message_id, first, _ = turn[0]
-        if isinstance(first, HumanMessage):
+        first = turn[0]
+        if isinstance(first.message, HumanMessage):
             with st.chat_message("user"):
-                st.text(first.text)
-                following = grouped[index + 1][0][1] if index + 1 < len(grouped) else None
+                st.text(first.message.text)
+                message_footer(first.message.text, first.created_at)
+                following = grouped[index + 1][0].message if index + 1 < len(grouped) else None
                 if isinstance(following, HumanMessage) or (following is None
                                                            and not answering):
-                    unanswered_note(message_id, last_run)
+                    unanswered_note(first.id, last_run)
             continue
         with st.chat_message("assistant"):
-            for _, message, status in turn:
+            texts, answer = [], None
+            for row in turn:
+                message = row.message
                 if not isinstance(message, AIMessage):
                     continue
                 for call in message.tool_calls:
                     tool_step(call["name"], call["args"], results.get(call["id"]))
                 if message.text:
                     st.markdown(message.text)
-                if status != COMPLETE:
-                    st.caption(STATUS_NOTES.get(status, status))
+                    texts.append(message.text)
+                    answer = row
+                if row.status != COMPLETE:
+                    st.caption(STATUS_NOTES.get(row.status, row.status))
             if last_run and last_run["error"] and index == len(grouped) - 1:
                 st.error(last_run["error"], icon=":material/error:")
+            if answer is not None:
+                message_footer("\n\n".join(texts), answer.created_at, answer, session)
+
+
+def message_footer(text: str, created_at: float, reply: StoredMessage | None = None,
+                   session: ChatbotSession | None = None) -> None:
+    """Time (and model), a copy button, and feedback on a reply, on one discreet line."""
+    with st.container(horizontal=True, vertical_alignment="center", gap="small"):
+        with st.popover("", icon=":material/content_copy:", help="Copy as Markdown",
+                        type="tertiary"):
+            st.code(text, language="markdown", wrap_lines=True)
+        if reply is not None and session is not None:
+            key = f"feedback-{reply.id}"
+            st.feedback("thumbs", key=key, default=reply.score, on_change=save_feedback,
+                        args=(session, reply.id, key))
+            if reply.score is not None:
+                with st.popover("", icon=":material/comment:", type="tertiary",
+                                help="Comment on this reply"):
+                    with st.form(f"comment-{reply.id}", border=False):
+                        comment = st.text_area("Comment (optional)", value=reply.comment,
+                                               max_chars=FEEDBACK_COMMENT_CHARS)
+                        if st.form_submit_button("Save comment"):
+                            manager.set_feedback(session, reply.id, reply.score, comment)
+                            st.rerun()
+        who = f" · {reply.model}" if reply is not None and reply.model else ""
+        st.caption(f"{local_time(created_at)}{who}")
+
+
+def local_time(seconds: float) -> str:
+    """The browser's local time when Streamlit knows its zone, else UTC."""
+    zone = st.context.timezone
+    try:
+        when = datetime.fromtimestamp(seconds, ZoneInfo(zone) if zone else timezone.utc)
+    except (ZoneInfoNotFoundError, ValueError):
+        when = datetime.fromtimestamp(seconds, timezone.utc)
+    today = datetime.now(when.tzinfo).date()
+    return f"{when:%H:%M}" if when.date() == today else f"{when:%d %b %Y, %H:%M}"
+
+
+def save_feedback(session: ChatbotSession, message_id: int, key: str) -> None:
+    manager.set_feedback(session, message_id, st.session_state.get(key))
 
 
 def unanswered_note(message_id: int, last_run: dict | None) -> None:
@@ -188,12 +241,12 @@ def unanswered_note(message_id: int, last_run: dict | None) -> None:
         st.caption(UNANSWERED)
 
 
-def group_turns(rows: list[Row]) -> list[list[Row]]:
+def group_turns(rows: list[StoredMessage]) -> list[list[StoredMessage]]:
     """Split into user messages and the assistant turns between them."""
-    turns: list[list[Row]] = []
+    turns: list[list[StoredMessage]] = []
     for row in rows:
-        is_user = isinstance(row[1], HumanMessage)
-        if is_user or not turns or isinstance(turns[-1][0][1], HumanMessage):
+        is_user = isinstance(row.message, HumanMessage)
+        if is_user or not turns or isinstance(turns[-1][0].message, HumanMessage):
             turns.append([row])
         else:
             turns[-1].append(row)
@@ -295,7 +348,7 @@ if prompt is not None and run is None and elsewhere is None:
 
 stored = manager.store.get_session(session.session_id)
 title = stored["title"] if stored else ""
-rows = manager.store.load_rows(session.session_id, last=SHOWN_MESSAGES)
+rows = manager.store.load_stored(session.session_id, last=SHOWN_MESSAGES)
 last_run = manager.store.latest_run(session.session_id) if rows else None
 
 conversation_list(manager, session, owner)
@@ -312,15 +365,16 @@ if manager.settings.offline:
 if len(rows) == SHOWN_MESSAGES:
     st.caption(f"Showing the latest {SHOWN_MESSAGES} messages; export to see them all.")
 if run is not None:  # its reply streams below, live: history up to its user message
-    show_history([r for r in rows if r[0] <= run.user_message_id], None, answering=True)
+    show_history([r for r in rows if r.id <= run.user_message_id], None, session,
+                 answering=True)
     follow(run, session)
 else:
-    show_history(rows, last_run)
+    show_history(rows, last_run, session)
 if refusal:
     st.warning(refusal, icon=":material/block:")
 if elsewhere is not None:
     watch_elsewhere(session)
 elif rows:
-    label = "Retry" if isinstance(rows[-1][1], HumanMessage) else "Regenerate"
+    label = "Retry" if isinstance(rows[-1].message, HumanMessage) else "Regenerate"
     st.button(label, icon=":material/refresh:", key="regenerate-button",
               on_click=request_regenerate)

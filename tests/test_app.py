@@ -231,9 +231,10 @@ def test_a_message_left_without_a_reply_is_marked_not_silently_skipped():
     manager.store.append_messages(session.session_id, [HumanMessage("lost in a crash")])
     manager.store.append_messages(session.session_id, [HumanMessage("and then this")])
     at.run()
-    notes = [[c.value for c in m.caption] for m in at.chat_message if m.name == "user"]
-    unanswered = ["No reply was saved for this message (interrupted)."]
-    assert notes == [[], unanswered, unanswered]  # the last one too: never silently bare
+    unanswered = "No reply was saved for this message (interrupted)."
+    notes = [[c.value for c in m.caption if c.value == unanswered]
+             for m in at.chat_message if m.name == "user"]
+    assert notes == [[], [unanswered], [unanswered]]  # the last one too: never bare
     assert at.button(key="regenerate-button").label == "Retry"
 
 

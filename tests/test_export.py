@@ -5,14 +5,22 @@ import json
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
 from core.export import conversation_json, conversation_markdown
+from core.store import StoredMessage
+
+NOON = 1_795_608_000.0  # 2026-11-25 12:00:00 UTC
+
+
+def row(message, status="complete", model=None, score=None):
+    return StoredMessage(0, message, status, NOON, model, False, score, "")
+
 
 ROWS = [
-    (HumanMessage("what is 12*7? <b>[x](javascript:alert(1))</b>"), "complete"),
-    (AIMessage("", tool_calls=[{"name": "calculator", "args": {"expression": "12*7"},
-                                "id": "c1"}]), "complete"),
-    (ToolMessage("84", tool_call_id="c1", name="calculator"), "complete"),
-    (AIMessage("12*7 = 84"), "complete"),
-    (AIMessage("Once upon"), "stopped"),
+    row(HumanMessage("what is 12*7? <b>[x](javascript:alert(1))</b>")),
+    row(AIMessage("", tool_calls=[{"name": "calculator", "args": {"expression": "12*7"},
+                                   "id": "c1"}]), model="gpt-x"),
+    row(ToolMessage("84", tool_call_id="c1", name="calculator")),
+    row(AIMessage("12*7 = 84"), model="gpt-x", score=1),
+    row(AIMessage("Once upon"), "stopped", model="gpt-x"),
 ]
 
 
@@ -23,14 +31,17 @@ def test_json_export_round_trips_every_message():
     assert data["messages"][1]["tool_calls"] == [{"name": "calculator",
                                                   "args": {"expression": "12*7"}}]
     assert data["messages"][-1]["status"] == "stopped"
+    assert data["messages"][3]["created_at"] == "2026-11-25T12:00:00+00:00"
+    assert data["messages"][3]["model"] == "gpt-x"
+    assert data["messages"][3]["feedback"] == {"score": "up", "comment": ""}
 
 
 def test_markdown_export_is_a_readable_transcript():
     text = conversation_markdown("Sums", ROWS)
     assert text.startswith("# Sums\n")
     assert "`calculator({\"expression\": \"12*7\"})`" in text
-    assert "**Assistant**:\n\n12*7 = 84" in text
-    assert "**Assistant** *(stopped)*:" in text
+    assert "**Assistant** · 2026-11-25 12:00:00 UTC, gpt\\-x:\n\n12*7 = 84" in text
+    assert "**Assistant** *(stopped)* · 2026-11-25 12:00:00 UTC, gpt\\-x:" in text
 
 
 def test_user_text_is_quoted_as_code_in_markdown():

@@ -338,3 +338,27 @@ class TestConcurrency:
         events = asyncio.run(collect())
         assert [type(e) for e in events[:2]] == [ToolCall, ToolResult]
         assert session.messages[-1].text == "6*7 = 42"
+
+
+class TestEdges:
+    def test_a_lone_surrogate_is_cleaned_not_a_crash(self, make_manager):
+        session = make_manager().create_session()
+        assert session.send("a \ud800 b")  # answered, as any message
+        assert session.messages[0].text == "a \ufffd b"
+
+    def test_settings_applied_before_the_first_message_still_get_a_title(self, make_manager):
+        manager = make_manager()
+        session = manager.create_session(owner="me")
+        session.agent = AgentSpec("offline-demo", "Be brief.", 0.3)  # the row exists now
+        session.send("Plan a trip to Lisbon")
+        (listed,) = manager.list_sessions(owner="me")
+        assert listed["title"] == "Plan a trip to Lisbon"
+
+    def test_renaming_does_not_move_a_chat_to_the_top(self, make_manager):
+        manager = make_manager()
+        older, newer = manager.create_session(owner="me"), manager.create_session(owner="me")
+        older.send("first chat")
+        newer.send("second chat")
+        manager.rename_session(older, "Renamed")
+        assert [s["title"] for s in manager.list_sessions(owner="me")] == ["second chat",
+                                                                           "Renamed"]
