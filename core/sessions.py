@@ -30,6 +30,7 @@ from core.runs import Run, RunWorker
 from core.store import SessionStore
 
 CUSTOM_AGENT_CACHE = 64
+DISMISSED_NOTICES = 100_000
 ACTIVE_WINDOW = 300.0
 
 
@@ -139,6 +140,7 @@ class ChatbotSessionManager:
         self._unsaved = 0         # sessions in memory that have no row yet
         self._custom_objects = 0  # sessions in memory with a custom agent object (no spec)
         self.page_views = 0
+        self._dismissed: OrderedDict[tuple[str, str], bool] = OrderedDict()
         self.replica_id = new_replica_id()
         self.worker = RunWorker()
         self.chat = ChatEngine(self.store, self, self._recent, self.worker,
@@ -178,9 +180,12 @@ class ChatbotSessionManager:
             self._remember(session)
         return session
 
-    def list_sessions(self, owner: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """Stored sessions, newest first (only ``owner``'s when given)."""
-        rows = self.store.list_sessions(owner=owner, limit=limit)
+    def list_sessions(self, owner: str | None = None, limit: int = 100,
+                      search: str = "") -> list[dict[str, Any]]:
+        """Stored sessions, newest first (only ``owner``'s when given; with ``search``,
+        those whose title or messages contain all its words)."""
+        rows = (self.store.search_sessions(owner, search, limit) if search.strip()
+                else self.store.list_sessions(owner=owner, limit=limit))
         return [{"session_id": r["id"], "title": r["title"], "created_at": r["created_at"],
                  "updated_at": r["updated_at"], "custom_agent": r["agent_spec"] is not None}
                 for r in rows]
@@ -378,6 +383,18 @@ class ChatbotSessionManager:
             "runs_in_flight": self.chat.in_flight(),
             "runs": self.store.run_counts(),
         }
+
+    def dismiss_notice(self, owner: str, notice: str) -> None:
+        """Remember that this browser dismissed a notice (this process, LRU-bounded)."""
+        with self._lock:
+            self._dismissed[(owner, notice)] = True
+            self._dismissed.move_to_end((owner, notice))
+            while len(self._dismissed) > DISMISSED_NOTICES:
+                self._dismissed.popitem(last=False)
+
+    def notice_dismissed(self, owner: str, notice: str) -> bool:
+        with self._lock:
+            return (owner, notice) in self._dismissed
 
     def page_viewed(self) -> None:
         """A page view (each browser tab's first page run): counted apart from sessions."""

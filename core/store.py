@@ -9,6 +9,7 @@ Message order is the order of their ids. Messages are LangChain messages, stored
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -177,6 +178,22 @@ class SessionStore:
         query = select(sessions).order_by(sessions.c.updated_at.desc()).limit(limit)
         if owner is not None:
             query = query.where(sessions.c.owner == owner)
+        with self.engine.connect() as conn:
+            return [_session_dict(row) for row in conn.execute(query)]
+
+    def search_sessions(self, owner: str | None, words: str, limit: int = 50
+                        ) -> list[dict[str, Any]]:
+        """``owner``'s sessions whose title or any message contains every word, newest
+        first (case-insensitive ``LIKE`` on SQLite, ``ILIKE`` on PostgreSQL; bounded)."""
+        query = select(sessions).order_by(sessions.c.updated_at.desc()).limit(limit)
+        if owner is not None:
+            query = query.where(sessions.c.owner == owner)
+        for word in words.split()[:8]:
+            pattern = "%" + re.sub(r"([\\%_])", r"\\\1", word[:100]) + "%"
+            query = query.where(sessions.c.title.ilike(pattern, escape="\\") | exists().where(
+                messages.c.session_id == sessions.c.id,
+                messages.c.role.in_(("human", "ai")),
+                messages.c.content.ilike(pattern, escape="\\")))
         with self.engine.connect() as conn:
             return [_session_dict(row) for row in conn.execute(query)]
 

@@ -7,7 +7,7 @@ bookmark or a server restart resumes it; a conversation of another browser never
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import streamlit as st
@@ -63,25 +63,56 @@ def switch_to(session: ChatbotSession) -> None:
 
 
 # -- sidebar -------------------------------------------------------------------------
-def conversation_list(manager: ChatbotSessionManager, session: ChatbotSession,
-                      owner: str) -> None:
+def new_chat_button(manager: ChatbotSessionManager, owner: str) -> None:
     if st.sidebar.button("New chat", icon=":material/add:", use_container_width=True):
         switch_to(manager.create_session(owner=owner))
         st.rerun()
-    st.sidebar.caption("Your conversations")
-    conversations = manager.list_sessions(owner=owner, limit=50)
+
+
+def conversation_list(manager: ChatbotSessionManager, session: ChatbotSession,
+                      owner: str) -> None:
+    """This browser's conversations, searchable, grouped by when they were last used;
+    the open one highlighted."""
+    words = st.sidebar.text_input("Search conversations", key="search",
+                                  placeholder="Search conversations",
+                                  label_visibility="collapsed", icon=":material/search:")
+    conversations = manager.list_sessions(owner=owner, limit=50, search=words[:200])
     if not conversations:
-        st.sidebar.caption("None yet: send a message to start one.")
+        st.sidebar.caption("No conversation matches." if words.strip()
+                           else "None yet: send a message to start one.")
+    group = None
     for info in conversations:
+        when = day_group(info["updated_at"])
+        if when != group:
+            st.sidebar.caption(when)
+            group = when
         current = info["session_id"] == session.session_id
         if st.sidebar.button(escape_markdown(info["title"]) or "Untitled",
                              key=f"open-{info['session_id']}",
-                             type="primary" if current else "secondary",
-                             use_container_width=True, disabled=current):
+                             type="primary" if current else "tertiary",
+                             use_container_width=True) and not current:
             resumed = manager.get_session(info["session_id"], owner=owner)
             if resumed is not None:
                 switch_to(resumed)
             st.rerun()
+
+
+def day_group(seconds: float) -> str:
+    """Today, Yesterday, Previous 7 days or Older, in the browser's time zone."""
+    zone = browser_zone()
+    days = (datetime.now(zone).date() - datetime.fromtimestamp(seconds, zone).date()).days
+    if days <= 0:
+        return "Today"
+    if days == 1:
+        return "Yesterday"
+    return "Previous 7 days" if days <= 7 else "Older"
+
+
+def browser_zone() -> tzinfo:
+    try:
+        return ZoneInfo(st.context.timezone or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return timezone.utc
 
 
 def conversation_actions(manager: ChatbotSessionManager, session: ChatbotSession,
@@ -215,11 +246,7 @@ def message_footer(text: str, created_at: float, reply: StoredMessage | None = N
 
 def local_time(seconds: float) -> str:
     """The browser's local time when Streamlit knows its zone, else UTC."""
-    zone = st.context.timezone
-    try:
-        when = datetime.fromtimestamp(seconds, ZoneInfo(zone) if zone else timezone.utc)
-    except (ZoneInfoNotFoundError, ValueError):
-        when = datetime.fromtimestamp(seconds, timezone.utc)
+    when = datetime.fromtimestamp(seconds, browser_zone())
     today = datetime.now(when.tzinfo).date()
     return f"{when:%H:%M}" if when.date() == today else f"{when:%d %b %Y, %H:%M}"
 
@@ -330,6 +357,58 @@ def count_page_view(manager: ChatbotSessionManager) -> None:
         manager.page_viewed()
 
 
+EXAMPLES = ("What is 12*7?", "What time is it?", "My name is Ada. What is my name?")
+OFFLINE_NOTICE = "offline-demo"
+
+
+def chat_header(manager: ChatbotSessionManager, session: ChatbotSession, title: str) -> None:
+    """Title, then which agent answers (a custom one can be reset in one click)."""
+    st.title(escape_markdown(title) or "New chat", anchor=False)
+    spec = session.agent_spec or manager.default_spec
+    with st.container(horizontal=True, vertical_alignment="center", gap="small"):
+        if manager.settings.offline:
+            st.badge("offline demo", icon=":material/cloud_off:", color="gray")
+        if session.has_custom_agent:
+            st.badge(f"custom agent · {spec.model} · temperature {spec.temperature:g}",
+                     icon=":material/tune:", color="violet")
+            st.button("Reset to shared agent", icon=":material/restart_alt:", type="tertiary",
+                      key="header-reset", on_click=reset_agent, args=(session,))
+        else:
+            st.badge(f"shared pool · {spec.model}", icon=":material/hub:", color="blue")
+    if manager.settings.offline and not manager.notice_dismissed(owner, OFFLINE_NOTICE):
+        with st.container(border=True):
+            st.markdown(":material/cloud_off: **Offline demo mode** — replies come from "
+                        "PoolChat's built-in offline model, not an LLM. It can do arithmetic, "
+                        "tell the time and remember your name. Set `OPENAI_API_KEY` (and "
+                        "`OPENAI_BASE_URL` for Ollama, vLLM or llama.cpp) to chat with a "
+                        "real model.")
+            st.button("Got it", key="dismiss-offline", type="tertiary",
+                      on_click=manager.dismiss_notice, args=(owner, OFFLINE_NOTICE))
+
+
+def reset_agent(session: ChatbotSession) -> None:
+    session.agent = None
+
+
+def example_prompts() -> None:
+    """An empty chat offers prompts that work (the offline model answers all three)."""
+    st.caption("Try one of these:")
+    with st.container(horizontal=True, gap="small"):
+        for text in EXAMPLES:
+            st.button(text, key=f"example-{text}", icon=":material/lightbulb:",
+                      on_click=choose_example, args=(text,))
+
+
+def choose_example(text: str) -> None:
+    st.session_state.example = text
+
+
+def keep_refused(prompt: str, refusal: str) -> None:
+    """A refused message goes back into the chat box with the reason: nothing to retype."""
+    st.session_state.restore = (prompt, refusal)
+    st.rerun()
+
+
 # -- page ----------------------------------------------------------------------------
 manager = manager_or_stop()
 owner = browser_id()
@@ -341,27 +420,27 @@ elsewhere = None if run else manager.store.running_run(session.session_id)
 if elsewhere is not None and elsewhere["updated_at"] < time.time() - STALE_AFTER:
     manager.chat.sweep()  # its owner died: the reply ends, marked interrupted
     elsewhere = None
-prompt = st.chat_input("Message PoolChat", submit_mode="disable",
+if "restore" in st.session_state:
+    st.session_state.chat_box, refusal = st.session_state.pop("restore")
+prompt = st.chat_input("Message PoolChat", submit_mode="disable", key="chat_box",
                        disabled=run is not None or elsewhere is not None)
+prompt = st.session_state.pop("example", None) or prompt
 if prompt is not None and run is None and elsewhere is None:
-    run, refusal = start_run(session, prompt)
+    run, refused = start_run(session, prompt)
+    if refused:
+        keep_refused(prompt, refused)
 
 stored = manager.store.get_session(session.session_id)
 title = stored["title"] if stored else ""
 rows = manager.store.load_stored(session.session_id, last=SHOWN_MESSAGES)
 last_run = manager.store.latest_run(session.session_id) if rows else None
 
-conversation_list(manager, session, owner)
+new_chat_button(manager, owner)
 conversation_actions(manager, session, owner, title, has_messages=bool(rows))
 agent_settings(manager, session)
+conversation_list(manager, session, owner)
 
-st.title(escape_markdown(title) or "New chat", anchor=False)
-if manager.settings.offline:
-    st.info("**Offline demo mode** — replies come from PoolChat's built-in offline model, "
-            "not an LLM. It can do arithmetic, tell the time and remember your name. "
-            "Set `OPENAI_API_KEY` (and `OPENAI_BASE_URL` for Ollama, vLLM or llama.cpp) "
-            "to chat with a real model.", icon=":material/cloud_off:")
-
+chat_header(manager, session, title)
 if len(rows) == SHOWN_MESSAGES:
     st.caption(f"Showing the latest {SHOWN_MESSAGES} messages; export to see them all.")
 if run is not None:  # its reply streams below, live: history up to its user message
@@ -378,3 +457,5 @@ elif rows:
     label = "Retry" if isinstance(rows[-1].message, HumanMessage) else "Regenerate"
     st.button(label, icon=":material/refresh:", key="regenerate-button",
               on_click=request_regenerate)
+elif run is None:
+    example_prompts()

@@ -111,6 +111,14 @@ def live_stats() -> None:
         right.bar_chart(usage.set_index("label")[["sessions", "messages"]], stack=False,
                         horizontal=True, height=220)
 
+    st.subheader("Feedback on replies")
+    votes = pd.DataFrame(stats["feedback"])
+    if votes.empty:
+        st.caption("No feedback yet: users rate replies with thumbs up or down.")
+    else:
+        votes["approval (%)"] = (votes["up"] / (votes["up"] + votes["down"]) * 100).round(1)
+        st.dataframe(votes, hide_index=True)
+
     st.download_button("Download stats (JSON)", json.dumps(stats, indent=2),
                        file_name="poolchat-stats.json", mime="application/json",
                        icon=":material/download:")

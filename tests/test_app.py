@@ -57,10 +57,27 @@ class TestChat:
         assert "calculator" in assistant.expander[0].label
         assert at.title[0].value == r"what is 12\*7?"  # Markdown escaped: shown as typed
 
-    def test_the_offline_mode_is_announced(self):
+    def test_the_offline_mode_is_announced_once_and_stays_as_a_badge(self):
         at = open_app()
-        assert "Offline demo mode" in at.info[0].value
-        assert "OPENAI_API_KEY" in at.info[0].value
+        notice = [m.value for m in at.markdown if "Offline demo mode" in m.value]
+        assert notice and "OPENAI_API_KEY" in notice[0]
+        badge = ":gray-badge[:material/cloud_off: offline demo]"
+        assert badge in [m.value for m in at.markdown]
+        at.button(key="dismiss-offline").click().run()
+        assert not [m for m in at.markdown if "Offline demo mode" in m.value]
+        assert badge in [m.value for m in at.markdown]  # still labelled, discreetly
+
+    def test_an_empty_chat_offers_examples_that_work(self):
+        at = open_app()
+        at.button(key="example-What is 12*7?").click().run()
+        assert [m.name for m in at.chat_message] == ["user", "assistant"]
+        assert at.chat_message[1].markdown[0].value == "12*7 = 84"
+
+    def test_a_refused_message_stays_in_the_chat_box(self, monkeypatch):
+        monkeypatch.setenv("MAX_MESSAGE_CHARS", "10")
+        at = say(open_app(), "x" * 11)
+        assert "too long" in at.warning[0].value
+        assert at.chat_input[0].value == "x" * 11  # nothing to retype
 
     def test_user_text_is_shown_as_text_not_html_or_markdown(self):
         at = say(open_app(), "<script>alert(1)</script> **bold**")

@@ -347,3 +347,89 @@ def test_after_a_crash_mid_reply_the_checkpointed_part_is_shown_interrupted(
         context.close()
         if server.process.poll() is None:
             stop_app(server)
+
+
+# -- the chat UX ---------------------------------------------------------------------
+def test_feedback_persists_across_a_reload_and_reaches_the_stats(server, new_page):
+    page = new_page(server.url)
+    send(page, "what is 6*7")
+    wait_for_reply(page, 1, "6*7 = 42")
+    before = server.get_json("/api/stats.json")["feedback"]
+    reply = messages(page).nth(1)
+    reply.get_by_role("radio", name="Thumbs up").click()
+    expect(reply.get_by_test_id("stPopoverButton")).to_have_count(2, timeout=WAIT_MS)
+    page.reload()
+    thumbs = messages(page).nth(1).get_by_role("radio", name="Thumbs up")
+    expect(thumbs).to_have_attribute("aria-checked", "true", timeout=WAIT_MS)
+    after = server.get_json("/api/stats.json")["feedback"]
+    up = lambda rows: sum(r["up"] for r in rows)  # noqa: E731
+    assert up(after) == up(before) + 1
+
+
+def test_copy_puts_the_reply_on_the_clipboard(server, browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900},
+                                  permissions=["clipboard-read", "clipboard-write"])
+    try:
+        page = context.new_page()
+        page.goto(server.url)
+        send(page, "what is 3+4")
+        wait_for_reply(page, 1, "3+4 = 7")
+        messages(page).nth(1).get_by_test_id("stPopoverButton").first.click()
+        code = page.get_by_test_id("stPopoverBody").get_by_test_id("stCode")
+        code.hover()
+        code.get_by_role("button", name="Copy to clipboard").click()
+        assert page.evaluate("navigator.clipboard.readText()") == "3+4 = 7"
+    finally:
+        context.close()
+
+
+def test_search_finds_a_conversation_by_a_word_inside_a_message(server, new_page):
+    page = new_page(server.url)
+    send(page, "My name is Quentin.")
+    wait_for_reply(page, 1, "Nice to meet you")
+    send(page, "what is 2+2")
+    wait_for_reply(page, 3, "2+2 = 4")
+    page.get_by_role("button", name="New chat").click()
+    expect(messages(page)).to_have_count(0, timeout=WAIT_MS)
+    send(page, "what is 9*9")
+    wait_for_reply(page, 1, "9*9 = 81")
+    sidebar = page.get_by_test_id("stSidebar")
+    expect(sidebar).to_contain_text("Today")
+    box = sidebar.get_by_placeholder("Search conversations")
+    box.fill("quentin")
+    box.press("Enter")
+    expect(sidebar.get_by_role("button", name="My name is Quentin.")).to_be_visible(
+        timeout=WAIT_MS)
+    expect(sidebar.get_by_role("button", name="what is 9*9")).to_have_count(0)
+    shot(page, "search")
+
+
+def test_settings_before_the_first_message_still_give_the_chat_a_title(server, new_page):
+    page = new_page(server.url)
+    sidebar = page.get_by_test_id("stSidebar")
+    sidebar.get_by_text("Agent settings", exact=True).click()
+    sidebar.get_by_label("System prompt").fill("Be brief.")
+    sidebar.get_by_role("button", name="Use these settings").click()
+    expect(page.locator("main")).to_contain_text("custom agent", timeout=WAIT_MS)
+    send(page, "Plan a trip to Lisbon")
+    wait_for_reply(page, 1, "offline")
+    expect(page.get_by_role("heading", name="Plan a trip to Lisbon")).to_be_visible()
+    expect(sidebar.get_by_role("button", name="Plan a trip to Lisbon")).to_be_visible()
+    page.get_by_role("button", name="Reset to shared agent").first.click()
+    expect(page.locator("main")).to_contain_text("shared pool", timeout=WAIT_MS)
+
+
+def test_a_refused_message_stays_in_the_box_to_edit(tmp_path, browser):
+    server = start_app(tmp_path, MAX_MESSAGE_CHARS="20")
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    try:
+        page = context.new_page()
+        page.goto(server.url)
+        send(page, "This message is far too long for the limit")
+        expect(page.get_by_text("The message is too long")).to_be_visible(timeout=WAIT_MS)
+        box = page.get_by_test_id("stChatInputTextArea")
+        expect(box).to_have_value("This message is far too long for the limit")
+        shot(page, "refused-mobile")
+    finally:
+        context.close()
+        stop_app(server)

@@ -362,3 +362,32 @@ class TestEdges:
         manager.rename_session(older, "Renamed")
         assert [s["title"] for s in manager.list_sessions(owner="me")] == ["second chat",
                                                                            "Renamed"]
+
+
+class TestFeedback:
+    def test_feedback_is_stored_per_reply_and_counted_per_model_and_agent(self, make_manager):
+        manager = make_manager()
+        shared, custom = manager.create_session(), manager.create_session()
+        custom.agent = AgentSpec("offline-demo", "Be brief.", 0.3)
+        for session in (shared, custom):
+            session.send("hello")
+        reply = lambda s: manager.store.load_stored(s.session_id)[-1].id  # noqa: E731
+        assert manager.set_feedback(shared, reply(shared), 1, "  spot on ")
+        assert manager.set_feedback(custom, reply(custom), 0)
+        assert manager.store.load_stored(shared.session_id)[-1].comment == "spot on"
+        assert manager.store.feedback_by_agent(shared_model="offline-demo") == [
+            {"agent": "custom", "model": "offline-demo", "up": 0, "down": 1},
+            {"agent": "shared", "model": "offline-demo", "up": 1, "down": 0}]
+        assert manager.set_feedback(shared, reply(shared), None)  # cleared
+        assert manager.store.load_stored(shared.session_id)[-1].score is None
+
+    def test_feedback_on_another_chats_or_a_users_message_is_refused(self, make_manager):
+        manager = make_manager()
+        mine, theirs = manager.create_session(), manager.create_session()
+        mine.send("hello")
+        theirs.send("hello")
+        their_reply = manager.store.load_stored(theirs.session_id)[-1].id
+        my_question = manager.store.load_stored(mine.session_id)[0].id
+        assert not manager.set_feedback(mine, their_reply, 1)
+        assert not manager.set_feedback(mine, my_question, 1)
+        assert manager.store.feedback_by_agent() == []
