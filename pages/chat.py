@@ -287,10 +287,15 @@ def follow(run: Run, session: ChatbotSession) -> None:
     costs the browser O(length). Leaving (a reload, a closed tab) leaves the run going;
     only the Stop button stops it. When the run ends the page re-runs from the store.
     """
+    # Streamlit keeps an element of the previous page run until this run writes over
+    # it, and a button drawn where another button was ignored clicks here: shift the
+    # bubble by one slot, and keep Stop inside it.
+    st.empty()
     with st.chat_message("assistant"):
         steps, blocks, tail, status = st.container(), st.container(), st.empty(), st.empty()
-    st.button("Stop", icon=":material/stop_circle:", key="stop-button",
-              on_click=stop_reply, args=(session,))
+        st.button("Stop", icon=":material/stop_circle:", key=f"stop-{run.id}",
+                  on_click=stop_reply, args=(session,))
+    st.empty()  # over the previous run's Retry or Regenerate, which cannot apply now
     splitter, calls, seen, started = BlockSplitter(), {}, 0, time.monotonic()
     waiting = True
     while True:
