@@ -138,11 +138,18 @@ class ChatEngine:
         text = self.check_message(text)
         return self._launch(session, HumanMessage(text))
 
+    def edit(self, session: Conversation, message_id: int, text: object) -> Run:
+        """A new version of one of the conversation's user messages: the conversation
+        forks there, the new branch is shown and answered; the old one stays reachable."""
+        text = self.check_message(text)
+        return self._launch(session, HumanMessage(text), edit_of=message_id)
+
     def regenerate(self, session: Conversation) -> Run:
         """Answer the last user message again, replacing whatever followed it."""
         return self._launch(session, None)
 
-    def _launch(self, session: Conversation, human: HumanMessage | None) -> Run:
+    def _launch(self, session: Conversation, human: HumanMessage | None,
+                edit_of: int | None = None) -> Run:
         """Start a run, unless one is starting or running for this conversation here."""
         sid = session.session_id
         with self._lock:
@@ -152,12 +159,13 @@ class ChatEngine:
         try:
             if human is not None:
                 self._take_allowance(session)
-            return self._begin(session, human)
+            return self._begin(session, human, edit_of)
         finally:
             with self._lock:
                 self._launching.discard(sid)
 
-    def _begin(self, session: Conversation, human: HumanMessage | None) -> Run:
+    def _begin(self, session: Conversation, human: HumanMessage | None,
+               edit_of: int | None) -> Run:
         self.conversations.touch(session)
         sid = session.session_id
         run_id = new_run_id()
@@ -169,7 +177,7 @@ class ChatEngine:
         begin = dict(run={"id": run_id, "agent": "", "replica": self.replica},
                      title=self.conversations.title_for(human.text) if human else "",
                      reply={"model": model, "custom_agent": custom},
-                     stale_before=time.time() - STALE_AFTER)
+                     stale_before=time.time() - STALE_AFTER, edit_of=edit_of)
         try:
             try:
                 started = self.store.start_turn(sid, human, new_session=new_row, **begin)
@@ -183,7 +191,8 @@ class ChatEngine:
         except RunInProgress:
             raise MessageRejected(BUSY) from None
         except NothingToAnswer:
-            raise MessageRejected("There is no message to answer again.") from None
+            raise MessageRejected("There is no such message to answer." if edit_of
+                                  else "There is no message to answer again.") from None
         except MessageRejected:
             raise
         except Exception as exc:

@@ -100,8 +100,22 @@ def m005_feedback(conn: Connection, metadata: MetaData) -> None:
     metadata.tables["feedback"].create(conn, checkfirst=True)
 
 
+def m006_branches(conn: Connection, metadata: MetaData) -> None:
+    """Each message's parent (edits fork a conversation) and each session's chosen
+    branch; existing conversations are single lines: each message follows the one
+    before it."""
+    kind = metadata.tables["messages"].c.id.type.compile(dialect=conn.dialect)
+    if "parent_id" not in {c["name"] for c in inspect(conn).get_columns("messages")}:
+        conn.execute(text(f"ALTER TABLE messages ADD COLUMN parent_id {kind}"))
+        conn.execute(text(
+            "UPDATE messages SET parent_id = (SELECT max(p.id) FROM messages p "
+            "WHERE p.session_id = messages.session_id AND p.id < messages.id)"))
+    if "branch_id" not in {c["name"] for c in inspect(conn).get_columns("sessions")}:
+        conn.execute(text(f"ALTER TABLE sessions ADD COLUMN branch_id {kind}"))
+
+
 MIGRATIONS: list[Migration] = [m001_initial, m002_agent_usage, m003_replicas, m004_runs,
-                               m005_feedback]
+                               m005_feedback, m006_branches]
 
 
 def applied(engine: Engine) -> list[str]:

@@ -1,7 +1,8 @@
 """The declared schema: what a fully migrated database holds (``core.migrations`` gets
 an old or blank database there).
 
-A conversation is a ``sessions`` row; its ``messages`` are append-only, ordered by id. A
+A conversation is a ``sessions`` row; its ``messages`` are append-only, ordered by id,
+each naming its parent (an edit forks the conversation: ``core.branches``). A
 ``runs`` row is one answer being generated: it names the user message it answers, and
 while it runs its reply rows carry status ``running`` and are checkpointed. At most one
 run per conversation is running (a partial unique index says so to every replica).
@@ -42,6 +43,7 @@ sessions = Table(
     Column("agent_model", String(MODEL_NAME_MAX_CHARS), nullable=True),  # for usage stats
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    Column("branch_id", ID, nullable=True),  # the message last chosen, once edited
     Index("ix_sessions_owner_updated", "owner", "updated_at"),
 )
 
@@ -59,6 +61,7 @@ messages = Table(
     Column("custom_agent", Boolean, nullable=False, default=False),
     Column("created_at", Float, nullable=False),
     Column("run_id", String(64), nullable=True),  # the run that wrote a reply row
+    Column("parent_id", ID, nullable=True),  # the message this one follows (branches)
     Index("ix_messages_session_id", "session_id", "id"),
 )
 

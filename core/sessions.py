@@ -96,6 +96,10 @@ class ChatbotSession:
         """Start answering ``text`` and return the run at once (follow it, stop it)."""
         return self._manager.chat.start(self, text)
 
+    def edit(self, message_id: int, text: str) -> Run:
+        """Send a new version of an earlier message: the chat forks there (a run)."""
+        return self._manager.chat.edit(self, message_id, text)
+
     def regenerate(self) -> Iterator[turns.Event]:
         """Stream a new answer to the last user message, replacing the old one."""
         return self._manager.chat.stream_regenerate(self)
@@ -200,6 +204,13 @@ class ChatbotSessionManager:
         self._recent.drop(session_id)
         self.store.delete_session(session_id)
         return True
+
+    def choose_branch(self, session: ChatbotSession, message_id: int) -> bool:
+        """Show the branch through this version of a message (no reply is being written)."""
+        if self.chat.active_run(session.session_id) is not None:
+            return False
+        self._recent.drop(session.session_id)
+        return self.store.choose_branch(session.session_id, message_id)
 
     def set_feedback(self, session: ChatbotSession, message_id: int, score: int | None,
                      comment: str = "") -> bool:

@@ -41,6 +41,7 @@ from sqlalchemy.engine import Connection, Dialect, Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError
 from sqlalchemy.pool import StaticPool
 
+from core.branches import descendants, shown_path, siblings
 from core.direct_writes import Compiled, DirectWriter, Execute, every_column
 from core.limits import FEEDBACK_COMMENT_CHARS, TITLE_MAX_CHARS
 from core.migrations import migrate
@@ -197,12 +198,18 @@ class SessionStore:
         with self.engine.connect() as conn:
             return [_session_dict(row) for row in conn.execute(query)]
 
-    def update_session(self, session_id: str, **values: Any) -> None:
+    def update_session(self, session_id: str, touch: bool = False, **values: Any) -> None:
+        """Change a session's title or agent; ``touch`` also moves it up the list (a
+        rename does not)."""
         if "agent_spec" in values:
             values.update(_spec_columns(values.pop("agent_spec")))
         if "title" in values:
             values["title"] = values["title"][:TITLE_MAX_CHARS]
-        with self._writing() as conn:  # not touched: a rename does not reorder the list
+        if touch:
+            values["updated_at"] = time.time()
+        if not values:
+            return
+        with self._writing() as conn:
             conn.execute(update(sessions).where(sessions.c.id == session_id).values(**values))
 
     def delete_session(self, session_id: str) -> bool:
@@ -227,7 +234,8 @@ class SessionStore:
         now = time.time()
         rows = _rows(session_id, batch, status, model, custom_agent, now)
         with self._direct.transaction() as run:
-            ids = [run(self._sql.insert, row).fetchone()[0] for row in rows]
+            parent = run(self._sql.last_id, {"sid": session_id}).fetchone()[0]
+            ids = _insert_chain(run, self._sql.insert, rows, parent)
             if touch:
                 run(self._sql.touch, {"sid": session_id, "now": now})
         return ids
@@ -246,7 +254,7 @@ class SessionStore:
             if new_session is not None:
                 run(self._sql.new_session, _session_row(session_id, now, **new_session))
             previous = run(self._sql.last_id, {"sid": session_id}).fetchone()[0]
-            new_id = run(self._sql.insert, row).fetchone()[0]
+            (new_id,) = _insert_chain(run, self._sql.insert, [row], previous)
             run(self._sql.touch, {"sid": session_id, "now": now})
         return new_id, previous
 
@@ -260,38 +268,66 @@ class SessionStore:
 
     def load_rows(self, session_id: str, last: int | None = None
                   ) -> list[tuple[int, BaseMessage, str]]:
-        """(id, message, status) in order; the newest ``last`` when given."""
-        query = select(messages.c.id, messages.c.payload, messages.c.status).where(
-            messages.c.session_id == session_id)
-        if last is None:
-            query = query.order_by(messages.c.id)
-        else:
-            query = query.order_by(messages.c.id.desc()).limit(last)
-        with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        if last is not None:
-            rows.reverse()
+        """(id, message, status) of the branch shown, in order; the newest ``last``."""
+        query = select(messages.c.id, messages.c.payload, messages.c.status)
+        rows = self._shown(query, session_id, last)
         loaded = messages_from_dict([json.loads(payload) for _, payload, _ in rows])
         return [(row[0], message, row[2]) for row, message in zip(rows, loaded)]
 
     def load_stored(self, session_id: str, last: int | None = None) -> list[StoredMessage]:
-        """Messages with their time, model and feedback, in order (the newest ``last``)."""
+        """The branch shown with each message's time, model and feedback, in order (the
+        newest ``last``)."""
         query = (select(messages.c.id, messages.c.payload, messages.c.status,
                         messages.c.created_at, messages.c.model, messages.c.custom_agent,
                         feedback.c.score, feedback.c.comment)
-                 .outerjoin(feedback, feedback.c.message_id == messages.c.id)
-                 .where(messages.c.session_id == session_id))
-        if last is None:
-            query = query.order_by(messages.c.id)
-        else:
-            query = query.order_by(messages.c.id.desc()).limit(last)
-        with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        if last is not None:
-            rows.reverse()
+                 .outerjoin(feedback, feedback.c.message_id == messages.c.id))
+        rows = self._shown(query, session_id, last)
         loaded = messages_from_dict([json.loads(r.payload) for r in rows])
         return [StoredMessage(r.id, m, r.status, r.created_at, r.model, bool(r.custom_agent),
                               r.score, r.comment or "") for r, m in zip(rows, loaded)]
+
+    def _shown(self, query: Any, session_id: str, last: int | None) -> list[Any]:
+        """Rows of ``query`` on the branch shown, in order (the newest ``last``)."""
+        with self.engine.connect() as conn:
+            shown = self._shown_ids(conn, session_id)
+            if shown is None:  # never edited: one line, every message
+                query = query.where(messages.c.session_id == session_id)
+            else:
+                query = query.where(messages.c.id.in_(shown[-last:] if last else shown))
+            if last is None:
+                return conn.execute(query.order_by(messages.c.id)).all()
+            rows = conn.execute(query.order_by(messages.c.id.desc()).limit(last)).all()
+        rows.reverse()
+        return rows
+
+    def _shown_ids(self, conn: Connection, session_id: str) -> list[int] | None:
+        branch = conn.execute(select(sessions.c.branch_id).where(
+            sessions.c.id == session_id)).scalar()
+        if branch is None:
+            return None
+        return shown_path(self._links(conn, session_id), branch)
+
+    @staticmethod
+    def _links(conn: Connection, session_id: str) -> list[tuple[int, int | None]]:
+        return [tuple(r) for r in conn.execute(select(messages.c.id, messages.c.parent_id)
+                                               .where(messages.c.session_id == session_id))]
+
+    def versions(self, session_id: str, shown: Sequence[int]) -> dict[int, list[int]]:
+        """For each shown message that has other versions (edits), all of them in order."""
+        with self.engine.connect() as conn:
+            if self._shown_ids(conn, session_id) is None:
+                return {}
+            return siblings(self._links(conn, session_id), shown)
+
+    def choose_branch(self, session_id: str, message_id: int) -> bool:
+        """Show the branch through one of the session's messages (a version switcher)."""
+        with self._writing() as conn:
+            found = conn.execute(select(messages.c.id).where(
+                messages.c.id == message_id, messages.c.session_id == session_id)).first()
+            if found is not None:
+                conn.execute(update(sessions).where(sessions.c.id == session_id)
+                             .values(branch_id=message_id))
+        return found is not None
 
     def set_feedback(self, session_id: str, message_id: int, score: int | None,
                      comment: str = "") -> bool:
@@ -343,9 +379,14 @@ class SessionStore:
     # -- runs: one answer being generated ------------------------------------------
     def start_turn(self, session_id: str, human: BaseMessage | None, run: dict[str, Any],
                    reply: dict[str, Any], stale_before: float,
-                   new_session: dict[str, Any] | None = None, title: str = "") -> TurnStart:
+                   new_session: dict[str, Any] | None = None, title: str = "",
+                   edit_of: int | None = None) -> TurnStart:
         """Store the user's message (or, with ``human`` None, rewind to the last one), the
         run that answers it and its reply row (status running), in one transaction.
+
+        The message follows the end of the branch shown; ``edit_of`` (a user message of
+        this conversation) makes it a new version of that one instead: a new branch,
+        now the one shown. A rewind removes the reply below the branch's last question.
 
         A run of this conversation still running refuses it (RunInProgress), unless its
         owner stopped checkpointing before ``stale_before``, or it is ``run["replica"]``'s
@@ -360,23 +401,41 @@ class SessionStore:
                 self._interrupt_stale(execute, session_id, stale_before, run["replica"], now)
                 if execute(sql.running_run, {"sid": session_id}).fetchone() is not None:
                     raise RunInProgress()
+                branch = execute(sql.branch_of, {"sid": session_id}).fetchone()
+                branch = branch[0] if branch else None
+                links = (None if branch is None and edit_of is None else
+                         execute(sql.links, {"sid": session_id}).fetchall())
                 if human is not None:
-                    previous = execute(sql.last_id, {"sid": session_id}).fetchone()[0]
+                    if edit_of is not None:
+                        previous = self._edited_parent(links, edit_of)
+                    elif branch is None:
+                        previous = execute(sql.last_id, {"sid": session_id}).fetchone()[0]
+                    else:
+                        path = shown_path([(i, up) for i, up, _ in links], branch)
+                        previous = path[-1] if path else None
                     if previous is None and title:  # a chat made by its settings first
                         execute(sql.title_if_empty, {"sid": session_id, "title": title})
                     (row,) = _rows(session_id, [human], COMPLETE, None, False, now)
-                    answered = execute(sql.insert, row).fetchone()[0]
-                else:
+                    (answered,) = _insert_chain(execute, sql.insert, [row], previous)
+                    if edit_of is not None:
+                        execute(sql.set_branch, {"sid": session_id, "bid": answered})
+                elif branch is None:
                     answered = execute(sql.last_human, {"sid": session_id}).fetchone()[0]
                     if answered is None:
                         raise NothingToAnswer()
                     execute(sql.delete_after, {"sid": session_id, "after": answered})
                     previous = None
+                else:
+                    answered = self._last_question(links, branch)
+                    for below in descendants([(i, up) for i, up, _ in links], answered):
+                        execute(sql.delete_one, {"mid": below})
+                    previous = None
                 execute(sql.insert_run, {
                     "session_id": session_id, "user_message_id": answered, "status": RUNNING,
                     "error": None, "stop_requested": False, "started_at": now,
                     "updated_at": now, "finished_at": None, **run})
-                reply_id = self._insert_reply(execute, session_id, run["id"], reply, now)
+                reply_id = self._insert_reply(execute, session_id, run["id"], reply, now,
+                                              answered)
                 execute(sql.touch, {"sid": session_id, "now": now})
         except IntegrityError:
             if self.running_run(session_id) is not None:  # another replica was first
@@ -385,11 +444,27 @@ class SessionStore:
         return TurnStart(answered, previous, reply_id)
 
     def _insert_reply(self, execute: Execute, session_id: str, run_id: str,
-                      reply: dict[str, Any], now: float) -> int:
+                      reply: dict[str, Any], now: float, parent: int) -> int:
         """An empty reply row, status running, that checkpoints fill."""
         (row,) = _rows(session_id, [AIMessage("")], RUNNING, reply.get("model"),
                        reply.get("custom_agent", False), now, run_id)
-        return execute(self._sql.insert, row).fetchone()[0]
+        return _insert_chain(execute, self._sql.insert, [row], parent)[0]
+
+    @staticmethod
+    def _edited_parent(links: list[Any], edit_of: int) -> int | None:
+        for message_id, parent, role in links:
+            if message_id == edit_of and role == "human":
+                return parent
+        raise NothingToAnswer()
+
+    @staticmethod
+    def _last_question(links: list[Any], branch: int) -> int:
+        roles = {i: role for i, _, role in links}
+        path = shown_path([(i, up) for i, up, _ in links], branch)
+        asked = [i for i in path if roles[i] == "human"]
+        if not asked:
+            raise NothingToAnswer()
+        return asked[-1]
 
     def _interrupt_stale(self, execute: Execute, session_id: str, cutoff: float, me: str,
                          now: float) -> None:
@@ -413,9 +488,11 @@ class SessionStore:
         with self._direct.transaction() as execute:
             execute(self._sql.set_reply, {"mid": reply_id, "content": message.text,
                                           "payload": _payload(message), "status": COMPLETE})
-            ids = [execute(self._sql.insert, row).fetchone()[0] for row in
-                   _rows(session_id, results, COMPLETE, None, False, now, run_id)]
-            next_id = self._insert_reply(execute, session_id, run_id, reply, now)
+            ids = _insert_chain(execute, self._sql.insert,
+                                _rows(session_id, results, COMPLETE, None, False, now, run_id),
+                                reply_id)
+            next_id = self._insert_reply(execute, session_id, run_id, reply, now,
+                                         ids[-1] if ids else reply_id)
         return ids, next_id
 
     def finish_turn(self, session_id: str, run_id: str, reply_id: int,
@@ -606,6 +683,12 @@ class _HotStatements:
             .values(status=bindparam("status")))
         self.delete_after = c(delete(messages).where(messages.c.session_id == sid,
                                                      messages.c.id > bindparam("after")))
+        self.branch_of = c(select(sessions.c.branch_id).where(sessions.c.id == sid))
+        self.links = c(select(messages.c.id, messages.c.parent_id, messages.c.role)
+                       .where(messages.c.session_id == sid))
+        self.set_branch = c(update(sessions).where(sessions.c.id == sid)
+                            .values(branch_id=bindparam("bid")))
+        self.delete_one = c(delete(messages).where(messages.c.id == bindparam("mid")))
         self.title_if_empty = c(update(sessions).where(sessions.c.id == sid,
                                                        sessions.c.title == "")
                                 .values(title=bindparam("title")))
@@ -617,7 +700,8 @@ class _HotStatements:
 def _session_row(session_id: str, now: float, owner: str | None = None, title: str = "",
                  agent_spec: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"id": session_id, "owner": owner, "title": title[:TITLE_MAX_CHARS],
-            **_spec_columns(agent_spec), "created_at": now, "updated_at": now}
+            **_spec_columns(agent_spec), "created_at": now, "updated_at": now,
+            "branch_id": None}
 
 
 def _rows(session_id: str, batch: Sequence[BaseMessage], status: str, model: str | None,
@@ -627,8 +711,19 @@ def _rows(session_id: str, batch: Sequence[BaseMessage], status: str, model: str
         "payload": _payload(m), "status": status,
         "model": model if m.type == "ai" else None,
         "custom_agent": custom_agent and m.type == "ai", "created_at": now,
-        "run_id": run_id if m.type != "human" else None,
+        "run_id": run_id if m.type != "human" else None, "parent_id": None,
     } for m in batch]
+
+
+def _insert_chain(execute: Execute, insert_row: Compiled, rows: list[dict[str, Any]],
+                  parent: int | None) -> list[int]:
+    """Insert rows each following the one before (the first follows ``parent``)."""
+    ids = []
+    for row in rows:
+        row["parent_id"] = parent
+        parent = execute(insert_row, row).fetchone()[0]
+        ids.append(parent)
+    return ids
 
 
 def _payload(message: BaseMessage) -> str:

@@ -7,6 +7,7 @@ bookmark or a server restart resumes it; a conversation of another browser never
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -186,6 +187,9 @@ def show_history(rows: list[StoredMessage], last_run: dict | None,
     A user message left without a reply says why, from the run that answered it; the
     last one is being ``answering`` live below, when it is.
     """
+    versions = manager.store.versions(
+        session.session_id, [r.id for r in rows if isinstance(r.message, HumanMessage)])
+    busy = answering
     results = {r.message.tool_call_id: r.message.text for r in rows
                if isinstance(r.message, ToolMessage)}
     grouped = group_turns(rows)
@@ -194,7 +198,9 @@ def show_history(rows: list[StoredMessage], last_run: dict | None,
         if isinstance(first.message, HumanMessage):
             with st.chat_message("user"):
                 st.text(first.message.text)
-                message_footer(first.message.text, first.created_at)
+                message_footer(first.message.text, first.created_at, before=lambda row=first: (
+                    version_switcher(session, row.id, versions.get(row.id), busy),
+                    edit_button(session, row, busy)))
                 following = grouped[index + 1][0].message if index + 1 < len(grouped) else None
                 if isinstance(following, HumanMessage) or (following is None
                                                            and not answering):
@@ -220,10 +226,48 @@ def show_history(rows: list[StoredMessage], last_run: dict | None,
                 message_footer("\n\n".join(texts), answer.created_at, answer, session)
 
 
+def version_switcher(session: ChatbotSession, message_id: int, versions: list[int] | None,
+                     busy: bool) -> None:
+    """"‹ 2 / 3 ›" on a message that was edited: each version is its own branch."""
+    if not versions:
+        return
+    at = versions.index(message_id)
+    st.button("", icon=":material/chevron_left:", key=f"older-{message_id}", type="tertiary",
+              disabled=busy or at == 0, help="Previous version",
+              on_click=manager.choose_branch, args=(session, versions[at - 1]))
+    st.caption(f"{at + 1} / {len(versions)}", width="content")
+    st.button("", icon=":material/chevron_right:", key=f"newer-{message_id}",
+              type="tertiary", disabled=busy or at == len(versions) - 1, help="Next version",
+              on_click=manager.choose_branch,
+              args=(session, versions[min(at + 1, len(versions) - 1)]))
+
+
+def edit_button(session: ChatbotSession, row: StoredMessage, busy: bool) -> None:
+    """Edit an earlier message: the chat forks there and the new version is answered."""
+    with st.popover("", icon=":material/edit:", help="Edit this message", type="tertiary",
+                    disabled=busy):
+        key = f"edit-text-{row.id}"
+        st.text_area("Edit your message", value=row.message.text, key=key,
+                     max_chars=manager.settings.MAX_MESSAGE_CHARS)
+        st.button("Send the new version", key=f"edit-send-{row.id}", type="primary",
+                  icon=":material/send:", on_click=send_edit, args=(session, row.id, key))
+
+
+def send_edit(session: ChatbotSession, message_id: int, key: str) -> None:
+    try:
+        session.edit(message_id, st.session_state.get(key, ""))
+    except (MessageRejected, ChatError) as exc:
+        st.session_state.edit_refused = str(exc)
+
+
 def message_footer(text: str, created_at: float, reply: StoredMessage | None = None,
-                   session: ChatbotSession | None = None) -> None:
-    """Time (and model), a copy button, and feedback on a reply, on one discreet line."""
+                   session: ChatbotSession | None = None,
+                   before: Callable[[], object] | None = None) -> None:
+    """Time (and model), a copy button, and feedback on a reply, on one discreet line
+    (after what ``before`` draws: a user message's versions and edit button)."""
     with st.container(horizontal=True, vertical_alignment="center", gap="small"):
+        if before is not None:
+            before()
         with st.popover("", icon=":material/content_copy:", help="Copy as Markdown",
                         type="tertiary"):
             st.code(text, language="markdown", wrap_lines=True)
@@ -454,6 +498,7 @@ if run is not None:  # its reply streams below, live: history up to its user mes
     follow(run, session)
 else:
     show_history(rows, last_run, session)
+refusal = refusal or st.session_state.pop("edit_refused", None)
 if refusal:
     st.warning(refusal, icon=":material/block:")
 if elsewhere is not None:

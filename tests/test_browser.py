@@ -433,3 +433,26 @@ def test_a_refused_message_stays_in_the_box_to_edit(tmp_path, browser):
     finally:
         context.close()
         stop_app(server)
+
+
+def test_editing_a_message_forks_the_chat_and_the_switcher_keeps_the_branch(server,
+                                                                          new_page):
+    page = new_page(server.url)
+    send(page, "My name is Ada.")
+    wait_for_reply(page, 1, "Nice to meet you, Ada")
+    first = messages(page).nth(0)
+    first.get_by_role("button", name="edit").click()
+    editor = page.get_by_test_id("stPopoverBody")
+    editor.get_by_label("Edit your message").fill("My name is Grace.")
+    editor.get_by_role("button", name="Send the new version").click()
+    wait_for_reply(page, 1, "Nice to meet you, Grace")
+    expect(messages(page).nth(0)).to_contain_text("2 / 2", timeout=WAIT_MS)
+    shot(page, "edited")
+    messages(page).nth(0).get_by_role("button", name="chevron_left").click()
+    expect(messages(page).nth(1)).to_contain_text("Nice to meet you, Ada", timeout=WAIT_MS)
+    expect(messages(page).nth(0)).to_contain_text("1 / 2")
+    page.reload()
+    expect(messages(page).nth(0)).to_contain_text("My name is Ada.", timeout=WAIT_MS)
+    expect(messages(page).nth(0)).to_contain_text("1 / 2")
+    send(page, "What is my name?")
+    wait_for_reply(page, 3, "Your name is Ada.")

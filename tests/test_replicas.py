@@ -111,7 +111,7 @@ class TestRetention:
         old.send("old news")
         fresh.send("fresh news")
         assert manager.delete_expired_sessions(now=time.time() + 3600) == 0
-        manager.store.update_session(old.session_id)  # touched now...
+        manager.store.update_session(old.session_id, touch=True)  # touched now...
         later = time.time() + 86400 + 60
         fresh_id = fresh.session_id
         with manager.store._writing() as conn:  # ...and fresh touched a day later

@@ -391,3 +391,61 @@ class TestFeedback:
         assert not manager.set_feedback(mine, their_reply, 1)
         assert not manager.set_feedback(mine, my_question, 1)
         assert manager.store.feedback_by_agent() == []
+
+
+class TestBranches:
+    """Editing an earlier message forks the conversation; both branches stay."""
+
+    def test_an_edit_answers_the_new_branch_and_sends_only_that_branch(self, make_manager):
+        sent = []
+        manager = make_manager(agent_factory=observed_factory(sent.append),
+                               RATE_LIMIT_PER_MINUTE=0)
+        session = manager.create_session()
+        session.send("My name is Ada.")
+        session.send("What is my name?")
+        first = [r.id for r in manager.store.load_stored(session.session_id)]
+        run = session.edit(first[0], "My name is Grace.")
+        assert run.wait(10) and run.reply.startswith("Nice to meet you, Grace")
+        assert session.send("What is my name?") == "Your name is Grace."
+        assert "Ada" not in str(sent[-1])  # the model sees the shown branch only
+        shown = [m.text for m in session.messages]
+        assert shown[0] == "My name is Grace." and len(shown) == 4
+
+    def test_the_old_branch_stays_reachable_and_exports_follow_the_shown_one(
+            self, make_manager):
+        manager = make_manager(RATE_LIMIT_PER_MINUTE=0)
+        session = manager.create_session()
+        session.send("My name is Ada.")
+        original = manager.store.load_stored(session.session_id)[0].id
+        session.edit(original, "My name is Grace.").wait(10)
+        edited = manager.store.load_stored(session.session_id)[0].id
+        assert manager.store.versions(session.session_id, [edited]) == {
+            edited: [original, edited]}
+        assert manager.choose_branch(session, original)
+        assert [m.text for m in session.messages][0] == "My name is Ada."
+        assert session.send("What is my name?") == "Your name is Ada."  # on that branch
+        from core.export import conversation_json
+
+        exported = conversation_json("t", manager.store.load_stored(session.session_id))
+        assert "Ada" in exported and "Grace" not in exported
+
+    def test_regenerate_on_a_branch_keeps_the_other_branch(self, make_manager):
+        manager = make_manager(RATE_LIMIT_PER_MINUTE=0)
+        session = manager.create_session()
+        session.send("My name is Ada.")
+        original = manager.store.load_stored(session.session_id)[0].id
+        session.edit(original, "My name is Grace.").wait(10)
+        list(session.regenerate())
+        assert [m.text for m in session.messages][0] == "My name is Grace."
+        manager.choose_branch(session, original)
+        assert [m.text for m in session.messages] == [
+            "My name is Ada.", "Nice to meet you, Ada. I'll remember your name in this chat."]
+
+    def test_an_edit_of_another_chats_message_is_refused(self, make_manager):
+        manager = make_manager()
+        mine, theirs = manager.create_session(), manager.create_session()
+        theirs.send("secret")
+        their_message = manager.store.load_stored(theirs.session_id)[0].id
+        with pytest.raises(MessageRejected):
+            mine.edit(their_message, "mine now")
+        assert not manager.choose_branch(mine, their_message)

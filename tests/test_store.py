@@ -1,8 +1,9 @@
 """The store: schema migrations, message round trips, ordering — on SQLite and PostgreSQL."""
 
+import json
 import threading
 
-from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage, message_to_dict
 from sqlalchemy import insert, inspect
 
 from core.direct_writes import DirectWriter, every_column
@@ -114,7 +115,7 @@ def test_a_write_interrupted_mid_statement_leaves_the_database_writable(store):
         every_column(messages, but=messages.c.id)).returning(messages.c.id))
     row = {"session_id": "k" * 32, "role": "human", "content": "lost", "payload": "{}",
            "status": "complete", "model": None, "custom_agent": False, "created_at": 0.0,
-           "run_id": None}
+           "run_id": None, "parent_id": None}
     try:
         with writer.transaction() as execute:
             execute(insert_returning, row)  # its RETURNING row is never read
@@ -124,3 +125,40 @@ def test_a_write_interrupted_mid_statement_leaves_the_database_writable(store):
     for text in ("one", "two", "three"):  # every pooled connection gets used again
         store.append_messages("k" * 32, [HumanMessage(text)])
     assert [m.text for m in store.load_messages("k" * 32)] == ["one", "two", "three"]
+
+
+def test_messages_stored_before_branches_become_one_line(db_url):
+    """m006: an existing conversation reads as before; each message follows the last."""
+    from sqlalchemy import create_engine, text
+
+    from core.migrations import MIGRATIONS
+
+    engine = create_engine(db_url)
+    before = MIGRATIONS[:MIGRATIONS.index(next(m for m in MIGRATIONS
+                                               if m.__name__ == "m006_branches"))]
+    migrate(engine, metadata, steps=before)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO sessions (id, owner, title, created_at, updated_at) "
+                          "VALUES ('o' || repeat('x', 31), NULL, 'old', 0, 0)"
+                          if engine.dialect.name == "postgresql" else
+                          "INSERT INTO sessions (id, owner, title, created_at, updated_at) "
+                          "VALUES ('oxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx', NULL, 'old', 0, 0)"))
+        for i, (role, content) in enumerate([("human", "hi"), ("ai", "hello"),
+                                             ("human", "bye")]):
+            payload = json.dumps(message_to_dict(
+                HumanMessage(content) if role == "human" else AIMessage(content)))
+            conn.execute(text(
+                "INSERT INTO messages (session_id, role, content, payload, status, "
+                "custom_agent, created_at) VALUES (:sid, :role, :content, :payload, "
+                "'complete', false, :at)"), {"sid": "o" + "x" * 31, "role": role,
+                                             "content": content, "payload": payload, "at": i})
+    store = SessionStore(db_url)
+    try:
+        sid = "o" + "x" * 31
+        assert [m.text for m in store.load_messages(sid)] == ["hi", "hello", "bye"]
+        with store.engine.connect() as conn:
+            links = conn.execute(text("SELECT id, parent_id FROM messages ORDER BY id")).all()
+        assert [parent for _, parent in links] == [None, links[0][0], links[1][0]]
+    finally:
+        store.close()
+        engine.dispose()
