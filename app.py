@@ -18,14 +18,10 @@ from starlette.requests import Request, cookie_parser
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from pages.common import (
-    BROWSER_COOKIE,
-    BROWSER_COOKIE_MAX_AGE,
-    load_app_settings,
-    password_matches,
-)
+from core.auth import password_matches
 from core.runtime import shared_manager, shared_recorder
 from core.stats import public_stats
+from pages.common import BROWSER_COOKIE, BROWSER_COOKIE_MAX_AGE, load_app_settings
 
 
 class BrowserIdCookie:

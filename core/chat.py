@@ -25,8 +25,8 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from sqlalchemy.exc import IntegrityError
 
 from core import turns
-from core.ids import new_run_id, replica_is_gone
 from core.errors import ChatError, MessageRejected, describe_error
+from core.ids import new_run_id, replica_is_gone
 from core.limits import HISTORY_WINDOW
 from core.pool import Lease
 from core.recent import Recent, RecentHistory
@@ -34,7 +34,7 @@ from core.runs import CHECKPOINT_EVERY, STALE_AFTER, STOP_WAIT, Run, RunWorker
 from core.schema import COMPLETE, INTERRUPTED, STOPPED
 from core.store import NothingToAnswer, RunInProgress, SessionStore, TurnStart
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # Cc but tab and line breaks
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 BUSY = "A reply is still being written in this chat. Wait for it, or stop it first."
 SWEEP_EVERY = 10  # checkpoints between sweeps for runs whose owner died

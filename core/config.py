@@ -8,11 +8,11 @@ A bad value stops start-up with one line naming the variable and what it accepts
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import tomllib
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from core.limits import MODEL_NAME_MAX_CHARS, PROMPT_MAX_CHARS

@@ -10,16 +10,9 @@ from typing import Any
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
 from core.store import COMPLETE, StoredMessage
+from core.text import escape_markdown
 
 ROLE_NAMES = {"human": "You", "ai": "Assistant", "tool": "Tool", "system": "System"}
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=])")
-
-
-def escape_markdown(text: str) -> str:
-    """User text safe to show where Markdown is rendered: every markup character escaped."""
-    return _MARKDOWN.sub(r"\\\1", " ".join(text.split()))
-
-
 def file_name(title: str, suffix: str) -> str:
     """A download name from a title: letters, digits and dashes only."""
     stem = re.sub(r"[^\w]+", "-", title, flags=re.ASCII).strip("-")[:40]

@@ -7,8 +7,9 @@ import threading
 from collections.abc import Callable
 
 from core.config import Settings
-from core.sessions import ChatbotSessionManager
+from core.maintenance import Maintenance
 from core.replicas import ReplicaReporter
+from core.sessions import ChatbotSessionManager
 from core.stats import StatsRecorder
 
 # Young-generation collections every 10,000 allocations instead of Python's 700.
@@ -17,19 +18,23 @@ GC_THRESHOLDS = (10_000, 10, 10)
 _lock = threading.Lock()
 _manager: ChatbotSessionManager | None = None
 _recorder: StatsRecorder | None = None
+_maintenance: Maintenance | None = None
 
 
 def shared_manager(load: Callable[[], Settings]) -> ChatbotSessionManager:
     """Build the manager on first use (settings from ``load``) and return it ever after.
 
-    Its stats recorder starts sampling in the background at the same time.
+    Its stats recorder starts sampling, and its hourly maintenance, in the background.
     """
-    global _manager, _recorder
+    global _manager, _recorder, _maintenance
     with _lock:
         if _manager is None:
             manager = ChatbotSessionManager(settings=load())
-            _recorder = StatsRecorder(manager, reporter=ReplicaReporter(manager))
+            reporter = ReplicaReporter(manager)
+            _recorder = StatsRecorder(manager, reporter=reporter)
             _recorder.start()
+            _maintenance = Maintenance(manager, reporter)
+            _maintenance.start()
             _manager = manager
             settle_garbage_collector()
         return _manager
@@ -59,10 +64,12 @@ def shared_recorder() -> StatsRecorder | None:
 
 def reset_shared_manager() -> None:
     """Stop sampling, close and forget the manager (tests, and a clean shutdown)."""
-    global _manager, _recorder
+    global _manager, _recorder, _maintenance
     with _lock:
         if _recorder is not None:
             _recorder.stop()
+        if _maintenance is not None:
+            _maintenance.stop()
         if _manager is not None:
             _manager.close()
-        _manager, _recorder = None, None
+        _manager, _recorder, _maintenance = None, None, None

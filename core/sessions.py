@@ -22,10 +22,10 @@ from core import turns
 from core.agents import Agent, AgentFactory, AgentSpec, agent_factory_for
 from core.chat import ChatEngine
 from core.config import Settings, load_settings
+from core.ids import is_valid_session_id, new_replica_id, new_session_id
 from core.limits import AUTO_TITLE_CHARS, HISTORY_WINDOW, TITLE_MAX_CHARS
 from core.pool import AgentPool, Lease
 from core.recent import RecentHistory
-from core.ids import is_valid_session_id, new_replica_id, new_session_id
 from core.runs import Run, RunWorker
 from core.store import SessionStore
 
@@ -235,6 +235,11 @@ class ChatbotSessionManager:
             return 0
         now = time.time() if now is None else now
         return self.store.delete_sessions_idle_since(now - days * 86400)
+
+    @property
+    def cached_messages(self) -> int:
+        """Messages held in the recent-history cache (bounded; gone with idle sessions)."""
+        return self._recent.held
 
     @property
     def sessions_in_memory(self) -> int:

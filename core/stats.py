@@ -7,27 +7,24 @@ buffer keeps the newest ``capacity`` samples.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from core.periodic import Periodic
 from core.replicas import ReplicaReporter
 from core.sessions import ChatbotSessionManager
 
 DEFAULT_INTERVAL = 5.0
 DEFAULT_CAPACITY = 720  # one hour at the default interval
-CLEANUP_EVERY = 3600.0  # seconds between retention clean-ups
-log = logging.getLogger("poolchat")
 
 
 class StatsRecorder:
     """Samples ``manager.get_stats()`` every ``interval`` seconds; thread-safe.
 
-    With a ``reporter`` each sample is also published as this replica's heartbeat, and
-    the background thread applies the session retention policy once an hour.
+    With a ``reporter`` each sample is also published as this replica's heartbeat.
     """
 
     def __init__(self, manager: ChatbotSessionManager, interval: float = DEFAULT_INTERVAL,
@@ -39,8 +36,7 @@ class StatsRecorder:
         self._clock = clock
         self._samples: deque[dict[str, Any]] = deque(maxlen=capacity)
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = Periodic(self.sample, interval, "poolchat-stats")
 
     @property
     def capacity(self) -> int:
@@ -69,32 +65,16 @@ class StatsRecorder:
         with self._lock:
             return list(self._samples)
 
+    @property
+    def running(self) -> bool:
+        return self._loop.running
+
     def start(self) -> None:
         """Sample in a daemon thread until ``stop()``; starting twice is a no-op."""
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="poolchat-stats", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        next_cleanup = 0.0
-        while not self._stop.is_set():
-            try:
-                self.sample()
-                if self._clock() >= next_cleanup:
-                    self.manager.delete_expired_sessions()
-                    if self.reporter is not None:
-                        self.reporter.forget_gone()
-                    next_cleanup = self._clock() + CLEANUP_EVERY
-            except Exception:  # a database outage must not end the sampling
-                log.warning("stats sampling failed; retrying in %s s", self.interval)
-            self._stop.wait(self.interval)
+        self._loop.stop()
 
 
 def session_series(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:

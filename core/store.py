@@ -25,7 +25,6 @@ from langchain_core.messages import (
     messages_from_dict,
 )
 from sqlalchemy import (
-    and_,
     bindparam,
     create_engine,
     delete,
@@ -37,9 +36,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Dialect, Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.schema import Table
 
 from core.branches import descendants, shown_path, siblings
 from core.direct_writes import Compiled, DirectWriter, Execute, every_column

@@ -16,18 +16,19 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
 from core.agents import AgentSpec
 from core.errors import ChatError, MessageRejected
-from core.export import conversation_json, conversation_markdown, escape_markdown, file_name
-from core.offline_model import OFFLINE_MODEL_NAME
+from core.export import conversation_json, conversation_markdown, file_name
 from core.limits import (
     FEEDBACK_COMMENT_CHARS,
     PROMPT_MAX_CHARS,
     SHOWN_MESSAGES,
     TITLE_MAX_CHARS,
 )
+from core.offline_model import OFFLINE_MODEL_NAME
 from core.reply_blocks import BlockSplitter
 from core.runs import STALE_AFTER, Run
 from core.sessions import ChatbotSession, ChatbotSessionManager
 from core.store import COMPLETE, INTERRUPTED, RUNNING, STOPPED, StoredMessage
+from core.text import escape_markdown
 from core.turns import Token, ToolCall, ToolResult
 from pages.common import browser_id, manager_or_stop
 

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 import streamlit as st
-
 from pydantic import SecretStr
 
+from core.auth import password_matches
 from core.config import ConfigError, Settings, load_settings
-from core.runtime import shared_manager
 from core.ids import is_valid_session_id, new_session_id
+from core.runtime import shared_manager
 from core.sessions import ChatbotSessionManager
 
 BROWSER_COOKIE = "poolchat_browser"
@@ -56,14 +55,6 @@ def browser_id() -> str:
     if is_valid_session_id(cookie):
         return cookie
     return st.session_state.setdefault("tab_identity", new_session_id())
-
-
-def password_matches(given: str | None, password: SecretStr | None) -> bool:
-    """True when no password is configured, or ``given`` is it (constant-time compare)."""
-    if password is None or not password.get_secret_value():
-        return True
-    return given is not None and hmac.compare_digest(given.encode(),
-                                                     password.get_secret_value().encode())
 
 
 def stats_unlocked(password: SecretStr | None) -> bool:

@@ -78,3 +78,18 @@ def store(db_url) -> Iterator[SessionStore]:
     yield store
     store.close()
 
+
+
+@pytest.fixture
+def fresh_shared_manager() -> Iterator[None]:
+    """The app's process-wide manager and Streamlit's caches start empty and end empty
+    (AppTest and the app's routes share one process across tests)."""
+    import streamlit as st
+
+    from core.runtime import reset_shared_manager
+
+    st.cache_resource.clear()
+    reset_shared_manager()
+    yield
+    st.cache_resource.clear()
+    reset_shared_manager()

@@ -7,17 +7,19 @@ import time
 from core import ChatbotSessionManager
 from core.errors import MessageRejected
 from core.replicas import ReplicaReporter
-from core.store import SessionStore
 
 
 def migrate_only(url: str) -> list[str]:
-    from core.migrations import applied
+    """The migration steps this process applied (a replica starting up)."""
+    from core.migrations import migrate
+    from core.schema import metadata
+    from core.store import create_db_engine
 
-    store = SessionStore(url)
+    engine = create_db_engine(url)
     try:
-        return applied(store.engine)
+        return migrate(engine, metadata)
     finally:
-        store.close()
+        engine.dispose()
 
 
 def start_chat(url: str, text: str) -> str:

@@ -8,23 +8,13 @@ the cookie itself is covered by the browser tests.
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from langchain_core.messages import HumanMessage
 from streamlit.testing.v1 import AppTest
-
-from core.runtime import reset_shared_manager
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
 
-@pytest.fixture(autouse=True)
-def fresh_app_state():
-    """AppTest shares one process: clear Streamlit's caches and the core's manager."""
-    st.cache_resource.clear()
-    reset_shared_manager()
-    yield
-    st.cache_resource.clear()
-    reset_shared_manager()
+pytestmark = pytest.mark.usefixtures("fresh_shared_manager")
 
 
 def open_app(**query) -> AppTest:

@@ -84,3 +84,27 @@ def test_every_numeric_setting_refuses_wrong_types_and_out_of_range(name, value)
         return
     with pytest.raises(ConfigError, match=f"^{name} must be "):
         load_settings(environ={name: value}, secrets={})
+
+
+@pytest.mark.parametrize("override", [{"AGENT_POOL_SIZE": "abc"},
+                                      {"AGENT_MAX_CONCURRENCY": 0},
+                                      {"OPENAI_BASE_URL": "ftp://x"}])
+def test_overrides_given_to_the_manager_are_validated_like_the_environment(override):
+    from core import ChatbotSessionManager
+
+    with pytest.raises(ConfigError, match=next(iter(override))):
+        ChatbotSessionManager(settings=Settings(), **override)
+
+
+def test_a_valid_override_keeps_the_other_settings_and_secrets():
+    from pydantic import SecretStr
+
+    from core import ChatbotSessionManager
+
+    base = Settings(DATABASE_URL="sqlite://", STATS_PASSWORD=SecretStr("pw"))
+    manager = ChatbotSessionManager(settings=base, AGENT_POOL_SIZE=3)
+    try:
+        assert manager.pool.size == 3
+        assert manager.settings.STATS_PASSWORD.get_secret_value() == "pw"
+    finally:
+        manager.close()

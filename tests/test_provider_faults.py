@@ -7,8 +7,6 @@ and the next message works. A streamed reply cut short is stored, marked interru
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
@@ -63,13 +61,12 @@ def test_a_fault_is_a_clear_error_and_the_next_message_works(chat, fake, mode, m
                                                              streaming):
     manager, session = chat()
     fake.modes.append(mode)
-    started = time.monotonic()
     with pytest.raises(ChatError, match=message) as error:
         if streaming:
             list(session.stream("are you there?"))
         else:
             session.send("are you there?")
-    assert time.monotonic() - started < 10  # bounded by OPENAI_TIMEOUT, retries off
+    assert len(fake.requests) == 1  # retries off: one request, then the clear error
     assert "sk-test-secret" not in str(error.value)
     assert humans(session) == ["are you there?"]
     assert manager.get_stats()["pool"][0]["errors"] == 1

@@ -10,14 +10,8 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 import app as entry
-from core.runtime import reset_shared_manager
 
-
-@pytest.fixture(autouse=True)
-def fresh_manager():
-    reset_shared_manager()
-    yield
-    reset_shared_manager()
+pytestmark = pytest.mark.usefixtures("fresh_shared_manager")
 
 
 def client(*routes: Route) -> TestClient:

@@ -14,9 +14,9 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from core.agents import AgentSpec
 from core.errors import ChatError, MessageRejected
 from core.ids import is_valid_session_id
-from core.store import INTERRUPTED, STOPPED
+from core.store import STOPPED
 from core.turns import Token, ToolCall, ToolResult
-from tests.fakes import offline_factory, observed_factory
+from tests.fakes import observed_factory, offline_factory
 
 
 class TestPool:

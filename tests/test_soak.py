@@ -109,7 +109,7 @@ def test_sessions_chatting_at_once_lose_nothing_and_leave_no_memory_behind(manag
     gc.collect()
     grown = tracemalloc.get_traced_memory()[0] - baseline
     tracemalloc.stop()
-    assert manager.sessions_in_memory == 0 and manager._recent.held == 0
+    assert manager.sessions_in_memory == 0 and manager.cached_messages == 0
     assert grown < 2_000_000, f"{grown} bytes still held after eviction"
     print(f"\nsoak: {SESSIONS} sessions x {MESSAGES} messages in {elapsed:.1f} s "
           f"({SESSIONS * MESSAGES / elapsed:.0f} turns/s); traced memory peak "

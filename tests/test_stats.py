@@ -1,6 +1,7 @@
 """Stats: a bounded ring buffer of aggregate samples, safe to show to anyone."""
 
 import json
+import time
 
 from core.agents import AgentSpec
 from core.stats import StatsRecorder, pool_series, public_stats, session_series
@@ -60,9 +61,11 @@ def test_the_background_recorder_samples_until_stopped(make_manager):
     recorder = StatsRecorder(make_manager(), interval=0.01)
     recorder.start()
     recorder.start()  # idempotent
+    deadline = time.monotonic() + 30
     while len(recorder.samples()) < 3:
-        pass
+        assert time.monotonic() < deadline, "the recorder took no samples"
+        time.sleep(0.01)  # polling a background thread's progress
     recorder.stop()
     count = len(recorder.samples())
-    assert not recorder._thread.is_alive()
+    assert not recorder.running
     assert len(recorder.samples()) == count

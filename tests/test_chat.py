@@ -1,0 +1,277 @@
+"""Runs: a reply is owned by core, not by whoever reads it.
+
+A run starts when a message is accepted and goes on whatever its readers do; any number
+of readers attach at any point; Stop is explicit and fast; the reply's progress is in the
+database from the start, so another process (a replica, or the next process after a
+crash) sees it; and a conversation has one run at a time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage
+
+from core import ChatbotSessionManager
+from core.errors import ChatError, MessageRejected
+from core.runs import CHECKPOINT_EVERY
+from core.store import COMPLETE, INTERRUPTED, RUNNING, STOPPED
+from core.turns import Token
+from tests.fakes import ScriptedModel, scripted_factory
+from tests.servers import ROOT
+
+STORY = " ".join(f"w{i}" for i in range(1, 41))
+
+
+@pytest.fixture
+def scripted(make_manager):
+    """A manager whose agents answer from a script, and the script."""
+    model = ScriptedModel()
+    return make_manager(agent_factory=scripted_factory(model)), model
+
+
+def first_tokens(run, count: int) -> list[str]:
+    """Read until ``count`` tokens have streamed."""
+    seen: list[str] = []
+    for event in run.follow():
+        if isinstance(event, Token):
+            seen.append(event.text)
+            if len(seen) == count:
+                return seen
+    raise AssertionError(f"the run ended after {seen}")
+
+
+def stored(manager, session) -> list[tuple[str, str, str]]:
+    return [(m.type, m.text, status)
+            for m, status in manager.store.load_messages_with_status(session.session_id)]
+
+
+class TestLifecycle:
+    def test_a_run_completes_and_stores_its_reply_once(self, scripted):
+        manager, model = scripted
+        model.enqueue("Hello there")
+        session = manager.create_session()
+        run = session.start("hi")
+        assert run.wait(10)
+        assert (run.status, run.reply) == (COMPLETE, "Hello there")
+        assert stored(manager, session) == [("human", "hi", COMPLETE),
+                                            ("ai", "Hello there", COMPLETE)]
+        assert manager.store.latest_run(session.session_id)["status"] == COMPLETE
+
+    def test_the_reply_row_is_running_and_checkpointed_while_it_streams(self, scripted):
+        manager, model = scripted
+        model.enqueue(STORY, pause_after=5)
+        session = manager.create_session()
+        run = session.start("tell me")
+        first_tokens(run, 5)
+        deadline = time.monotonic() + 10 * CHECKPOINT_EVERY
+        while stored(manager, session)[-1][1] != "w1 w2 w3 w4 w5 ":
+            assert time.monotonic() < deadline, stored(manager, session)
+            run.wait(0.1)  # the next checkpoint is due within a second
+        assert stored(manager, session)[-1][2] == RUNNING
+        session.stop()
+
+    def test_leaving_a_stream_early_leaves_the_run_going(self, scripted):
+        manager, model = scripted
+        model.delay = 0.01
+        model.enqueue(STORY)
+        session = manager.create_session()
+        stream = session.stream("tell me")
+        next(stream)
+        stream.close()  # a reload, a closed tab: the reader goes, the reply does not
+        run = manager.chat.active_run(session.session_id)
+        assert run is not None and run.wait(10)
+        assert stored(manager, session)[-1] == ("ai", STORY, COMPLETE)
+
+    def test_two_readers_see_the_same_events_and_a_late_one_sees_them_all(self, scripted):
+        manager, model = scripted
+        model.delay = 0.005
+        model.enqueue(STORY)
+        run = manager.create_session().start("tell me")
+        early = list(run.follow())
+        late = list(run.follow())  # attaches after the end: still everything, in order
+        assert early == late
+        assert "".join(e.text for e in early) == STORY
+
+    def test_a_provider_failure_ends_the_run_interrupted_with_a_clear_error(self, scripted):
+        import httpx
+        import openai
+
+        manager, model = scripted
+        request = httpx.Request("POST", "http://127.0.0.1/v1/chat/completions")
+        model.fail(openai.APIConnectionError(request=request))
+        session = manager.create_session()
+        run = session.start("hi")
+        assert run.wait(10)
+        assert run.status == INTERRUPTED and "Could not reach" in run.error
+        assert stored(manager, session) == [("human", "hi", COMPLETE)]
+        assert manager.store.latest_run(session.session_id)["error"] == run.error
+        assert manager.get_stats()["pool"][0]["errors"] == 1
+
+
+class TestStop:
+    def test_stop_cancels_the_provider_call_and_stores_exactly_what_streamed(self, scripted):
+        manager, model = scripted
+        model.enqueue(STORY, pause_after=3, pause=60)  # the provider then hangs a minute
+        session = manager.create_session()
+        run = session.start("tell me")
+        shown = first_tokens(run, 3)
+        assert session.stop()  # returns once the partial is stored
+        assert run.finished and run.status == STOPPED
+        assert stored(manager, session)[-1] == ("ai", "".join(shown), STOPPED)
+        assert manager.store.latest_run(session.session_id)["status"] == STOPPED
+        usage = manager.get_stats()["pool"][0]
+        assert (usage["in_flight"], usage["stopped"], usage["errors"]) == (0, 1, 0)
+
+    def test_the_next_message_starts_at_once_after_a_stop(self, scripted):
+        manager, model = scripted
+        model.enqueue(STORY, pause_after=2, pause=60).enqueue("Second answer")
+        session = manager.create_session()
+        first_tokens(session.start("one"), 2)
+        session.stop()
+        assert session.send("two") == "Second answer"
+        assert [t for t, _, _ in stored(manager, session)] == ["human", "ai", "human", "ai"]
+
+    def test_a_stop_before_the_first_word_leaves_no_empty_reply(self, scripted):
+        manager, model = scripted
+        model.enqueue(STORY, pause_after=0, pause=60)
+        session = manager.create_session()
+        run = session.start("hi")
+        session.stop()
+        assert run.status == STOPPED
+        assert stored(manager, session) == [("human", "hi", COMPLETE)]
+        assert manager.store.latest_run(session.session_id)["status"] == STOPPED
+
+    def test_regenerate_after_a_stop_replaces_the_partial(self, scripted):
+        manager, model = scripted
+        model.enqueue(STORY, pause_after=2, pause=60).enqueue("A full answer")
+        session = manager.create_session()
+        first_tokens(session.start("one"), 2)
+        session.stop()
+        assert "".join(e.text for e in session.regenerate()) == "A full answer"
+        assert stored(manager, session) == [("human", "one", COMPLETE),
+                                            ("ai", "A full answer", COMPLETE)]
+
+    def test_a_regenerate_can_be_stopped_too(self, scripted):
+        manager, model = scripted
+        model.enqueue("First").enqueue(STORY, pause_after=2, pause=60)
+        session = manager.create_session()
+        session.send("one")
+        run = manager.chat.regenerate(session)
+        first_tokens(run, 2)
+        session.stop()
+        assert stored(manager, session)[-1] == ("ai", "w1 w2 ", STOPPED)
+
+
+class TestOneRunPerConversation:
+    def test_a_message_sent_while_a_reply_is_written_is_refused_and_not_stored(
+            self, scripted):
+        manager, model = scripted
+        model.enqueue(STORY, pause_after=1, pause=60)
+        session = manager.create_session()
+        first_tokens(session.start("one"), 1)
+        with pytest.raises(MessageRejected, match="still being written"):
+            session.send("two")
+        with pytest.raises(MessageRejected, match="still being written"):
+            manager.chat.regenerate(session)
+        session.stop()
+        assert [text for kind, text, _ in stored(manager, session) if kind == "human"] == [
+            "one"]
+
+    def test_another_process_cannot_start_a_second_run_either(self, scripted, db_url):
+        manager, model = scripted
+        model.enqueue(STORY, pause_after=1, pause=60)
+        session = manager.create_session()
+        first_tokens(session.start("one"), 1)
+        other = ChatbotSessionManager(DATABASE_URL=db_url)
+        try:
+            with pytest.raises(MessageRejected, match="still being written"):
+                other.get_session(session.session_id).send("two")
+        finally:
+            other.close()
+            session.stop()
+
+
+class TestAcrossProcesses:
+    def test_a_run_is_seen_in_progress_and_stopped_from_another_replica(self, scripted,
+                                                                        db_url):
+        manager, model = scripted
+        model.enqueue(STORY, pause_after=4, pause=60)
+        session = manager.create_session()
+        run = session.start("tell me")
+        first_tokens(run, 4)
+        other = ChatbotSessionManager(DATABASE_URL=db_url)  # as another replica would
+        try:
+            assert other.chat.active_run(session.session_id) is None
+            deadline = time.monotonic() + 10 * CHECKPOINT_EVERY
+            while other.store.latest_run(session.session_id)["status"] == RUNNING and (
+                    stored(other, session)[-1][1] != "w1 w2 w3 w4 "):
+                assert time.monotonic() < deadline
+                run.wait(0.1)
+            assert stored(other, session)[-1] == ("ai", "w1 w2 w3 w4 ", RUNNING)
+            assert other.get_session(session.session_id).stop()  # asks the owner
+            assert run.wait(10 * CHECKPOINT_EVERY)  # honoured at its next checkpoint
+            assert stored(other, session)[-1] == ("ai", "w1 w2 w3 w4 ", STOPPED)
+        finally:
+            other.close()
+
+
+CHILD = """
+import sys
+from core import ChatbotSessionManager
+manager = ChatbotSessionManager(DATABASE_URL=sys.argv[1], OFFLINE_STREAM_DELAY=0.3)
+session = manager.create_session()
+print(session.session_id, flush=True)
+for event in session.stream("Tell me about yourself"):
+    print("streaming", flush=True)
+"""
+
+
+def test_after_a_crash_the_checkpointed_partial_is_kept_marked_interrupted(db_url):
+    child = subprocess.Popen([sys.executable, "-c", CHILD, db_url], cwd=ROOT,
+                             stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+    session_id = child.stdout.readline().strip()
+    store_check = ChatbotSessionManager(DATABASE_URL=db_url)
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # wait until a checkpoint holds some text, then kill mid-reply
+            assert child.stdout.readline().strip() == "streaming"
+            rows = store_check.store.load_messages_with_status(session_id)
+            if len(rows) == 2 and rows[1][0].text:
+                break
+            assert time.monotonic() < deadline
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        child.stdout.close()
+        store_check.close()
+
+    restarted = ChatbotSessionManager(DATABASE_URL=db_url)  # the next process
+    try:
+        rows = restarted.store.load_messages_with_status(session_id)
+        assert [(type(m), s) for m, s in rows] == [(HumanMessage, COMPLETE),
+                                                   (AIMessage, INTERRUPTED)]
+        assert rows[1][0].text.startswith("I am PoolChat")
+        assert restarted.store.latest_run(session_id)["status"] == INTERRUPTED
+        session = restarted.get_session(session_id)
+        assert "offline demo" in session.send("hello again")  # the chat goes on
+    finally:
+        restarted.close()
+
+
+def test_send_reports_a_stopped_reply_as_an_error(scripted):
+    manager, model = scripted
+    model.enqueue(STORY, pause_after=1, pause=60)
+    session = manager.create_session()
+    run = session.start("one")
+    first_tokens(run, 1)
+    session.stop()
+    with pytest.raises(ChatError, match="stopped"):
+        from core.chat import outcome
+
+        outcome(run)
