@@ -30,9 +30,10 @@ from core.ids import new_run_id, replica_is_gone
 from core.limits import HISTORY_WINDOW
 from core.pool import Lease
 from core.recent import Recent, RecentHistory
+from core.run_log import NothingToAnswer, RunInProgress, TurnStart
 from core.runs import CHECKPOINT_EVERY, STALE_AFTER, STOP_WAIT, Run, RunWorker
 from core.schema import COMPLETE, INTERRUPTED, STOPPED
-from core.store import NothingToAnswer, RunInProgress, SessionStore, TurnStart
+from core.store import SessionStore
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # Cc but tab and line breaks
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
@@ -180,11 +181,11 @@ class ChatEngine:
                      stale_before=time.time() - STALE_AFTER, edit_of=edit_of)
         try:
             try:
-                started = self.store.start_turn(sid, human, new_session=new_row, **begin)
+                started = self.store.runs.start_turn(sid, human, new_session=new_row, **begin)
             except IntegrityError:  # its row was deleted meanwhile (retention): again
                 new_row = self.conversations.new_row(session, human.text if human else "",
                                                      again=True)
-                started = self.store.start_turn(sid, human, new_session=new_row, **begin)
+                started = self.store.runs.start_turn(sid, human, new_session=new_row, **begin)
             if new_row is not None:
                 self.conversations.mark_saved(session)
             history, recent = self._history(sid, human, started, recent)
@@ -236,8 +237,8 @@ class ChatEngine:
             self.worker.loop.call_soon_threadsafe(self._cancel, run.id)
             run.wait(wait)
             return True
-        row = self.store.running_run(session_id)
-        return row is not None and self.store.request_stop(row["id"])
+        row = self.store.runs.running_run(session_id)
+        return row is not None and self.store.runs.request_stop(row["id"])
 
     def _cancel(self, run_id: str) -> None:
         """On the worker's loop: cancel the run's task, or stop it before it starts."""
@@ -321,7 +322,7 @@ class ChatEngine:
         call, results = step
         model, custom = self.conversations.answered_by(session)
         progress.writing = asyncio.ensure_future(asyncio.to_thread(
-            self.store.advance_reply, progress.run.session_id, progress.run.id,
+            self.store.runs.advance_reply, progress.run.session_id, progress.run.id,
             progress.reply_id, call, results, {"model": model, "custom_agent": custom}))
         ids, next_id = await asyncio.shield(progress.writing)
         self._advanced(progress, call, results, ids, next_id)
@@ -352,7 +353,7 @@ class ChatEngine:
             AIMessage(progress.text) if progress.text else final)
         try:
             await asyncio.shield(asyncio.to_thread(
-                self.store.finish_turn, run.session_id, run.id, progress.reply_id,
+                self.store.runs.finish_turn, run.session_id, run.id, progress.reply_id,
                 message, status, error, run.agent or None))
         except asyncio.CancelledError:
             pass
@@ -382,7 +383,7 @@ class ChatEngine:
             replies = [(p.reply_id, AIMessage(p.text)) for p in changed]
             sizes = [len(p.done.partial) for p in changed]
             try:
-                stops = await asyncio.to_thread(self.store.checkpoint, replies,
+                stops = await asyncio.to_thread(self.store.runs.checkpoint, replies,
                                                 [p.run.id for p in progress])
                 if beats % SWEEP_EVERY == 0:
                     await asyncio.to_thread(self.sweep)
@@ -396,7 +397,7 @@ class ChatEngine:
     def sweep(self) -> int:
         """End runs left running by a dead process: one of this host that is gone, or
         any that stopped checkpointing (``STALE_AFTER``). Nothing stays running forever."""
-        return self.store.interrupt_stale_runs(time.time() - STALE_AFTER, gone=self._orphan)
+        return self.store.runs.interrupt_stale_runs(time.time() - STALE_AFTER, gone=self._orphan)
 
     def _orphan(self, run_id: str, replica: str) -> bool:
         """A run nobody executes: ours but not running here (its end failed to be

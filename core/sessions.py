@@ -397,7 +397,7 @@ class ChatbotSessionManager:
             "pool_timeouts": self.pool.timeouts,
             "pool_in_flight": sum(a["in_flight"] for a in pool),
             "runs_in_flight": self.chat.in_flight(),
-            "runs": self.store.run_counts(),
+            "runs": self.store.runs.run_counts(),
         }
 
     def dismiss_notice(self, owner: str, notice: str) -> None:

@@ -12,20 +12,17 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import (
-    AIMessage,
     BaseMessage,
-    message_to_dict,
     messages_from_dict,
 )
 from sqlalchemy import (
-    bindparam,
     create_engine,
     delete,
     event,
@@ -37,14 +34,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.schema import Table
 
-from core.branches import descendants, shown_path, siblings
-from core.direct_writes import Compiled, DirectWriter, Execute, every_column
+from core.branches import shown_path, siblings
+from core.direct_writes import DirectWriter
 from core.limits import FEEDBACK_COMMENT_CHARS, TITLE_MAX_CHARS
 from core.migrations import migrate
+from core.run_log import RunLog
 from core.schema import (
     COMPLETE,
     INTERRUPTED,
@@ -57,21 +55,20 @@ from core.schema import (
     runs,
     sessions,
 )
+from core.turn_sql import (
+    TurnStatements,
+    insert_chain,
+    message_rows,
+    session_row,
+    spec_columns,
+)
 
 __all__ = ["COMPLETE", "INTERRUPTED", "RUNNING", "STOPPED", "SessionStore", "StoreError",
-           "RunInProgress", "NothingToAnswer", "TurnStart", "metadata"]
+           "StoredMessage", "metadata"]
 
 
 class StoreError(RuntimeError):
     """The database could not be reached or used; the message is safe to show."""
-
-
-class RunInProgress(RuntimeError):
-    """The conversation already has a reply being written."""
-
-
-class NothingToAnswer(RuntimeError):
-    """The conversation has no user message to answer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,16 +84,6 @@ class StoredMessage:
     custom_agent: bool
     score: int | None = None     # feedback: 1 up, 0 down
     comment: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class TurnStart:
-    """Ids a started turn needs: the user message answered, the newest message before it
-    (None when rewound), and the run's first reply row."""
-
-    user_message_id: int
-    previous_id: int | None
-    reply_id: int
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -128,10 +115,6 @@ def create_db_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
-def _role(message: BaseMessage) -> str:
-    return message.type  # human, ai, tool, system
-
-
 class SessionStore:
     """Sessions and their messages in one database; thread-safe (one connection per call)."""
 
@@ -140,7 +123,8 @@ class SessionStore:
         self.engine = engine or create_db_engine(url)
         self._write_lock = threading.Lock() if self.dialect == "sqlite" else nullcontext()
         self._direct = DirectWriter(self.engine, self._write_lock)
-        self._sql = _HotStatements(self._direct, self._insert_or_ignore(sessions))
+        self._sql = TurnStatements(self._direct, self._insert_or_ignore(sessions))
+        self.runs = RunLog(self.engine, self._direct, self._sql, self._writing)
         migrate(self.engine, metadata)
 
     @property
@@ -163,7 +147,7 @@ class SessionStore:
         """Create the session row if it does not exist yet (idempotent, race-safe)."""
         with self._direct.transaction() as run:
             run(self._sql.new_session,
-                _session_row(session_id, time.time(), owner, title, agent_spec))
+                session_row(session_id, time.time(), owner, title, agent_spec))
 
     def _insert_or_ignore(self, table: Table) -> Any:
         module = postgresql if self.dialect == "postgresql" else sqlite
@@ -202,7 +186,7 @@ class SessionStore:
         """Change a session's title or agent; ``touch`` also moves it up the list (a
         rename does not)."""
         if "agent_spec" in values:
-            values.update(_spec_columns(values.pop("agent_spec")))
+            values.update(spec_columns(values.pop("agent_spec")))
         if "title" in values:
             values["title"] = values["title"][:TITLE_MAX_CHARS]
         if touch:
@@ -232,10 +216,10 @@ class SessionStore:
         if not batch:
             return []
         now = time.time()
-        rows = _rows(session_id, batch, status, model, custom_agent, now)
+        rows = message_rows(session_id, batch, status, model, custom_agent, now)
         with self._direct.transaction() as run:
             parent = run(self._sql.last_id, {"sid": session_id}).fetchone()[0]
-            ids = _insert_chain(run, self._sql.insert, rows, parent)
+            ids = insert_chain(run, self._sql.insert, rows, parent)
             if touch:
                 run(self._sql.touch, {"sid": session_id, "now": now})
         return ids
@@ -249,12 +233,12 @@ class SessionStore:
         ``new_session`` (owner, title, agent_spec) creates the session row if missing.
         """
         now = time.time()
-        (row,) = _rows(session_id, [message], COMPLETE, None, False, now)
+        (row,) = message_rows(session_id, [message], COMPLETE, None, False, now)
         with self._direct.transaction() as run:
             if new_session is not None:
-                run(self._sql.new_session, _session_row(session_id, now, **new_session))
+                run(self._sql.new_session, session_row(session_id, now, **new_session))
             previous = run(self._sql.last_id, {"sid": session_id}).fetchone()[0]
-            (new_id,) = _insert_chain(run, self._sql.insert, [row], previous)
+            (new_id,) = insert_chain(run, self._sql.insert, [row], previous)
             run(self._sql.touch, {"sid": session_id, "now": now})
         return new_id, previous
 
@@ -376,208 +360,6 @@ class SessionStore:
             return int(conn.execute(query).scalar_one())
 
 
-    # -- runs: one answer being generated ------------------------------------------
-    def start_turn(self, session_id: str, human: BaseMessage | None, run: dict[str, Any],
-                   reply: dict[str, Any], stale_before: float,
-                   new_session: dict[str, Any] | None = None, title: str = "",
-                   edit_of: int | None = None) -> TurnStart:
-        """Store the user's message (or, with ``human`` None, rewind to the last one), the
-        run that answers it and its reply row (status running), in one transaction.
-
-        The message follows the end of the branch shown; ``edit_of`` (a user message of
-        this conversation) makes it a new version of that one instead: a new branch,
-        now the one shown. A rewind removes the reply below the branch's last question.
-
-        A run of this conversation still running refuses it (RunInProgress), unless its
-        owner stopped checkpointing before ``stale_before``, or it is ``run["replica"]``'s
-        own (the caller runs none here): then it was interrupted.
-        """
-        now = time.time()
-        sql = self._sql
-        try:
-            with self._direct.transaction() as execute:
-                if new_session is not None:
-                    execute(sql.new_session, _session_row(session_id, now, **new_session))
-                self._interrupt_stale(execute, session_id, stale_before, run["replica"], now)
-                if execute(sql.running_run, {"sid": session_id}).fetchone() is not None:
-                    raise RunInProgress()
-                branch = execute(sql.branch_of, {"sid": session_id}).fetchone()
-                branch = branch[0] if branch else None
-                links = (None if branch is None and edit_of is None else
-                         execute(sql.links, {"sid": session_id}).fetchall())
-                if human is not None:
-                    if edit_of is not None:
-                        previous = self._edited_parent(links, edit_of)
-                    elif branch is None:
-                        previous = execute(sql.last_id, {"sid": session_id}).fetchone()[0]
-                    else:
-                        path = shown_path([(i, up) for i, up, _ in links], branch)
-                        previous = path[-1] if path else None
-                    if previous is None and title:  # a chat made by its settings first
-                        execute(sql.title_if_empty, {"sid": session_id, "title": title})
-                    (row,) = _rows(session_id, [human], COMPLETE, None, False, now)
-                    (answered,) = _insert_chain(execute, sql.insert, [row], previous)
-                    if edit_of is not None:
-                        execute(sql.set_branch, {"sid": session_id, "bid": answered})
-                elif branch is None:
-                    answered = execute(sql.last_human, {"sid": session_id}).fetchone()[0]
-                    if answered is None:
-                        raise NothingToAnswer()
-                    execute(sql.delete_after, {"sid": session_id, "after": answered})
-                    previous = None
-                else:
-                    answered = self._last_question(links, branch)
-                    for below in descendants([(i, up) for i, up, _ in links], answered):
-                        execute(sql.delete_one, {"mid": below})
-                    previous = None
-                execute(sql.insert_run, {
-                    "session_id": session_id, "user_message_id": answered, "status": RUNNING,
-                    "error": None, "stop_requested": False, "started_at": now,
-                    "updated_at": now, "finished_at": None, **run})
-                reply_id = self._insert_reply(execute, session_id, run["id"], reply, now,
-                                              answered)
-                execute(sql.touch, {"sid": session_id, "now": now})
-        except IntegrityError:
-            if self.running_run(session_id) is not None:  # another replica was first
-                raise RunInProgress() from None
-            raise
-        return TurnStart(answered, previous, reply_id)
-
-    def _insert_reply(self, execute: Execute, session_id: str, run_id: str,
-                      reply: dict[str, Any], now: float, parent: int) -> int:
-        """An empty reply row, status running, that checkpoints fill."""
-        (row,) = _rows(session_id, [AIMessage("")], RUNNING, reply.get("model"),
-                       reply.get("custom_agent", False), now, run_id)
-        return _insert_chain(execute, self._sql.insert, [row], parent)[0]
-
-    @staticmethod
-    def _edited_parent(links: list[Any], edit_of: int) -> int | None:
-        for message_id, parent, role in links:
-            if message_id == edit_of and role == "human":
-                return parent
-        raise NothingToAnswer()
-
-    @staticmethod
-    def _last_question(links: list[Any], branch: int) -> int:
-        roles = {i: role for i, _, role in links}
-        path = shown_path([(i, up) for i, up, _ in links], branch)
-        asked = [i for i in path if roles[i] == "human"]
-        if not asked:
-            raise NothingToAnswer()
-        return asked[-1]
-
-    def _interrupt_stale(self, execute: Execute, session_id: str, cutoff: float, me: str,
-                         now: float) -> None:
-        for (run_id,) in execute(self._sql.stale_runs,
-                                 {"sid": session_id, "cutoff": cutoff, "me": me}).fetchall():
-            self._end_run(execute, run_id, INTERRUPTED, None, now)
-
-    def _end_run(self, execute: Execute, run_id: str, status: str, error: str | None,
-                 now: float, agent: str | None = None) -> None:
-        execute(self._sql.drop_empty_replies, {"rid": run_id})
-        execute(self._sql.end_replies, {"rid": run_id, "status": status})
-        execute(self._sql.end_run, {"rid": run_id, "status": status, "error": error,
-                                    "now": now, "agent": agent})
-
-    def advance_reply(self, session_id: str, run_id: str, reply_id: int,
-                      message: BaseMessage, results: Sequence[BaseMessage],
-                      reply: dict[str, Any]) -> tuple[list[int], int]:
-        """A tool-calling step finished: store it and its tool results, and open the next
-        reply row. Returns the results' ids and the new reply row's id."""
-        now = time.time()
-        with self._direct.transaction() as execute:
-            execute(self._sql.set_reply, {"mid": reply_id, "content": message.text,
-                                          "payload": _payload(message), "status": COMPLETE})
-            ids = _insert_chain(execute, self._sql.insert,
-                                _rows(session_id, results, COMPLETE, None, False, now, run_id),
-                                reply_id)
-            next_id = self._insert_reply(execute, session_id, run_id, reply, now,
-                                         ids[-1] if ids else reply_id)
-        return ids, next_id
-
-    def finish_turn(self, session_id: str, run_id: str, reply_id: int,
-                    message: BaseMessage | None, status: str, error: str | None = None,
-                    agent: str | None = None) -> None:
-        """Store the reply's last state and end the run, in one transaction.
-
-        ``message`` None (or empty) removes the reply row: nothing was generated.
-        """
-        now = time.time()
-        with self._direct.transaction() as execute:
-            if message is not None:
-                execute(self._sql.set_reply, {"mid": reply_id, "content": message.text,
-                                              "payload": _payload(message), "status": status})
-            self._end_run(execute, run_id, status, error, now, agent)
-            execute(self._sql.touch, {"sid": session_id, "now": now})
-
-    def checkpoint(self, replies: Sequence[tuple[int, BaseMessage]], run_ids: Sequence[str]
-                   ) -> set[str]:
-        """Save running replies' text so far and mark their runs alive, in one transaction.
-
-        Returns the runs someone asked to stop (from any replica). A reply that already
-        ended is left as it is.
-        """
-        now = time.time()
-        if not run_ids:
-            return set()
-        with self._writing() as conn:
-            if replies:
-                conn.execute(update(messages).where(
-                    messages.c.id == bindparam("mid"), messages.c.status == RUNNING)
-                    .values(content=bindparam("text"), payload=bindparam("data")),
-                    [{"mid": i, "text": m.text, "data": _payload(m)} for i, m in replies])
-            conn.execute(update(runs).where(runs.c.id.in_(run_ids), runs.c.status == RUNNING)
-                         .values(updated_at=now))
-            stop = conn.execute(select(runs.c.id).where(
-                runs.c.id.in_(run_ids), runs.c.stop_requested)).scalars().all()
-        return set(stop)
-
-    def interrupt_stale_runs(self, cutoff: float,
-                             gone: Callable[[str, str], bool] | None = None) -> int:
-        """End every run whose owner stopped checkpointing before ``cutoff``, or that
-        ``gone(run_id, replica)`` says has no owner any more."""
-        with self.engine.connect() as conn:
-            running = conn.execute(select(runs.c.id, runs.c.replica, runs.c.updated_at)
-                                   .where(runs.c.status == RUNNING)).all()
-        stale = [r.id for r in running
-                 if r.updated_at < cutoff or (gone is not None and gone(r.id, r.replica))]
-        if not stale:
-            return 0
-        now = time.time()
-        with self._direct.transaction() as execute:
-            for run_id in stale:
-                self._end_run(execute, run_id, INTERRUPTED, None, now)
-        return len(stale)
-
-    def request_stop(self, run_id: str) -> bool:
-        """Ask the replica running it to stop (it reads this at its next checkpoint)."""
-        with self._writing() as conn:
-            return conn.execute(update(runs).where(runs.c.id == run_id,
-                                                   runs.c.status == RUNNING)
-                                .values(stop_requested=True)).rowcount > 0
-
-    def running_run(self, session_id: str) -> dict[str, Any] | None:
-        return self._one_run(runs.c.session_id == session_id, runs.c.status == RUNNING)
-
-    def latest_run(self, session_id: str) -> dict[str, Any] | None:
-        """The conversation's newest run, to tell why a message has no reply."""
-        return self._one_run(runs.c.session_id == session_id)
-
-    def get_run(self, run_id: str) -> dict[str, Any] | None:
-        return self._one_run(runs.c.id == run_id)
-
-    def _one_run(self, *where: Any) -> dict[str, Any] | None:
-        query = select(runs).where(*where).order_by(runs.c.started_at.desc()).limit(1)
-        with self.engine.connect() as conn:
-            row = conn.execute(query).first()
-        return dict(row._mapping) if row else None
-
-    def run_counts(self) -> dict[str, int]:
-        """Runs by status, for the stats."""
-        with self.engine.connect() as conn:
-            return {status: int(count) for status, count in conn.execute(
-                select(runs.c.status, func.count()).group_by(runs.c.status))}
-
     # -- aggregates -----------------------------------------------------------------
     def count_sessions(self) -> int:
         """Conversations with at least one message (an opened, empty chat is no session)."""
@@ -651,91 +433,8 @@ class SessionStore:
                                 ).rowcount
 
 
-class _HotStatements:
-    """The statements every turn runs, compiled once per store."""
-
-    def __init__(self, writer: DirectWriter, insert_session: Any) -> None:
-        c = writer.compile
-        sid = bindparam("sid")
-        self.insert = c(insert(messages).values(every_column(messages, but=messages.c.id))
-                        .returning(messages.c.id))
-        self.touch = c(update(sessions).where(sessions.c.id == sid)
-                       .values(updated_at=bindparam("now")))
-        self.last_id = c(select(func.max(messages.c.id)).where(messages.c.session_id == sid))
-        self.last_human = c(select(func.max(messages.c.id)).where(
-            messages.c.session_id == sid, messages.c.role == "human"))
-        self.new_session = c(insert_session.values(every_column(sessions)))
-        self.insert_run = c(insert(runs).values(every_column(runs)))
-        self.running_run = c(select(runs.c.id).where(runs.c.session_id == sid,
-                                                     runs.c.status == RUNNING))
-        self.stale_runs = c(select(runs.c.id).where(
-            runs.c.session_id == sid, runs.c.status == RUNNING,
-            (runs.c.updated_at < bindparam("cutoff")) | (runs.c.replica == bindparam("me"))))
-        self.end_run = c(update(runs).where(runs.c.id == bindparam("rid"))
-                         .values(status=bindparam("status"), error=bindparam("error"),
-                                 agent=func.coalesce(bindparam("agent"), runs.c.agent),
-                                 finished_at=bindparam("now"), updated_at=bindparam("now")))
-        self.drop_empty_replies = c(delete(messages).where(
-            messages.c.run_id == bindparam("rid"), messages.c.status == RUNNING,
-            messages.c.content == ""))
-        self.end_replies = c(update(messages).where(
-            messages.c.run_id == bindparam("rid"), messages.c.status == RUNNING)
-            .values(status=bindparam("status")))
-        self.delete_after = c(delete(messages).where(messages.c.session_id == sid,
-                                                     messages.c.id > bindparam("after")))
-        self.branch_of = c(select(sessions.c.branch_id).where(sessions.c.id == sid))
-        self.links = c(select(messages.c.id, messages.c.parent_id, messages.c.role)
-                       .where(messages.c.session_id == sid))
-        self.set_branch = c(update(sessions).where(sessions.c.id == sid)
-                            .values(branch_id=bindparam("bid")))
-        self.delete_one = c(delete(messages).where(messages.c.id == bindparam("mid")))
-        self.title_if_empty = c(update(sessions).where(sessions.c.id == sid,
-                                                       sessions.c.title == "")
-                                .values(title=bindparam("title")))
-        self.set_reply = c(update(messages).where(messages.c.id == bindparam("mid"))
-                           .values(content=bindparam("content"), payload=bindparam("payload"),
-                                   status=bindparam("status")))
-
-
-def _session_row(session_id: str, now: float, owner: str | None = None, title: str = "",
-                 agent_spec: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"id": session_id, "owner": owner, "title": title[:TITLE_MAX_CHARS],
-            **_spec_columns(agent_spec), "created_at": now, "updated_at": now,
-            "branch_id": None}
-
-
-def _rows(session_id: str, batch: Sequence[BaseMessage], status: str, model: str | None,
-          custom_agent: bool, now: float, run_id: str | None = None) -> list[dict[str, Any]]:
-    return [{
-        "session_id": session_id, "role": _role(m), "content": m.text,
-        "payload": _payload(m), "status": status,
-        "model": model if m.type == "ai" else None,
-        "custom_agent": custom_agent and m.type == "ai", "created_at": now,
-        "run_id": run_id if m.type != "human" else None, "parent_id": None,
-    } for m in batch]
-
-
-def _insert_chain(execute: Execute, insert_row: Compiled, rows: list[dict[str, Any]],
-                  parent: int | None) -> list[int]:
-    """Insert rows each following the one before (the first follows ``parent``)."""
-    ids = []
-    for row in rows:
-        row["parent_id"] = parent
-        parent = execute(insert_row, row).fetchone()[0]
-        ids.append(parent)
-    return ids
-
-
-def _payload(message: BaseMessage) -> str:
-    return json.dumps(message_to_dict(message), default=str)
-
-
-def _spec_columns(spec: dict[str, Any] | None) -> dict[str, Any]:
-    return {"agent_spec": json.dumps(spec) if spec else None,
-            "agent_model": spec["model"] if spec else None}
-
-
 def _session_dict(row: Any) -> dict[str, Any]:
     data = dict(row._mapping)
     data["agent_spec"] = json.loads(data["agent_spec"]) if data["agent_spec"] else None
     return data
+

@@ -88,12 +88,13 @@ class ScriptedModel(BaseChatModel):
     ``enqueue(text, pause_after=k, pause=30)`` queues a reply streamed word by word; after
     the k-th word (before the first, for 0) it stalls for ``pause`` seconds (a slow provider: a stop must cut it).
     ``fail(error)`` queues a failure. ``history`` records what each call was sent. With
-    the script empty it answers "ok". Both the sync and the async paths follow it.
+    the script empty it answers ``answer(messages)``, or "ok". Both the sync and the async paths follow it.
     """
 
     script: list[Any] = []
     history: list[list[BaseMessage]] = []
     delay: float = 0.0  # seconds between words
+    answer: Callable[[list[BaseMessage]], str] | None = None  # when the script is empty
 
     model_config = {"arbitrary_types_allowed": True}
 
@@ -115,7 +116,9 @@ class ScriptedModel(BaseChatModel):
 
     def _next(self, messages: list[BaseMessage]) -> tuple:
         self.history.append(list(messages))
-        return self.script.pop(0) if self.script else ("reply", "ok", None, 0.0)
+        if self.script:
+            return self.script.pop(0)
+        return ("reply", self.answer(messages) if self.answer else "ok", None, 0.0)
 
     @staticmethod
     def _chunk(word: str, last: bool) -> ChatGenerationChunk:
@@ -171,3 +174,10 @@ def scripted_factory(model: ScriptedModel):
                             system_prompt=spec.system_prompt or None)
 
     return build
+
+
+def first_words(messages: list[BaseMessage]) -> str:
+    """An answer that shows which history the model was sent: the first user message of
+    it, and how many user messages it holds."""
+    asked = [m.text for m in messages if m.type == "human"]
+    return f"{asked[0]} ({len(asked)})"

@@ -1,0 +1,254 @@
+"""Runs in the database: a turn's writes from the user's message to the reply's end.
+
+``start_turn`` stores the user's message, the run and its reply row (status running) in
+one transaction; tool steps are stored as they finish; checkpoints save a running reply's
+text and mark its run alive; ``finish_turn`` stores how it ended. Runs whose owner died
+are ended as interrupted by whoever notices.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from core.branches import descendants, shown_path
+from core.direct_writes import DirectWriter, Execute
+from core.schema import COMPLETE, INTERRUPTED, RUNNING, messages, runs
+from core.turn_sql import TurnStatements, insert_chain, message_rows, payload, session_row
+
+
+class RunInProgress(RuntimeError):
+    """The conversation already has a reply being written."""
+
+
+class NothingToAnswer(RuntimeError):
+    """The conversation has no user message to answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class TurnStart:
+    """Ids a started turn needs: the user message answered, the newest message before it
+    (None when rewound), and the run's first reply row."""
+
+    user_message_id: int
+    previous_id: int | None
+    reply_id: int
+
+
+
+class RunLog:
+    """The runs of every conversation; thread-safe (one transaction per call)."""
+
+    def __init__(self, engine: Engine, direct: DirectWriter, sql: TurnStatements,
+                 writing: Callable[[], AbstractContextManager[Connection]]) -> None:
+        self.engine, self._direct, self._sql, self._writing = engine, direct, sql, writing
+
+    def start_turn(self, session_id: str, human: BaseMessage | None, run: dict[str, Any],
+                   reply: dict[str, Any], stale_before: float,
+                   new_session: dict[str, Any] | None = None, title: str = "",
+                   edit_of: int | None = None) -> TurnStart:
+        """Store the user's message (or, with ``human`` None, rewind to the last one), the
+        run that answers it and its reply row (status running), in one transaction.
+
+        The message follows the end of the branch shown; ``edit_of`` (a user message of
+        this conversation) makes it a new version of that one instead: a new branch,
+        now the one shown. A rewind removes the reply below the branch's last question.
+
+        A run of this conversation still running refuses it (RunInProgress), unless its
+        owner stopped checkpointing before ``stale_before``, or it is ``run["replica"]``'s
+        own (the caller runs none here): then it was interrupted.
+        """
+        now = time.time()
+        sql = self._sql
+        try:
+            with self._direct.transaction() as execute:
+                if new_session is not None:
+                    execute(sql.new_session, session_row(session_id, now, **new_session))
+                self._interrupt_stale(execute, session_id, stale_before, run["replica"], now)
+                if execute(sql.running_run, {"sid": session_id}).fetchone() is not None:
+                    raise RunInProgress()
+                branch = execute(sql.branch_of, {"sid": session_id}).fetchone()
+                branch = branch[0] if branch else None
+                links = (None if branch is None and edit_of is None else
+                         execute(sql.links, {"sid": session_id}).fetchall())
+                if human is not None:
+                    if edit_of is not None:
+                        previous = self._edited_parent(links, edit_of)
+                    elif branch is None:
+                        previous = execute(sql.last_id, {"sid": session_id}).fetchone()[0]
+                    else:
+                        path = shown_path([(i, up) for i, up, _ in links], branch)
+                        previous = path[-1] if path else None
+                    if previous is None and title:  # a chat made by its settings first
+                        execute(sql.title_if_empty, {"sid": session_id, "title": title})
+                    (row,) = message_rows(session_id, [human], COMPLETE, None, False, now)
+                    (answered,) = insert_chain(execute, sql.insert, [row], previous)
+                    if edit_of is not None:
+                        execute(sql.set_branch, {"sid": session_id, "bid": answered})
+                elif branch is None:
+                    answered = execute(sql.last_human, {"sid": session_id}).fetchone()[0]
+                    if answered is None:
+                        raise NothingToAnswer()
+                    execute(sql.delete_after, {"sid": session_id, "after": answered})
+                    previous = None
+                else:
+                    answered = self._last_question(links, branch)
+                    for below in descendants([(i, up) for i, up, _ in links], answered):
+                        execute(sql.delete_one, {"mid": below})
+                    previous = None
+                execute(sql.insert_run, {
+                    "session_id": session_id, "user_message_id": answered, "status": RUNNING,
+                    "error": None, "stop_requested": False, "started_at": now,
+                    "updated_at": now, "finished_at": None, **run})
+                reply_id = self._insert_reply(execute, session_id, run["id"], reply, now,
+                                              answered)
+                execute(sql.touch, {"sid": session_id, "now": now})
+        except IntegrityError:
+            if self.running_run(session_id) is not None:  # another replica was first
+                raise RunInProgress() from None
+            raise
+        return TurnStart(answered, previous, reply_id)
+
+    def _insert_reply(self, execute: Execute, session_id: str, run_id: str,
+                      reply: dict[str, Any], now: float, parent: int) -> int:
+        """An empty reply row, status running, that checkpoints fill."""
+        (row,) = message_rows(session_id, [AIMessage("")], RUNNING, reply.get("model"),
+                       reply.get("custom_agent", False), now, run_id)
+        return insert_chain(execute, self._sql.insert, [row], parent)[0]
+
+    @staticmethod
+    def _edited_parent(links: list[Any], edit_of: int) -> int | None:
+        for message_id, parent, role in links:
+            if message_id == edit_of and role == "human":
+                return parent
+        raise NothingToAnswer()
+
+    @staticmethod
+    def _last_question(links: list[Any], branch: int) -> int:
+        roles = {i: role for i, _, role in links}
+        path = shown_path([(i, up) for i, up, _ in links], branch)
+        asked = [i for i in path if roles[i] == "human"]
+        if not asked:
+            raise NothingToAnswer()
+        return asked[-1]
+
+    def _interrupt_stale(self, execute: Execute, session_id: str, cutoff: float, me: str,
+                         now: float) -> None:
+        for (run_id,) in execute(self._sql.stale_runs,
+                                 {"sid": session_id, "cutoff": cutoff, "me": me}).fetchall():
+            self._end_run(execute, run_id, INTERRUPTED, None, now)
+
+    def _end_run(self, execute: Execute, run_id: str, status: str, error: str | None,
+                 now: float, agent: str | None = None) -> None:
+        execute(self._sql.drop_empty_replies, {"rid": run_id})
+        execute(self._sql.end_replies, {"rid": run_id, "status": status})
+        execute(self._sql.end_run, {"rid": run_id, "status": status, "error": error,
+                                    "now": now, "agent": agent})
+
+    def advance_reply(self, session_id: str, run_id: str, reply_id: int,
+                      message: BaseMessage, results: Sequence[BaseMessage],
+                      reply: dict[str, Any]) -> tuple[list[int], int]:
+        """A tool-calling step finished: store it and its tool results, and open the next
+        reply row. Returns the results' ids and the new reply row's id."""
+        now = time.time()
+        with self._direct.transaction() as execute:
+            execute(self._sql.set_reply, {"mid": reply_id, "content": message.text,
+                                          "payload": payload(message), "status": COMPLETE})
+            ids = insert_chain(execute, self._sql.insert,
+                                message_rows(session_id, results, COMPLETE, None, False, now, run_id),
+                                reply_id)
+            next_id = self._insert_reply(execute, session_id, run_id, reply, now,
+                                         ids[-1] if ids else reply_id)
+        return ids, next_id
+
+    def finish_turn(self, session_id: str, run_id: str, reply_id: int,
+                    message: BaseMessage | None, status: str, error: str | None = None,
+                    agent: str | None = None) -> None:
+        """Store the reply's last state and end the run, in one transaction.
+
+        ``message`` None (or empty) removes the reply row: nothing was generated.
+        """
+        now = time.time()
+        with self._direct.transaction() as execute:
+            if message is not None:
+                execute(self._sql.set_reply, {"mid": reply_id, "content": message.text,
+                                              "payload": payload(message), "status": status})
+            self._end_run(execute, run_id, status, error, now, agent)
+            execute(self._sql.touch, {"sid": session_id, "now": now})
+
+    def checkpoint(self, replies: Sequence[tuple[int, BaseMessage]], run_ids: Sequence[str]
+                   ) -> set[str]:
+        """Save running replies' text so far and mark their runs alive, in one transaction.
+
+        Returns the runs someone asked to stop (from any replica). A reply that already
+        ended is left as it is.
+        """
+        now = time.time()
+        if not run_ids:
+            return set()
+        with self._writing() as conn:
+            if replies:
+                conn.execute(update(messages).where(
+                    messages.c.id == bindparam("mid"), messages.c.status == RUNNING)
+                    .values(content=bindparam("text"), payload=bindparam("data")),
+                    [{"mid": i, "text": m.text, "data": payload(m)} for i, m in replies])
+            conn.execute(update(runs).where(runs.c.id.in_(run_ids), runs.c.status == RUNNING)
+                         .values(updated_at=now))
+            stop = conn.execute(select(runs.c.id).where(
+                runs.c.id.in_(run_ids), runs.c.stop_requested)).scalars().all()
+        return set(stop)
+
+    def interrupt_stale_runs(self, cutoff: float,
+                             gone: Callable[[str, str], bool] | None = None) -> int:
+        """End every run whose owner stopped checkpointing before ``cutoff``, or that
+        ``gone(run_id, replica)`` says has no owner any more."""
+        with self.engine.connect() as conn:
+            running = conn.execute(select(runs.c.id, runs.c.replica, runs.c.updated_at)
+                                   .where(runs.c.status == RUNNING)).all()
+        stale = [r.id for r in running
+                 if r.updated_at < cutoff or (gone is not None and gone(r.id, r.replica))]
+        if not stale:
+            return 0
+        now = time.time()
+        with self._direct.transaction() as execute:
+            for run_id in stale:
+                self._end_run(execute, run_id, INTERRUPTED, None, now)
+        return len(stale)
+
+    def request_stop(self, run_id: str) -> bool:
+        """Ask the replica running it to stop (it reads this at its next checkpoint)."""
+        with self._writing() as conn:
+            return conn.execute(update(runs).where(runs.c.id == run_id,
+                                                   runs.c.status == RUNNING)
+                                .values(stop_requested=True)).rowcount > 0
+
+    def running_run(self, session_id: str) -> dict[str, Any] | None:
+        return self._one_run(runs.c.session_id == session_id, runs.c.status == RUNNING)
+
+    def latest_run(self, session_id: str) -> dict[str, Any] | None:
+        """The conversation's newest run, to tell why a message has no reply."""
+        return self._one_run(runs.c.session_id == session_id)
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        return self._one_run(runs.c.id == run_id)
+
+    def _one_run(self, *where: Any) -> dict[str, Any] | None:
+        query = select(runs).where(*where).order_by(runs.c.started_at.desc()).limit(1)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return dict(row._mapping) if row else None
+
+    def run_counts(self) -> dict[str, int]:
+        """Runs by status, for the stats."""
+        with self.engine.connect() as conn:
+            return {status: int(count) for status, count in conn.execute(
+                select(runs.c.status, func.count()).group_by(runs.c.status))}
+

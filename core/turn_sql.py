@@ -1,0 +1,106 @@
+"""The statements and rows every turn writes: SQLAlchemy statements compiled once per
+store, run on the driver's cursor (``core.direct_writes``), and the row builders."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.messages import BaseMessage, message_to_dict
+from sqlalchemy import bindparam, delete, func, insert, select, update
+
+from core.direct_writes import Compiled, DirectWriter, Execute, every_column
+from core.limits import TITLE_MAX_CHARS
+from core.schema import RUNNING, messages, runs, sessions
+
+
+class TurnStatements:
+    """The statements every turn runs, compiled once per store."""
+
+    def __init__(self, writer: DirectWriter, insert_session: Any) -> None:
+        c = writer.compile
+        sid = bindparam("sid")
+        self.insert = c(insert(messages).values(every_column(messages, but=messages.c.id))
+                        .returning(messages.c.id))
+        self.touch = c(update(sessions).where(sessions.c.id == sid)
+                       .values(updated_at=bindparam("now")))
+        self.last_id = c(select(func.max(messages.c.id)).where(messages.c.session_id == sid))
+        self.last_human = c(select(func.max(messages.c.id)).where(
+            messages.c.session_id == sid, messages.c.role == "human"))
+        self.new_session = c(insert_session.values(every_column(sessions)))
+        self.insert_run = c(insert(runs).values(every_column(runs)))
+        self.running_run = c(select(runs.c.id).where(runs.c.session_id == sid,
+                                                     runs.c.status == RUNNING))
+        self.stale_runs = c(select(runs.c.id).where(
+            runs.c.session_id == sid, runs.c.status == RUNNING,
+            (runs.c.updated_at < bindparam("cutoff")) | (runs.c.replica == bindparam("me"))))
+        self.end_run = c(update(runs).where(runs.c.id == bindparam("rid"))
+                         .values(status=bindparam("status"), error=bindparam("error"),
+                                 agent=func.coalesce(bindparam("agent"), runs.c.agent),
+                                 finished_at=bindparam("now"), updated_at=bindparam("now")))
+        self.drop_empty_replies = c(delete(messages).where(
+            messages.c.run_id == bindparam("rid"), messages.c.status == RUNNING,
+            messages.c.content == ""))
+        self.end_replies = c(update(messages).where(
+            messages.c.run_id == bindparam("rid"), messages.c.status == RUNNING)
+            .values(status=bindparam("status")))
+        self.delete_after = c(delete(messages).where(messages.c.session_id == sid,
+                                                     messages.c.id > bindparam("after")))
+        self.branch_of = c(select(sessions.c.branch_id).where(sessions.c.id == sid))
+        self.links = c(select(messages.c.id, messages.c.parent_id, messages.c.role)
+                       .where(messages.c.session_id == sid))
+        self.set_branch = c(update(sessions).where(sessions.c.id == sid)
+                            .values(branch_id=bindparam("bid")))
+        self.delete_one = c(delete(messages).where(messages.c.id == bindparam("mid")))
+        self.title_if_empty = c(update(sessions).where(sessions.c.id == sid,
+                                                       sessions.c.title == "")
+                                .values(title=bindparam("title")))
+        self.set_reply = c(update(messages).where(messages.c.id == bindparam("mid"))
+                           .values(content=bindparam("content"), payload=bindparam("payload"),
+                                   status=bindparam("status")))
+
+
+def session_row(session_id: str, now: float, owner: str | None = None, title: str = "",
+                 agent_spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"id": session_id, "owner": owner, "title": title[:TITLE_MAX_CHARS],
+            **spec_columns(agent_spec), "created_at": now, "updated_at": now,
+            "branch_id": None}
+
+
+def message_rows(session_id: str, batch: Sequence[BaseMessage], status: str, model: str | None,
+          custom_agent: bool, now: float, run_id: str | None = None) -> list[dict[str, Any]]:
+    return [{
+        "session_id": session_id, "role": m.type, "content": m.text,
+        "payload": payload(m), "status": status,
+        "model": model if m.type == "ai" else None,
+        "custom_agent": custom_agent and m.type == "ai", "created_at": now,
+        "run_id": run_id if m.type != "human" else None, "parent_id": None,
+    } for m in batch]
+
+
+def insert_chain(execute: Execute, insert_row: Compiled, rows: list[dict[str, Any]],
+                  parent: int | None) -> list[int]:
+    """Insert rows each following the one before (the first follows ``parent``)."""
+    ids = []
+    for row in rows:
+        row["parent_id"] = parent
+        parent = execute(insert_row, row).fetchone()[0]
+        ids.append(parent)
+    return ids
+
+
+def payload(message: BaseMessage) -> str:
+    return json.dumps(message_to_dict(message), default=str)
+
+
+def spec_columns(spec: dict[str, Any] | None) -> dict[str, Any]:
+    return {"agent_spec": json.dumps(spec) if spec else None,
+            "agent_model": spec["model"] if spec else None}
+
+
+def _session_dict(row: Any) -> dict[str, Any]:
+    data = dict(row._mapping)
+    data["agent_spec"] = json.loads(data["agent_spec"]) if data["agent_spec"] else None
+    return data
+
