@@ -466,7 +466,7 @@ count_page_view(manager)
 session = open_session(manager, owner)
 run, refusal = start_run(session, None)  # a Regenerate clicked in the last run
 run = run or manager.chat.active_run(session.session_id)
-elsewhere = None if run else manager.store.running_run(session.session_id)
+elsewhere = None if run else manager.store.runs.running_run(session.session_id)
 if elsewhere is not None and elsewhere["updated_at"] < time.time() - STALE_AFTER:
     manager.chat.sweep()  # its owner died: the reply ends, marked interrupted
     elsewhere = None
@@ -483,7 +483,7 @@ if prompt is not None and run is None and elsewhere is None:
 stored = manager.store.get_session(session.session_id)
 title = stored["title"] if stored else ""
 rows = manager.store.load_stored(session.session_id, last=SHOWN_MESSAGES)
-last_run = manager.store.latest_run(session.session_id) if rows else None
+last_run = manager.store.runs.latest_run(session.session_id) if rows else None
 
 new_chat_button(manager, owner)
 conversation_actions(manager, session, owner, title, has_messages=bool(rows))

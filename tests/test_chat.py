@@ -61,7 +61,7 @@ class TestLifecycle:
         assert (run.status, run.reply) == (COMPLETE, "Hello there")
         assert stored(manager, session) == [("human", "hi", COMPLETE),
                                             ("ai", "Hello there", COMPLETE)]
-        assert manager.store.latest_run(session.session_id)["status"] == COMPLETE
+        assert manager.store.runs.latest_run(session.session_id)["status"] == COMPLETE
 
     def test_the_reply_row_is_running_and_checkpointed_while_it_streams(self, scripted):
         manager, model = scripted
@@ -110,7 +110,7 @@ class TestLifecycle:
         assert run.wait(10)
         assert run.status == INTERRUPTED and "Could not reach" in run.error
         assert stored(manager, session) == [("human", "hi", COMPLETE)]
-        assert manager.store.latest_run(session.session_id)["error"] == run.error
+        assert manager.store.runs.latest_run(session.session_id)["error"] == run.error
         assert manager.get_stats()["pool"][0]["errors"] == 1
 
 
@@ -124,7 +124,7 @@ class TestStop:
         assert session.stop()  # returns once the partial is stored
         assert run.finished and run.status == STOPPED
         assert stored(manager, session)[-1] == ("ai", "".join(shown), STOPPED)
-        assert manager.store.latest_run(session.session_id)["status"] == STOPPED
+        assert manager.store.runs.latest_run(session.session_id)["status"] == STOPPED
         usage = manager.get_stats()["pool"][0]
         assert (usage["in_flight"], usage["stopped"], usage["errors"]) == (0, 1, 0)
 
@@ -145,7 +145,7 @@ class TestStop:
         session.stop()
         assert run.status == STOPPED
         assert stored(manager, session) == [("human", "hi", COMPLETE)]
-        assert manager.store.latest_run(session.session_id)["status"] == STOPPED
+        assert manager.store.runs.latest_run(session.session_id)["status"] == STOPPED
 
     def test_regenerate_after_a_stop_replaces_the_partial(self, scripted):
         manager, model = scripted
@@ -209,7 +209,7 @@ class TestAcrossProcesses:
         try:
             assert other.chat.active_run(session.session_id) is None
             deadline = time.monotonic() + 10 * CHECKPOINT_EVERY
-            while other.store.latest_run(session.session_id)["status"] == RUNNING and (
+            while other.store.runs.latest_run(session.session_id)["status"] == RUNNING and (
                     stored(other, session)[-1][1] != "w1 w2 w3 w4 "):
                 assert time.monotonic() < deadline
                 run.wait(0.1)
@@ -257,7 +257,7 @@ def test_after_a_crash_the_checkpointed_partial_is_kept_marked_interrupted(db_ur
         assert [(type(m), s) for m, s in rows] == [(HumanMessage, COMPLETE),
                                                    (AIMessage, INTERRUPTED)]
         assert rows[1][0].text.startswith("I am PoolChat")
-        assert restarted.store.latest_run(session_id)["status"] == INTERRUPTED
+        assert restarted.store.runs.latest_run(session_id)["status"] == INTERRUPTED
         session = restarted.get_session(session_id)
         assert "offline demo" in session.send("hello again")  # the chat goes on
     finally:
