@@ -41,7 +41,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +50,7 @@ from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from websockets.asyncio.client import connect
 
 from bench.rate_server import RateServer
-from tests.servers import ROOT, free_port, start_app
+from tests.servers import ROOT, AppServer, start_app, start_streamlit, stop_app
 
 RESULTS = Path(__file__).parent / "results" / "streams.json"
 SINGLE_RATE = 50.0  # tokens per second of a single stream
@@ -71,62 +70,8 @@ _TOKEN = re.compile(r"(?<![\w-])w(\d+)(?![\w-])")
 
 
 # -- servers -------------------------------------------------------------------------
-@dataclass
-class Server:
-    """A Streamlit process started here (the app may come from tests/servers.py)."""
-
-    url: str
-    process: subprocess.Popen
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-
-def start_streamlit(script: str, data_dir: Path, root: Path = ROOT,
-                    **settings: str) -> Server:
-    """``streamlit run <script>`` in ``root`` on a free port (the pattern of
-    tests/servers.py)."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-    env.update(PYTHONUNBUFFERED="1", **settings)
-    log_path = data_dir / f"{Path(script).stem}.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", script, "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true",
-             "--browser.gatherUsageStats", "false"],
-            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
-    server = Server(f"http://127.0.0.1:{port}", process, log_path)
-    try:
-        _wait_until_healthy(server)
-    except BaseException:
-        stop(server)
-        raise
-    return server
-
-
-def _wait_until_healthy(server: Server, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"streamlit exited:\n{server.log()}")
-        try:
-            with urllib.request.urlopen(f"{server.url}/_stcore/health", timeout=2) as reply:
-                if reply.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)  # still starting
-    raise TimeoutError(f"streamlit did not become healthy:\n{server.log()}")
-
-
-def stop(server: Server) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait()
+Server = AppServer
+stop = stop_app
 
 
 def start_plain(data_dir: Path, **settings: str) -> Server:

@@ -22,8 +22,16 @@ def migrate_only(url: str) -> list[str]:
         engine.dispose()
 
 
+def scripted(url: str) -> ChatbotSessionManager:
+    """A replica whose model answers with the first question it was sent (and a count)."""
+    from tests.fakes import ScriptedModel, first_words, scripted_factory
+
+    return ChatbotSessionManager(scripted_factory(ScriptedModel(answer=first_words)),
+                                 DATABASE_URL=url)
+
+
 def start_chat(url: str, text: str) -> str:
-    manager = ChatbotSessionManager(DATABASE_URL=url)
+    manager = scripted(url)
     try:
         session = manager.create_session()
         session.send(text)
@@ -33,7 +41,7 @@ def start_chat(url: str, text: str) -> str:
 
 
 def continue_chat(url: str, session_id: str, text: str) -> tuple[str, list[str]]:
-    manager = ChatbotSessionManager(DATABASE_URL=url)
+    manager = scripted(url)
     try:
         session = manager.get_session(session_id)
         reply = session.send(text)

@@ -39,17 +39,24 @@ def free_port() -> int:
 
 def start_app(data_dir: Path, **settings: str) -> AppServer:
     """Start the app with a fresh SQLite database and wait until it reports healthy."""
+    return start_streamlit("app.py", data_dir,
+                           DATABASE_URL=f"sqlite:///{data_dir}/poolchat.db", **settings)
+
+
+def start_streamlit(script: str, data_dir: Path, root: Path = ROOT,
+                    **settings: str) -> AppServer:
+    """``streamlit run <script>`` in ``root`` on a free loopback port, no OPENAI_*
+    variables from this machine; waits until it reports healthy."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-    env.update(DATABASE_URL=f"sqlite:///{data_dir}/poolchat.db", PYTHONUNBUFFERED="1",
-               **settings)
-    log_path = data_dir / "streamlit.log"
+    env.update(PYTHONUNBUFFERED="1", **settings)
+    log_path = data_dir / f"{Path(script).stem}.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+            [sys.executable, "-m", "streamlit", "run", script, "--server.port", str(port),
              "--server.address", "127.0.0.1", "--server.headless", "true",
              "--browser.gatherUsageStats", "false"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     server = AppServer(f"http://127.0.0.1:{port}", process, log_path,
                        data_dir / "poolchat.db")
     try:

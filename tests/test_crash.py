@@ -12,6 +12,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from sqlalchemy import text
 
 from core import ChatbotSessionManager
+from tests.fakes import ScriptedModel, first_words, scripted_factory
 from tests.servers import ROOT
 
 CHILD = """
@@ -37,7 +38,8 @@ def test_a_killed_process_keeps_every_acknowledged_message(db_url):
     child.wait(timeout=30)
     child.stdout.close()
 
-    restarted = ChatbotSessionManager(DATABASE_URL=db_url)
+    restarted = ChatbotSessionManager(scripted_factory(ScriptedModel(answer=first_words)),
+                                      DATABASE_URL=db_url)
     try:
         session = restarted.get_session(session_id)
         kinds = [(type(m), m.text) for m in session.messages]
@@ -46,7 +48,7 @@ def test_a_killed_process_keeps_every_acknowledged_message(db_url):
                                          "in this chat.")]
         assert kinds[2] == (HumanMessage, "Tell me about yourself")  # accepted, unanswered
         assert len(kinds) == 3
-        assert session.send("What is my name?") == "Your name is Ada."
+        assert session.send("Who am I?") == "My name is Ada. (3)"  # all of it is sent
         if restarted.store.dialect == "sqlite":
             with restarted.store.engine.connect() as conn:
                 assert conn.execute(text("PRAGMA integrity_check")).scalar() == "ok"

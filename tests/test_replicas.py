@@ -34,11 +34,11 @@ def test_replicas_starting_at_once_migrate_exactly_once(db_url, replicas):
 
 def test_a_chat_started_on_one_replica_continues_on_another(db_url, replicas):
     session_id = replicas.submit(replica_worker.start_chat, db_url,
-                                 "My name is Lin Ortega.").result()
+                                 "I am Lin.").result()
     reply, humans = replicas.submit(replica_worker.continue_chat, db_url, session_id,
-                                    "What is my name?").result()
-    assert reply == "Your name is Lin Ortega."
-    assert humans == ["My name is Lin Ortega.", "What is my name?"]
+                                    "Who am I?").result()
+    assert reply == "I am Lin. (2)"  # the other replica sent the whole history
+    assert humans == ["I am Lin.", "Who am I?"]
 
 
 def test_two_replicas_writing_to_one_session_keep_every_message_in_order(db_url, replicas,

@@ -16,7 +16,13 @@ from core.errors import ChatError, MessageRejected
 from core.ids import is_valid_session_id
 from core.store import STOPPED
 from core.turns import Token, ToolCall, ToolResult
-from tests.fakes import observed_factory, offline_factory
+from tests.fakes import (
+    ScriptedModel,
+    first_words,
+    observed_factory,
+    offline_factory,
+    scripted_factory,
+)
 
 
 class TestPool:
@@ -53,13 +59,13 @@ class TestChatting:
         assert kinds == [HumanMessage, AIMessage, ToolMessage, AIMessage]
 
     def test_each_session_has_its_own_history(self, make_manager):
-        manager = make_manager()
+        manager = make_manager(agent_factory=scripted_factory(ScriptedModel(answer=first_words)))
         lin, max_ = manager.create_session(), manager.create_session()
-        lin.send("My name is Lin Ortega.")
-        max_.send("My name is Max.")
-        assert lin.send("What is my name?") == "Your name is Lin Ortega."
-        assert max_.send("What is my name?") == "Your name is Max."
-        assert "haven't told me" in manager.create_session().send("What is my name?")
+        lin.send("I am Lin.")
+        max_.send("I am Max.")
+        assert lin.send("Who am I?") == "I am Lin. (2)"
+        assert max_.send("Who am I?") == "I am Max. (2)"
+        assert manager.create_session().send("Who am I?") == "Who am I? (1)"
 
     def test_streaming_yields_tool_steps_then_tokens_and_stores_the_turn(self, make_manager):
         session = make_manager().create_session()
@@ -179,35 +185,38 @@ class TestLifecycle:
         assert (stats["total_sessions"], stats["empty_chats_open"]) == (0, 1)
 
     def test_history_survives_a_new_manager_on_the_same_database(self, make_manager):
-        session = make_manager().create_session()
-        session.send("My name is Lin Ortega.")
-        restarted = make_manager()
+        factory = scripted_factory(ScriptedModel(answer=first_words))
+        session = make_manager(agent_factory=factory).create_session()
+        session.send("I am Lin.")
+        restarted = make_manager(agent_factory=factory)
         again = restarted.get_session(session.session_id)
         assert [m.text for m in again.messages] == [m.text for m in session.messages]
-        assert again.send("What is my name?") == "Your name is Lin Ortega."
+        assert again.send("Who am I?") == "I am Lin. (2)"
         assert restarted.get_stats()["total_sessions"] == 1
         assert restarted.get_stats()["total_messages"] == 4
 
     def test_a_turn_sees_what_another_manager_wrote_to_the_same_session(self, make_manager):
-        here, there = make_manager(), make_manager()  # two processes or replicas
-        session = here.create_session()
-        session.send("My name is Ada.")
-        there.get_session(session.session_id).send("My name is Grace.")
-        assert session.send("What is my name?") == "Your name is Grace."
-        assert [m.text for m in session.messages if isinstance(m, HumanMessage)] == [
-            "My name is Ada.", "My name is Grace.", "What is my name?"]
+        model = ScriptedModel()
+        here, there = (make_manager(agent_factory=scripted_factory(model)) for _ in "ab")
+        session = here.create_session()  # two processes or replicas
+        session.send("I am Ada.")
+        there.get_session(session.session_id).send("I am Grace.")
+        session.send("Who am I?")
+        assert [m.text for m in model.history[-1] if isinstance(m, HumanMessage)] == [
+            "I am Ada.", "I am Grace.", "Who am I?"]  # what the other one wrote is sent
 
     def test_idle_sessions_are_evicted_and_reloaded_on_demand(self, make_manager):
         now = [1000.0]
-        manager = make_manager(clock=lambda: now[0], SESSION_IDLE_TTL=60)
+        manager = make_manager(clock=lambda: now[0], SESSION_IDLE_TTL=60,
+                               agent_factory=scripted_factory(ScriptedModel(answer=first_words)))
         kept, empty = manager.create_session(), manager.create_session()
-        kept.send("My name is Ada.")
+        kept.send("I am Ada.")
         now[0] += 61
         assert manager.evict_idle() == 2
         assert manager.sessions_in_memory == 0
         assert manager.get_stats()["total_sessions"] == 1  # the empty one is gone
         again = manager.get_session(kept.session_id)
-        assert again is not kept and again.send("What is my name?") == "Your name is Ada."
+        assert again is not kept and again.send("Who am I?") == "I am Ada. (2)"
         assert manager.get_session(empty.session_id) is None
 
     def test_memory_holds_at_most_the_configured_number_of_sessions(self, make_manager):
@@ -237,17 +246,18 @@ class TestLifecycle:
         assert manager.get_stats()["total_sessions"] == 1
 
     def test_trimming_bounds_what_is_sent_but_storage_keeps_everything(self, make_manager):
-        sent = []
-        manager = make_manager(agent_factory=observed_factory(sent.append),
+        model = ScriptedModel()
+        manager = make_manager(agent_factory=scripted_factory(model),
                                HISTORY_MAX_TOKENS=200, RATE_LIMIT_PER_MINUTE=0)
         session = manager.create_session()
-        session.send("My name is Ada.")
+        session.send("I am Ada.")
         for i in range(30):
             session.send(f"Filler message number {i} with a few words in it.")
         assert len(session.messages) == 62
-        assert len(sent[-1]) < 20
-        assert isinstance(sent[-1][1], HumanMessage)  # starts on a human after the system
-        assert session.send("What is my name?") == "You haven't told me your name in this chat yet."
+        sent = model.history[-1]
+        assert len(sent) < 20
+        assert isinstance(sent[1], HumanMessage)  # starts on a human after the system
+        assert "I am Ada." not in [m.text for m in sent]  # the oldest were trimmed
 
 
 class TestRateLimit:
@@ -274,7 +284,8 @@ class TestRateLimit:
 
 class TestConcurrency:
     def test_hundreds_of_sessions_from_threads_get_their_own_replies(self, make_manager):
-        manager = make_manager(pool_size=4, AGENT_MAX_CONCURRENCY=4)
+        manager = make_manager(pool_size=4, AGENT_MAX_CONCURRENCY=4,
+                               agent_factory=scripted_factory(ScriptedModel(answer=first_words)))
         sessions = [manager.create_session() for _ in range(200)]
         replies: dict[str, str] = {}
         barrier = threading.Barrier(20)
@@ -282,8 +293,8 @@ class TestConcurrency:
         def chat(chunk):
             barrier.wait()
             for i, session in chunk:
-                session.send(f"My name is User{i}.")
-                replies[session.session_id] = session.send("What is my name?")
+                session.send(f"I am User{i}.")
+                replies[session.session_id] = session.send("Who am I?")
 
         work = list(enumerate(sessions))
         threads = [threading.Thread(target=chat, args=(work[k::20],)) for k in range(20)]
@@ -292,29 +303,30 @@ class TestConcurrency:
         for thread in threads:
             thread.join()
         for i, session in enumerate(sessions):
-            assert replies[session.session_id] == f"Your name is User{i}."
+            assert replies[session.session_id] == f"I am User{i}. (2)"
         stats = manager.get_stats()
         assert stats["total_messages"] == 200 * 4
         assert sum(a["served"] for a in stats["pool"]) == 400
         assert stats["pool_in_flight"] == 0
 
     def test_hundreds_of_sessions_from_asyncio_and_threads_at_once(self, make_manager):
-        manager = make_manager(agent_factory=offline_factory(latency=0.001), pool_size=2,
+        model = ScriptedModel(answer=first_words, delay=0.001)
+        manager = make_manager(agent_factory=scripted_factory(model), pool_size=2,
                                AGENT_MAX_CONCURRENCY=8)
         async_sessions = [manager.create_session() for _ in range(150)]
         thread_sessions = [manager.create_session() for _ in range(50)]
         results: dict[str, str] = {}
 
         async def one(i, session):
-            await session.asend(f"My name is Async{i}.")
-            results[session.session_id] = await session.asend("What is my name?")
+            await session.asend(f"I am Async{i}.")
+            results[session.session_id] = await session.asend("Who am I?")
 
         async def all_async():
             await asyncio.gather(*(one(i, s) for i, s in enumerate(async_sessions)))
 
         def threaded(i, session):
-            session.send(f"My name is Thread{i}.")
-            results[session.session_id] = session.send("What is my name?")
+            session.send(f"I am Thread{i}.")
+            results[session.session_id] = session.send("Who am I?")
 
         threads = [threading.Thread(target=threaded, args=(i, s))
                    for i, s in enumerate(thread_sessions)]
@@ -324,9 +336,9 @@ class TestConcurrency:
         for thread in threads:
             thread.join()
         for i, session in enumerate(async_sessions):
-            assert results[session.session_id] == f"Your name is Async{i}."
+            assert results[session.session_id] == f"I am Async{i}. (2)"
         for i, session in enumerate(thread_sessions):
-            assert results[session.session_id] == f"Your name is Thread{i}."
+            assert results[session.session_id] == f"I am Thread{i}. (2)"
         assert manager.get_stats()["total_messages"] == 200 * 4
 
     def test_async_streaming_matches_sync_streaming(self, make_manager):
@@ -394,52 +406,52 @@ class TestFeedback:
 
 
 class TestBranches:
-    """Editing an earlier message forks the conversation; both branches stay."""
+    """Editing an earlier message forks the conversation; both branches stay. The
+    scripted model answers with the first question it was sent and how many it got."""
 
-    def test_an_edit_answers_the_new_branch_and_sends_only_that_branch(self, make_manager):
-        sent = []
-        manager = make_manager(agent_factory=observed_factory(sent.append),
-                               RATE_LIMIT_PER_MINUTE=0)
-        session = manager.create_session()
-        session.send("My name is Ada.")
-        session.send("What is my name?")
-        first = [r.id for r in manager.store.load_stored(session.session_id)]
-        run = session.edit(first[0], "My name is Grace.")
-        assert run.wait(10) and run.reply.startswith("Nice to meet you, Grace")
-        assert session.send("What is my name?") == "Your name is Grace."
-        assert "Ada" not in str(sent[-1])  # the model sees the shown branch only
-        shown = [m.text for m in session.messages]
-        assert shown[0] == "My name is Grace." and len(shown) == 4
+    @pytest.fixture
+    def chat(self, make_manager):
+        model = ScriptedModel(answer=first_words)
+        manager = make_manager(agent_factory=scripted_factory(model), RATE_LIMIT_PER_MINUTE=0)
+        return manager, manager.create_session(), model
 
-    def test_the_old_branch_stays_reachable_and_exports_follow_the_shown_one(
-            self, make_manager):
-        manager = make_manager(RATE_LIMIT_PER_MINUTE=0)
-        session = manager.create_session()
-        session.send("My name is Ada.")
+    def test_an_edit_answers_the_new_branch_and_sends_only_that_branch(self, chat):
+        manager, session, model = chat
+        session.send("I am Ada.")
+        session.send("Who am I?")
+        first = manager.store.load_stored(session.session_id)[0].id
+        run = session.edit(first, "I am Grace.")
+        assert run.wait(10) and run.reply == "I am Grace. (1)"
+        assert session.send("Who am I?") == "I am Grace. (2)"
+        assert "Ada" not in str(model.history[-1])  # the model sees the shown branch only
+        assert [m.text for m in session.messages] == [
+            "I am Grace.", "I am Grace. (1)", "Who am I?", "I am Grace. (2)"]
+
+    def test_the_old_branch_stays_reachable_and_exports_follow_the_shown_one(self, chat):
+        manager, session, _ = chat
+        session.send("I am Ada.")
         original = manager.store.load_stored(session.session_id)[0].id
-        session.edit(original, "My name is Grace.").wait(10)
+        session.edit(original, "I am Grace.").wait(10)
         edited = manager.store.load_stored(session.session_id)[0].id
         assert manager.store.versions(session.session_id, [edited]) == {
             edited: [original, edited]}
         assert manager.choose_branch(session, original)
-        assert [m.text for m in session.messages][0] == "My name is Ada."
-        assert session.send("What is my name?") == "Your name is Ada."  # on that branch
+        assert [m.text for m in session.messages][0] == "I am Ada."
+        assert session.send("Who am I?") == "I am Ada. (2)"  # continued on that branch
         from core.export import conversation_json
 
         exported = conversation_json("t", manager.store.load_stored(session.session_id))
         assert "Ada" in exported and "Grace" not in exported
 
-    def test_regenerate_on_a_branch_keeps_the_other_branch(self, make_manager):
-        manager = make_manager(RATE_LIMIT_PER_MINUTE=0)
-        session = manager.create_session()
-        session.send("My name is Ada.")
+    def test_regenerate_on_a_branch_keeps_the_other_branch(self, chat):
+        manager, session, _ = chat
+        session.send("I am Ada.")
         original = manager.store.load_stored(session.session_id)[0].id
-        session.edit(original, "My name is Grace.").wait(10)
+        session.edit(original, "I am Grace.").wait(10)
         list(session.regenerate())
-        assert [m.text for m in session.messages][0] == "My name is Grace."
+        assert [m.text for m in session.messages] == ["I am Grace.", "I am Grace. (1)"]
         manager.choose_branch(session, original)
-        assert [m.text for m in session.messages] == [
-            "My name is Ada.", "Nice to meet you, Ada. I'll remember your name in this chat."]
+        assert [m.text for m in session.messages] == ["I am Ada.", "I am Ada. (1)"]
 
     def test_an_edit_of_another_chats_message_is_refused(self, make_manager):
         manager = make_manager()

@@ -1,0 +1,191 @@
+"""How the chat page draws stored messages: bubbles with tool steps, notes on replies
+cut short, and a footer per message (versions, edit, copy, feedback, time, model)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import streamlit as st
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+
+from core.errors import ChatError, MessageRejected
+from core.limits import FEEDBACK_COMMENT_CHARS
+from core.sessions import ChatbotSession
+from core.store import COMPLETE, INTERRUPTED, RUNNING, STOPPED, StoredMessage
+from pages.common import get_manager
+
+UNANSWERED = "No reply was saved for this message (interrupted)."
+STATUS_NOTES = {STOPPED: "Stopped by you — partial reply.",
+                INTERRUPTED: "Interrupted — partial reply.",
+                RUNNING: "Still being written…"}
+
+
+
+def tool_step(name: str, args: dict, result: str | None) -> None:
+    shown = ", ".join(f"{key}={value!r}" for key, value in args.items())
+    with st.expander(f":material/build: {name}({shown})"):
+        st.caption("Input")
+        st.json(args)
+        st.caption("Result")
+        st.code(result if result is not None else "(no result)", language=None)
+
+
+def show_history(rows: list[StoredMessage], last_run: dict | None,
+                 session: ChatbotSession, answering: bool = False) -> None:
+    """One bubble per user message and one per assistant turn (tool steps, then text),
+    each with its time, a copy button and, on replies, the model and feedback.
+
+    A user message left without a reply says why, from the run that answered it; the
+    last one is being ``answering`` live below, when it is.
+    """
+    versions = get_manager().store.versions(
+        session.session_id, [r.id for r in rows if isinstance(r.message, HumanMessage)])
+    busy = answering
+    results = {r.message.tool_call_id: r.message.text for r in rows
+               if isinstance(r.message, ToolMessage)}
+    grouped = group_turns(rows)
+    for index, turn in enumerate(grouped):
+        first = turn[0]
+        if isinstance(first.message, HumanMessage):
+            with st.chat_message("user"):
+                st.text(first.message.text)
+                message_footer(first.message.text, first.created_at, before=lambda row=first: (
+                    version_switcher(session, row.id, versions.get(row.id), busy),
+                    edit_button(session, row, busy)))
+                following = grouped[index + 1][0].message if index + 1 < len(grouped) else None
+                if isinstance(following, HumanMessage) or (following is None
+                                                           and not answering):
+                    unanswered_note(first.id, last_run)
+            continue
+        with st.chat_message("assistant"):
+            texts, answer = [], None
+            for row in turn:
+                message = row.message
+                if not isinstance(message, AIMessage):
+                    continue
+                for call in message.tool_calls:
+                    tool_step(call["name"], call["args"], results.get(call["id"]))
+                if message.text:
+                    st.markdown(message.text)
+                    texts.append(message.text)
+                    answer = row
+                if row.status != COMPLETE:
+                    st.caption(STATUS_NOTES.get(row.status, row.status))
+            if last_run and last_run["error"] and index == len(grouped) - 1:
+                st.error(last_run["error"], icon=":material/error:")
+            if answer is not None:
+                message_footer("\n\n".join(texts), answer.created_at, answer, session)
+
+
+def version_switcher(session: ChatbotSession, message_id: int, versions: list[int] | None,
+                     busy: bool) -> None:
+    """"‹ 2 / 3 ›" on a message that was edited: each version is its own branch."""
+    if not versions:
+        return
+    at = versions.index(message_id)
+    st.button("", icon=":material/chevron_left:", key=f"older-{message_id}", type="tertiary",
+              disabled=busy or at == 0, help="Previous version",
+              on_click=choose_branch, args=(session, versions[at - 1]))
+    st.caption(f"{at + 1} / {len(versions)}", width="content")
+    st.button("", icon=":material/chevron_right:", key=f"newer-{message_id}",
+              type="tertiary", disabled=busy or at == len(versions) - 1, help="Next version",
+              on_click=choose_branch,
+              args=(session, versions[min(at + 1, len(versions) - 1)]))
+
+
+def edit_button(session: ChatbotSession, row: StoredMessage, busy: bool) -> None:
+    """Edit an earlier message: the chat forks there and the new version is answered."""
+    with st.popover("", icon=":material/edit:", help="Edit this message", type="tertiary",
+                    disabled=busy):
+        key = f"edit-text-{row.id}"
+        st.text_area("Edit your message", value=row.message.text, key=key,
+                     max_chars=get_manager().settings.MAX_MESSAGE_CHARS)
+        st.button("Send the new version", key=f"edit-send-{row.id}", type="primary",
+                  icon=":material/send:", on_click=send_edit, args=(session, row.id, key))
+
+
+def send_edit(session: ChatbotSession, message_id: int, key: str) -> None:
+    try:
+        session.edit(message_id, st.session_state.get(key, ""))
+    except (MessageRejected, ChatError) as exc:
+        st.session_state.edit_refused = str(exc)
+
+
+def message_footer(text: str, created_at: float, reply: StoredMessage | None = None,
+                   session: ChatbotSession | None = None,
+                   before: Callable[[], object] | None = None) -> None:
+    """Time (and model), a copy button, and feedback on a reply, on one discreet line
+    (after what ``before`` draws: a user message's versions and edit button)."""
+    with st.container(horizontal=True, vertical_alignment="center", gap="small"):
+        if before is not None:
+            before()
+        with st.popover("", icon=":material/content_copy:", help="Copy as Markdown",
+                        type="tertiary"):
+            st.code(text, language="markdown", wrap_lines=True)
+        if reply is not None and session is not None:
+            key = f"feedback-{reply.id}"
+            st.feedback("thumbs", key=key, default=reply.score, on_change=save_feedback,
+                        args=(session, reply.id, key))
+            if reply.score is not None:
+                with st.popover("", icon=":material/comment:", type="tertiary",
+                                help="Comment on this reply"):
+                    with st.form(f"comment-{reply.id}", border=False):
+                        comment = st.text_area("Comment (optional)", value=reply.comment,
+                                               max_chars=FEEDBACK_COMMENT_CHARS)
+                        if st.form_submit_button("Save comment"):
+                            get_manager().set_feedback(session, reply.id, reply.score,
+                                                       comment)
+                            st.rerun()
+        who = f" · {reply.model}" if reply is not None and reply.model else ""
+        st.caption(f"{local_time(created_at)}{who}")
+
+
+def local_time(seconds: float) -> str:
+    """The browser's local time when Streamlit knows its zone, else UTC."""
+    when = datetime.fromtimestamp(seconds, browser_zone())
+    today = datetime.now(when.tzinfo).date()
+    return f"{when:%H:%M}" if when.date() == today else f"{when:%d %b %Y, %H:%M}"
+
+
+def choose_branch(session: ChatbotSession, message_id: int) -> None:
+    get_manager().choose_branch(session, message_id)
+
+
+def save_feedback(session: ChatbotSession, message_id: int, key: str) -> None:
+    get_manager().set_feedback(session, message_id, st.session_state.get(key))
+
+
+def unanswered_note(message_id: int, last_run: dict | None) -> None:
+    if last_run is None or last_run["user_message_id"] != message_id:
+        st.caption(UNANSWERED)
+    elif last_run["status"] == RUNNING:
+        st.caption(STATUS_NOTES[RUNNING])
+    elif last_run["status"] == STOPPED:
+        st.caption("Stopped by you before any reply.")
+    elif last_run["error"]:
+        st.error(last_run["error"], icon=":material/error:")
+    else:
+        st.caption(UNANSWERED)
+
+
+def group_turns(rows: list[StoredMessage]) -> list[list[StoredMessage]]:
+    """Split into user messages and the assistant turns between them."""
+    turns: list[list[StoredMessage]] = []
+    for row in rows:
+        is_user = isinstance(row.message, HumanMessage)
+        if is_user or not turns or isinstance(turns[-1][0].message, HumanMessage):
+            turns.append([row])
+        else:
+            turns[-1].append(row)
+    return turns
+
+
+
+def browser_zone() -> tzinfo:
+    """The browser's time zone when Streamlit knows it, else UTC."""
+    try:
+        return ZoneInfo(st.context.timezone or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return timezone.utc

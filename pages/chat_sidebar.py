@@ -1,0 +1,124 @@
+"""The chat page's sidebar: new chat, this conversation's actions and agent settings,
+then this browser's conversations, searchable and grouped by day."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import streamlit as st
+
+from core.agents import AgentSpec
+from core.export import conversation_json, conversation_markdown, file_name
+from core.limits import PROMPT_MAX_CHARS, TITLE_MAX_CHARS
+from core.offline_model import OFFLINE_MODEL_NAME
+from core.sessions import ChatbotSession, ChatbotSessionManager
+from core.text import escape_markdown
+from pages.chat_messages import browser_zone
+
+SESSION_PARAM = "session"
+
+
+def switch_to(session: ChatbotSession) -> None:
+    st.session_state.chat_session = session
+    st.query_params[SESSION_PARAM] = session.session_id
+
+
+
+def new_chat_button(manager: ChatbotSessionManager, owner: str) -> None:
+    if st.sidebar.button("New chat", icon=":material/add:", use_container_width=True):
+        switch_to(manager.create_session(owner=owner))
+        st.rerun()
+
+
+def conversation_list(manager: ChatbotSessionManager, session: ChatbotSession,
+                      owner: str) -> None:
+    """This browser's conversations, searchable, grouped by when they were last used;
+    the open one highlighted."""
+    words = st.sidebar.text_input("Search conversations", key="search",
+                                  placeholder="Search conversations",
+                                  label_visibility="collapsed", icon=":material/search:")
+    conversations = manager.list_sessions(owner=owner, limit=50, search=words[:200])
+    if not conversations:
+        st.sidebar.caption("No conversation matches." if words.strip()
+                           else "None yet: send a message to start one.")
+    group = None
+    for info in conversations:
+        when = day_group(info["updated_at"])
+        if when != group:
+            st.sidebar.caption(when)
+            group = when
+        current = info["session_id"] == session.session_id
+        if st.sidebar.button(escape_markdown(info["title"]) or "Untitled",
+                             key=f"open-{info['session_id']}",
+                             type="primary" if current else "tertiary",
+                             use_container_width=True) and not current:
+            resumed = manager.get_session(info["session_id"], owner=owner)
+            if resumed is not None:
+                switch_to(resumed)
+            st.rerun()
+
+
+def day_group(seconds: float) -> str:
+    """Today, Yesterday, Previous 7 days or Older, in the browser's time zone."""
+    zone = browser_zone()
+    days = (datetime.now(zone).date() - datetime.fromtimestamp(seconds, zone).date()).days
+    if days <= 0:
+        return "Today"
+    if days == 1:
+        return "Yesterday"
+    return "Previous 7 days" if days <= 7 else "Older"
+
+
+def conversation_actions(manager: ChatbotSessionManager, session: ChatbotSession,
+                         owner: str, title: str, has_messages: bool) -> None:
+    with st.sidebar.expander("This conversation", icon=":material/edit_note:"):
+        new_title = st.text_input("Title", value=title, max_chars=TITLE_MAX_CHARS,
+                                  key=f"title-{session.session_id}")
+        if st.button("Rename", key="rename", disabled=new_title.strip() in ("", title)):
+            manager.rename_session(session, new_title)
+            st.rerun()
+        def everything():  # read only when a download is clicked, not on every rerun
+            return manager.store.load_stored(session.session_id)
+
+        st.download_button("Export Markdown", lambda: conversation_markdown(title, everything()),
+                           file_name=file_name(title, "md"), mime="text/markdown",
+                           icon=":material/download:", disabled=not has_messages)
+        st.download_button("Export JSON", lambda: conversation_json(title, everything()),
+                           file_name=file_name(title, "json"), mime="application/json",
+                           icon=":material/data_object:", disabled=not has_messages)
+        confirm = st.checkbox("Yes, delete this conversation", key="confirm-delete")
+        if st.button("Delete", icon=":material/delete:", disabled=not confirm):
+            manager.delete_session(session.session_id, owner=owner)
+            st.session_state.pop("confirm-delete", None)
+            switch_to(manager.create_session(owner=owner))
+            st.rerun()
+
+
+def agent_settings(manager: ChatbotSessionManager, session: ChatbotSession) -> None:
+    spec = session.agent_spec or manager.default_spec
+    offline = manager.settings.offline
+    with st.sidebar.expander("Agent settings", icon=":material/tune:"):
+        if session.has_custom_agent:
+            st.caption(f"This chat uses its own agent ({spec.model}).")
+        else:
+            st.caption(f"This chat uses the shared agent pool ({spec.model}).")
+        with st.form("agent-settings", border=False):
+            model = st.text_input("Model", value=spec.model, disabled=offline,
+                                  help="Offline demo mode has one model." if offline else None)
+            prompt = st.text_area("System prompt", value=spec.system_prompt, max_chars=PROMPT_MAX_CHARS)
+            temperature = st.slider("Temperature", 0.0, 2.0, float(spec.temperature), 0.1)
+            applied = st.form_submit_button("Use these settings")
+        if applied:
+            try:
+                session.agent = AgentSpec(OFFLINE_MODEL_NAME if offline else model.strip(),
+                                          prompt, temperature)
+            except ValueError as exc:
+                st.error(str(exc))
+            else:
+                st.rerun()
+        if session.has_custom_agent and st.button("Reset to shared agent",
+                                                  icon=":material/restart_alt:"):
+            session.agent = None
+            st.rerun()
+
+
