@@ -2,7 +2,7 @@
 
 Bounded by the total number of messages held (least recently used sessions go first).
 An entry is only trusted when the store confirms that nothing was written to the session
-since (see ``SessionStore.append_after``), so other threads or replicas writing to the
+since (``RunLog.start_turn`` returns the message the new one follows), so other threads or replicas writing to the
 same session make it reload, never lose context.
 """
 

@@ -237,9 +237,6 @@ class RunLog:
         """The conversation's newest run, to tell why a message has no reply."""
         return self._one_run(runs.c.session_id == session_id)
 
-    def get_run(self, run_id: str) -> dict[str, Any] | None:
-        return self._one_run(runs.c.id == run_id)
-
     def _one_run(self, *where: Any) -> dict[str, Any] | None:
         query = select(runs).where(*where).order_by(runs.c.started_at.desc()).limit(1)
         with self.engine.connect() as conn:

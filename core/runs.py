@@ -118,10 +118,6 @@ class RunWorker:
     def submit(self, coroutine: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
 
-    def cancel(self, future: concurrent.futures.Future[Any]) -> None:
-        """Cancel a submitted coroutine's task (from any thread)."""
-        self.loop.call_soon_threadsafe(future.cancel)
-
     @property
     def alive(self) -> bool:
         return self._thread.is_alive() and not self.loop.is_closed()

@@ -224,24 +224,6 @@ class SessionStore:
                 run(self._sql.touch, {"sid": session_id, "now": now})
         return ids
 
-    def append_after(self, session_id: str, message: BaseMessage,
-                     new_session: dict[str, Any] | None = None) -> tuple[int, int | None]:
-        """Append one message; return its id and the session's previous newest id.
-
-        Both come from one transaction, so a caller holding the session's messages up to
-        that previous id knows its copy is complete (no other writer came in between).
-        ``new_session`` (owner, title, agent_spec) creates the session row if missing.
-        """
-        now = time.time()
-        (row,) = message_rows(session_id, [message], COMPLETE, None, False, now)
-        with self._direct.transaction() as run:
-            if new_session is not None:
-                run(self._sql.new_session, session_row(session_id, now, **new_session))
-            previous = run(self._sql.last_id, {"sid": session_id}).fetchone()[0]
-            (new_id,) = insert_chain(run, self._sql.insert, [row], previous)
-            run(self._sql.touch, {"sid": session_id, "now": now})
-        return new_id, previous
-
     def load_messages(self, session_id: str, last: int | None = None) -> list[BaseMessage]:
         """The session's messages in order; only the ``last`` N when given."""
         return [m for m, _ in self.load_messages_with_status(session_id, last)]
@@ -285,11 +267,16 @@ class SessionStore:
         return rows
 
     def _shown_ids(self, conn: Connection, session_id: str) -> list[int] | None:
-        branch = conn.execute(select(sessions.c.branch_id).where(
-            sessions.c.id == session_id)).scalar()
+        """The branch shown, or None for a chat never edited (one line: every message)."""
+        branch = self._branch_of(conn, session_id)
         if branch is None:
             return None
         return shown_path(self._links(conn, session_id), branch)
+
+    @staticmethod
+    def _branch_of(conn: Connection, session_id: str) -> int | None:
+        return conn.execute(select(sessions.c.branch_id).where(
+            sessions.c.id == session_id)).scalar()
 
     @staticmethod
     def _links(conn: Connection, session_id: str) -> list[tuple[int, int | None]]:
@@ -299,7 +286,7 @@ class SessionStore:
     def versions(self, session_id: str, shown: Sequence[int]) -> dict[int, list[int]]:
         """For each shown message that has other versions (edits), all of them in order."""
         with self.engine.connect() as conn:
-            if self._shown_ids(conn, session_id) is None:
+            if self._branch_of(conn, session_id) is None:  # never edited: no versions
                 return {}
             return siblings(self._links(conn, session_id), shown)
 
@@ -344,13 +331,6 @@ class SessionStore:
                                                 "model": key[1], "up": 0, "down": 0})
                 entry["up" if score else "down"] += count
         return sorted(totals.values(), key=lambda e: (e["agent"], e["model"]))
-
-    def delete_messages_after(self, session_id: str, message_id: int) -> int:
-        """Remove the session's messages newer than ``message_id`` (regenerating a reply)."""
-        with self._writing() as conn:
-            result = conn.execute(delete(messages).where(
-                messages.c.session_id == session_id, messages.c.id > message_id))
-        return result.rowcount
 
     def count_messages(self, session_id: str | None = None) -> int:
         query = select(func.count()).select_from(messages)
