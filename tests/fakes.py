@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from langchain.agents import create_agent
@@ -132,38 +132,38 @@ class ScriptedModel(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=AIMessage(
             step[1], response_metadata={"finish_reason": "stop"}))])
 
-    def _stream(self, messages, stop=None, run_manager=None, **kwargs):
+    def _plan(self, messages) -> Iterator[ChatGenerationChunk | float]:
+        """The next reply word by word, with the pauses (seconds) between words; a queued
+        failure is raised instead."""
         step = self._next(messages)
         if step[0] == "fail":
             raise step[1]
         _, text, pause_after, pause = step
         words = re.findall(r"\S+\s*", text)
         if pause_after == 0:
-            time.sleep(pause)
+            yield pause
         for i, word in enumerate(words):
             yield self._chunk(word, i == len(words) - 1)
             if pause_after is not None and i + 1 == pause_after:
-                time.sleep(pause)
+                yield pause
             elif self.delay:
-                time.sleep(self.delay)
+                yield self.delay
+
+    def _stream(self, messages, stop=None, run_manager=None, **kwargs):
+        for item in self._plan(messages):
+            if isinstance(item, ChatGenerationChunk):
+                yield item
+            else:
+                time.sleep(item)
 
     async def _astream(self, messages, stop=None, run_manager=None, **kwargs):
-        step = self._next(messages)
-        if step[0] == "fail":
-            raise step[1]
-        _, text, pause_after, pause = step
-        words = re.findall(r"\S+\s*", text)
-        if pause_after == 0:
-            await asyncio.sleep(pause)
-        for i, word in enumerate(words):
-            chunk = self._chunk(word, i == len(words) - 1)
+        for item in self._plan(messages):
+            if not isinstance(item, ChatGenerationChunk):
+                await asyncio.sleep(item)
+                continue
             if run_manager:
-                await run_manager.on_llm_new_token(word, chunk=chunk)
-            yield chunk
-            if pause_after is not None and i + 1 == pause_after:
-                await asyncio.sleep(pause)
-            elif self.delay:
-                await asyncio.sleep(self.delay)
+                await run_manager.on_llm_new_token(item.text, chunk=item)
+            yield item
 
 
 def scripted_factory(model: ScriptedModel):
