@@ -89,8 +89,11 @@ def follow(run: Run, session: ChatbotSession) -> None:
             if waiting:
                 status.empty()
                 waiting = False
-        elif waiting:  # also lets a click on Stop reach this run of the page
-            status.caption(f"Thinking… {time.monotonic() - started:.0f} s")
+        elif not events:  # an idle tick writes too: only then can a Stop click get in
+            if waiting:
+                status.caption(f"Thinking… {time.monotonic() - started:.0f} s")
+            else:  # e.g. a tool or the model's next step is slow: the tail as it is
+                tail.markdown(splitter.tail)
         if done:
             break
         time.sleep(FRAME)  # coalesce: what streams meanwhile goes out in the next frame
