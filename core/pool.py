@@ -1,9 +1,19 @@
-"""The shared agent pool: agents built once, lent out per message.
+"""The shared agent pool: a fair, rate-aware router over its members.
 
-Each message borrows the least busy agent (round-robin among equals). An agent serves at
-most ``max_concurrency`` requests at once; further requests wait in one FIFO queue, shared
-by threads and asyncio tasks, for at most ``acquire_timeout`` seconds. The pool counts
-what a utilisation chart needs. All methods are thread-safe.
+A member is one agent behind one endpoint (``AGENT_POOL_SIZE=N`` gives N identical
+members; ``[[members]]`` in the secrets gives named ones). Each request borrows the least
+busy member relative to its weight, within the member's ``max_concurrency``.
+
+Requests that cannot be served at once wait in a queue that is fair across owners (one
+browser each): owners take turns, round-robin, and one owner holds at most
+``max_per_owner`` slots at once, so one person sending 40 messages does not make everybody
+else wait behind all 40. Waiting is shared by threads and asyncio tasks, bounded by
+``acquire_timeout``.
+
+Members that share a provider account (a *quota*) share its rate limit: a 429 puts the
+quota in cooldown for every request, and after the cooldown one request probes before
+the others follow. A member whose key is refused, or that fails again and again, is
+marked failing and skipped while other members can serve. All methods are thread-safe.
 """
 
 from __future__ import annotations
@@ -11,31 +21,52 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections import deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+HEALTHY, COOLING, PROBING, FAILING = "healthy", "cooling down", "probing", "failing"
+FAILING_AFTER = 3        # consecutive transient failures that mark a member failing
+FAILING_FOR = 30.0       # seconds a failing member is skipped before it is tried again
+REFUSED_FOR = 300.0      # ... and one whose key was refused
+DEFAULT_SERVICE = 5.0    # seconds a reply is assumed to take before any was timed
 
 
 class PoolTimeout(RuntimeError):
-    """Every agent stayed at its concurrency limit for the whole wait."""
+    """Every member stayed busy (or cooling down) for the whole wait."""
 
 
-@dataclass(slots=True)
-class AgentUsage:
+@dataclass(eq=False)
+class Member:
+    """One agent behind one endpoint, with its limits and live counters."""
+
+    name: str
+    agent: Any
+    max_concurrency: int = 8
+    weight: float = 1.0
+    model: str = ""
+    quota: str = ""          # members with the same quota share one provider rate limit
+    version: int = 1         # bumped by each live reconfiguration
     in_flight: int = 0
     served: int = 0
-    errors: int = 0        # the provider or the agent failed
-    stopped: int = 0       # the user stopped the reply
-    interrupted: int = 0   # the reply was cut off (its stream dropped)
+    errors: int = 0          # the provider or the agent failed
+    stopped: int = 0         # the user stopped the reply
+    interrupted: int = 0     # the reply was cut off (its stream dropped)
+    rate_limited: int = 0    # 429s seen
     busy_seconds: float = 0.0
     wait_seconds: float = 0.0
+    failures: int = 0        # consecutive failures
+    failing_until: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.quota = self.quota or self.name
 
 
 @dataclass(slots=True)
 class Lease:
-    """One borrowed agent; ``waited`` is the time spent queueing for it.
+    """One borrowed member; ``waited`` is the time spent queueing for it.
 
     The borrower may set ``outcome`` ("interrupted") before giving it back; otherwise a
     cancellation counts as stopped and any other exception as an error.
@@ -44,23 +75,47 @@ class Lease:
     index: int
     agent: Any
     waited: float
+    member: str = ""
+    model: str = ""
+    version: int = 1
+    probe: bool = False
     outcome: str | None = None
 
 
-class _Waiter:
-    __slots__ = ("index", "event", "loop", "future")
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where a waiting request stands: its place in the queue and an estimate."""
 
-    def __init__(self) -> None:
+    position: int          # 1 = next to be served
+    waiting: int           # requests waiting in all
+    estimate: float        # seconds until it is likely served
+    cooldown: float        # seconds left of a provider's rate-limit cooldown (0: none)
+    capped: bool = False   # its owner already holds ``max_per_owner`` slots
+
+
+class Ticket:
+    """A request's place in the queue; the borrower may ask the pool where it stands."""
+
+    __slots__ = ("owner", "prefer", "exclude", "index", "probe", "event", "loop", "future",
+                 "since")
+
+    def __init__(self, owner: str | None = None, prefer: int | None = None,
+                 exclude: Sequence[str] = ()) -> None:
+        self.owner = owner
+        self.prefer = prefer
+        self.exclude = frozenset(exclude)
         self.index: int | None = None
+        self.probe = False
         self.event: threading.Event | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.future: asyncio.Future[None] | None = None
+        self.since = 0.0
 
     def wake(self) -> None:
         if self.event is not None:
             self.event.set()
-        else:
-            assert self.loop is not None and self.future is not None
+        elif self.future is not None:
+            assert self.loop is not None
             self.loop.call_soon_threadsafe(_resolve, self.future)
 
 
@@ -69,152 +124,246 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+@dataclass(slots=True)
+class _Quota:
+    """A provider account's rate-limit state, shared by its members."""
+
+    until: float = 0.0            # wall-clock end of the cooldown
+    probe_due: bool = False       # the cooldown ended: one request goes first
+    probing: bool = False         # ... and it is in flight
+    timer: threading.Timer | None = field(default=None, repr=False)
+
+
 class AgentPool:
-    """A fixed set of shared agents with per-agent concurrency limits and usage counters."""
+    """Members with concurrency limits and weights, a fair queue, shared cooldowns."""
 
     def __init__(self, agents: Sequence[Any], max_concurrency: int = 8,
-                 acquire_timeout: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 acquire_timeout: float = 30.0, max_per_owner: int | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
         if not agents:
             raise ValueError("an agent pool needs at least one agent")
-        self._agents = tuple(agents)
+        self._members = [a if isinstance(a, Member) else
+                         Member(f"pool:{i}", a, max_concurrency, quota="pool")
+                         for i, a in enumerate(agents)]
         self.max_concurrency = max_concurrency
         self.acquire_timeout = acquire_timeout
+        self.max_per_owner = max_per_owner
         self._clock = clock
+        self._wall = wall
         self._lock = threading.Lock()
-        self._usage = [AgentUsage() for _ in self._agents]
-        self._waiters: deque[_Waiter] = deque()
+        self._queues: OrderedDict[str | None, deque[Ticket]] = OrderedDict()
+        self._held: Counter[str | None] = Counter()
+        self._quotas: dict[str, _Quota] = {m.quota: _Quota() for m in self._members}
         self._cursor = 0
         self.timeouts = 0
+        self.on_cooldown: Callable[[str, float], None] | None = None  # shares a 429
 
+    # -- members --------------------------------------------------------------------
     @property
     def size(self) -> int:
-        return len(self._agents)
+        return len(self._members)
 
     @property
     def agents(self) -> tuple[Any, ...]:
-        return self._agents
+        return tuple(m.agent for m in self._members)
 
-    def _claim(self, prefer: int | None = None) -> int | None:
-        """Index of the least busy agent with room (lock held).
+    @property
+    def members(self) -> tuple[Member, ...]:
+        return tuple(self._members)
 
-        Ties go to ``prefer`` (a session's home agent) when given, else round-robin.
+    def member(self, name: str) -> Member:
+        for member in self._members:
+            if member.name == name:
+                return member
+        raise KeyError(name)
+
+    def replace_agent(self, name: str, agent: Any, model: str) -> int:
+        """A member's new agent, for requests from now on; leases keep the old one."""
+        with self._lock:
+            member = self.member(name)
+            member.agent, member.model = agent, model
+            member.version += 1
+            member.failures, member.failing_until = 0, 0.0
+            self._hand_over()
+            return member.version
+
+    # -- choosing a member (lock held) -----------------------------------------------
+    def _usable(self, member: Member, now: float) -> bool:
+        quota = self._quotas[member.quota]
+        if member.in_flight >= member.max_concurrency or now < quota.until:
+            return False
+        return not quota.probing
+
+    def _pick(self, ticket: Ticket) -> int | None:
+        """The member for this ticket: least busy for its weight, healthy first.
+
+        A failing member serves only when every member the ticket may use is failing (its
+        error is then the user's answer); ties go to ``prefer``, else round-robin.
         """
+        now = self._wall()
+        count = len(self._members)
+        allowed = [i for i in range(count) if self._members[i].name not in ticket.exclude]
+        if not allowed:
+            return None
+        healthy = [i for i in allowed if self._members[i].failing_until <= now]
+        candidates = set(healthy or allowed)
+        start = self._cursor if ticket.prefer is None else ticket.prefer % count
         best: int | None = None
-        count = len(self._agents)
-        start = self._cursor if prefer is None else prefer % count
+        best_load = 0.0
         for step in range(count):
             i = (start + step) % count
-            busy = self._usage[i].in_flight
-            if busy < self.max_concurrency and (best is None or busy < self._usage[best].in_flight):
-                best = i
-        if best is not None:
-            if prefer is None:
-                self._cursor = (best + 1) % count
-            self._usage[best].in_flight += 1
+            if i not in candidates:
+                continue
+            member = self._members[i]
+            if not self._usable(member, now):
+                continue
+            load = member.in_flight / member.weight
+            if best is None or load < best_load:
+                best, best_load = i, load
+        if best is not None and ticket.prefer is None:
+            self._cursor = (best + 1) % count
         return best
 
-    def _try_claim(self, prefer: int | None) -> tuple[int | None, _Waiter | None]:
-        with self._lock:
-            if not self._waiters:
-                index = self._claim(prefer)
-                if index is not None:
-                    return index, None
-            waiter = _Waiter()
-            return None, waiter
+    def _grant(self, ticket: Ticket, index: int) -> None:
+        member = self._members[index]
+        quota = self._quotas[member.quota]
+        member.in_flight += 1
+        self._held[ticket.owner] += 1
+        ticket.index = index
+        if quota.probe_due:
+            quota.probe_due, quota.probing, ticket.probe = False, True, True
+
+    def _capped(self, owner: str | None) -> bool:
+        return (owner is not None and self.max_per_owner is not None
+                and self._held[owner] >= self.max_per_owner)
 
     def _hand_over(self) -> None:
-        """Give free slots to queued waiters in arrival order (lock held)."""
-        while self._waiters:
-            index = self._claim()
-            if index is None:
-                return
-            waiter = self._waiters.popleft()
-            waiter.index = index
-            try:
-                waiter.wake()
-            except RuntimeError:  # its event loop is closed: nobody will use the slot
-                waiter.index = None
-                self._usage[index].in_flight -= 1
+        """Serve waiting tickets: owners take turns; an owner at its cap is skipped."""
+        granted = True
+        while granted and self._queues:
+            granted = False
+            for owner, queue in self._queues.items():
+                if self._capped(owner):
+                    continue
+                ticket = queue[0]
+                index = self._pick(ticket)
+                if index is None:
+                    continue
+                queue.popleft()
+                if queue:
+                    self._queues.move_to_end(owner)
+                else:
+                    del self._queues[owner]
+                self._grant(ticket, index)
+                try:
+                    ticket.wake()
+                except RuntimeError:  # its event loop is closed: nobody will use the slot
+                    self._ungrant(ticket)
+                granted = True
+                break
 
-    def _give_up(self, waiter: _Waiter) -> None:
-        """A waiter timed out or was cancelled: leave the queue, or return a late grant."""
+    def _ungrant(self, ticket: Ticket) -> None:
+        assert ticket.index is not None
+        member = self._members[ticket.index]
+        member.in_flight -= 1
+        self._held[ticket.owner] -= 1
+        if self._held[ticket.owner] <= 0:
+            del self._held[ticket.owner]
+        if ticket.probe:
+            quota = self._quotas[member.quota]
+            if quota.probing:  # the probe ended without an answer: the next one probes
+                quota.probing, quota.probe_due = False, True
+            ticket.probe = False
+        ticket.index = None
+
+    # -- queueing ---------------------------------------------------------------------
+    def enqueue(self, ticket: Ticket) -> None:
+        """Queue a ticket (served at once if it may be); it holds its slot until
+        ``withdraw``. The leases below use this; so can a scheduler test."""
         with self._lock:
-            if waiter.index is None:
-                self._waiters.remove(waiter)
-                self.timeouts += 1
-                return
-            self._usage[waiter.index].in_flight -= 1
+            ticket.since = self._clock()
+            self._queues.setdefault(ticket.owner, deque()).append(ticket)
             self._hand_over()
 
-    def _release(self, lease: Lease, busy: float, outcome: str) -> None:
+    def withdraw(self, ticket: Ticket, timed_out: bool = False) -> None:
+        """A ticket gives up: it leaves the queue, or gives its slot back."""
         with self._lock:
-            usage = self._usage[lease.index]
-            usage.in_flight -= 1
-            usage.served += 1
-            usage.errors += outcome == "error"
-            usage.stopped += outcome == "stopped"
-            usage.interrupted += outcome == "interrupted"
-            usage.busy_seconds += busy
-            usage.wait_seconds += lease.waited
+            if ticket.index is None:
+                queue = self._queues.get(ticket.owner)
+                if queue is not None and ticket in queue:
+                    queue.remove(ticket)
+                    if not queue:
+                        del self._queues[ticket.owner]
+                self.timeouts += timed_out
+                return
+            self._ungrant(ticket)
             self._hand_over()
+
+    @staticmethod
+    def _ticket(ticket: Ticket | None, owner: str | None, prefer: int | None,
+                exclude: Sequence[str]) -> Ticket:
+        ticket = ticket or Ticket()
+        ticket.owner, ticket.prefer, ticket.exclude = owner, prefer, frozenset(exclude)
+        ticket.index, ticket.probe = None, False
+        return ticket
 
     def _timeout_error(self, timeout: float) -> PoolTimeout:
         return PoolTimeout(f"all {self.size} agents were busy for {timeout:g} s; try again")
 
     @contextmanager
-    def lease(self, timeout: float | None = None, prefer: int | None = None
-              ) -> Iterator[Lease]:
-        """Borrow an agent from a thread; raises PoolTimeout if none frees up in time."""
+    def lease(self, timeout: float | None = None, prefer: int | None = None,
+              owner: str | None = None, exclude: Sequence[str] = (),
+              ticket: Ticket | None = None) -> Iterator[Lease]:
+        """Borrow a member from a thread; raises PoolTimeout if none frees up in time."""
         timeout = self.acquire_timeout if timeout is None else timeout
+        ticket = self._ticket(ticket, owner, prefer, exclude)
+        ticket.event = threading.Event()
         start = self._clock()
-        index, waiter = self._try_claim(prefer)
-        if waiter is not None:
-            waiter.event = threading.Event()
-            self._enqueue(waiter)
-            if not waiter.event.wait(timeout):
-                with self._lock:
-                    granted = waiter.index is not None
-                if not granted:
-                    self._give_up(waiter)
-                    raise self._timeout_error(timeout)
-            index = waiter.index
-        assert index is not None
-        with self._holding(Lease(index, self._agents[index], self._clock() - start)) as lease:
+        self.enqueue(ticket)
+        if ticket.index is None and not ticket.event.wait(timeout):
+            with self._lock:
+                granted = ticket.index is not None
+            if not granted:
+                self.withdraw(ticket, True)
+                raise self._timeout_error(timeout)
+        with self._holding(self._lease(ticket, self._clock() - start)) as lease:
             yield lease
 
     @asynccontextmanager
-    async def alease(self, timeout: float | None = None, prefer: int | None = None
-                     ) -> AsyncIterator[Lease]:
-        """Borrow an agent from asyncio without blocking the event loop."""
+    async def alease(self, timeout: float | None = None, prefer: int | None = None,
+                     owner: str | None = None, exclude: Sequence[str] = (),
+                     ticket: Ticket | None = None) -> AsyncIterator[Lease]:
+        """Borrow a member from asyncio without blocking the event loop."""
         timeout = self.acquire_timeout if timeout is None else timeout
+        ticket = self._ticket(ticket, owner, prefer, exclude)
+        ticket.loop = asyncio.get_running_loop()
+        ticket.future = ticket.loop.create_future()
         start = self._clock()
-        index, waiter = self._try_claim(prefer)
-        if waiter is not None:
-            waiter.loop = asyncio.get_running_loop()
-            waiter.future = waiter.loop.create_future()
-            self._enqueue(waiter)
+        self.enqueue(ticket)
+        if ticket.index is None:
             try:
-                await asyncio.wait_for(waiter.future, timeout)
+                await asyncio.wait_for(asyncio.shield(ticket.future), timeout)
             except TimeoutError:
-                self._give_up(waiter)
-                raise self._timeout_error(timeout) from None
+                self.withdraw(ticket, True)
+                if ticket.index is None:
+                    raise self._timeout_error(timeout) from None
             except asyncio.CancelledError:
-                self._give_up(waiter)
+                self.withdraw(ticket, False)
                 raise
-            index = waiter.index
-        assert index is not None
-        with self._holding(Lease(index, self._agents[index], self._clock() - start)) as lease:
+        with self._holding(self._lease(ticket, self._clock() - start)) as lease:
             yield lease
 
-    def _enqueue(self, waiter: _Waiter) -> None:
-        with self._lock:
-            self._waiters.append(waiter)
-            self._hand_over()  # a slot may have freed since the first try
+    def _lease(self, ticket: Ticket, waited: float) -> tuple[Lease, Ticket]:
+        assert ticket.index is not None
+        member = self._members[ticket.index]
+        return Lease(ticket.index, member.agent, waited, member.name, member.model,
+                     member.version, ticket.probe), ticket
 
     @contextmanager
-    def _holding(self, lease: Lease) -> Iterator[Lease]:
+    def _holding(self, leased: tuple[Lease, Ticket]) -> Iterator[Lease]:
         """Time the lease, count how it ended, and give the slot back."""
+        lease, ticket = leased
         began, outcome = self._clock(), "ok"
         try:
             yield lease
@@ -225,26 +374,146 @@ class AgentPool:
             outcome = lease.outcome or "error"
             raise
         finally:
-            self._release(lease, self._clock() - began, outcome)
+            self._release(lease, ticket, self._clock() - began, outcome)
+
+    def _release(self, lease: Lease, ticket: Ticket, busy: float, outcome: str) -> None:
+        with self._lock:
+            member = self._members[lease.index]
+            member.served += 1
+            member.errors += outcome == "error"
+            member.stopped += outcome == "stopped"
+            member.interrupted += outcome == "interrupted"
+            member.busy_seconds += busy
+            member.wait_seconds += lease.waited
+            if outcome == "ok":
+                self._succeeded(member, ticket)
+            self._ungrant(ticket)
+            self._hand_over()
+
+    # -- health -----------------------------------------------------------------------
+    def _succeeded(self, member: Member, ticket: Ticket) -> None:
+        member.failures, member.failing_until = 0, 0.0
+        if ticket.probe:
+            quota = self._quotas[member.quota]
+            quota.probing = quota.probe_due = False
+            ticket.probe = False
+
+    def report_ok(self, lease: Lease, ticket: Ticket) -> None:
+        """The member answered (a first token): a probe lets the others follow."""
+        with self._lock:
+            if ticket.index is not None:
+                self._succeeded(self._members[lease.index], ticket)
+                self._hand_over()
+
+    def report_failure(self, lease: Lease, refused: bool = False) -> None:
+        """The member failed (connection, timeout, 5xx) or refused its key."""
+        with self._lock:
+            member = self._members[lease.index]
+            member.failures += 1
+            if refused or member.failures >= FAILING_AFTER:
+                member.failing_until = self._wall() + (REFUSED_FOR if refused
+                                                       else FAILING_FOR)
+
+    def cool_down(self, name: str, seconds: float, share: bool = True) -> float:
+        """The provider of this member asked to wait: its whole quota waits; returns the
+        wall-clock end of the cooldown."""
+        with self._lock:
+            member = self.member(name)
+            member.rate_limited += 1
+            until = self._cool(member.quota, self._wall() + seconds)
+        if share and self.on_cooldown is not None:
+            self.on_cooldown(member.quota, until)
+        return until
+
+    def apply_cooldowns(self, cooldowns: dict[str, float]) -> None:
+        """Cooldowns another replica saw (quota -> wall-clock end)."""
+        now = self._wall()
+        with self._lock:
+            for quota, until in cooldowns.items():
+                if quota in self._quotas and until > now and until > self._quotas[quota].until:
+                    self._cool(quota, until)
+
+    def _cool(self, name: str, until: float) -> float:
+        quota = self._quotas[name]
+        quota.until = max(quota.until, until)
+        quota.probe_due, quota.probing = True, False
+        if quota.timer is not None:
+            quota.timer.cancel()
+        quota.timer = threading.Timer(max(0.0, quota.until - self._wall()) + 0.005,
+                                      self._cooled)
+        quota.timer.daemon = True
+        quota.timer.start()
+        return quota.until
+
+    def _cooled(self) -> None:
+        with self._lock:
+            self._hand_over()
+
+    def can_fail_over(self, name: str) -> bool:
+        """Another member that is not failing exists."""
+        now = self._wall()
+        with self._lock:
+            return any(m.name != name and m.failing_until <= now for m in self._members)
+
+    # -- reporting ----------------------------------------------------------------------
+    def _state(self, member: Member, now: float) -> tuple[str, float]:
+        quota = self._quotas[member.quota]
+        if member.failing_until > now:
+            return FAILING, 0.0
+        if quota.until > now:
+            return COOLING, quota.until - now
+        if quota.probing or quota.probe_due:
+            return PROBING, 0.0
+        return HEALTHY, 0.0
 
     def snapshot(self) -> list[dict[str, Any]]:
-        """Per-agent counters, consistent with each other at one instant."""
+        """Per-member counters and state, consistent with each other at one instant."""
+        now = self._wall()
         with self._lock:
-            return [
-                {
-                    "agent": i,
-                    "in_flight": u.in_flight,
-                    "max_concurrency": self.max_concurrency,
-                    "served": u.served,
-                    "errors": u.errors,
-                    "stopped": u.stopped,
-                    "interrupted": u.interrupted,
-                    "busy_seconds": round(u.busy_seconds, 6),
-                    "queue_wait_seconds": round(u.wait_seconds, 6),
-                }
-                for i, u in enumerate(self._usage)
-            ]
+            rows = []
+            for i, m in enumerate(self._members):
+                state, left = self._state(m, now)
+                rows.append({
+                    "agent": i, "name": m.name, "model": m.model, "version": m.version,
+                    "state": state, "cooldown_seconds": round(left, 1),
+                    "in_flight": m.in_flight, "max_concurrency": m.max_concurrency,
+                    "weight": m.weight, "served": m.served, "errors": m.errors,
+                    "stopped": m.stopped, "interrupted": m.interrupted,
+                    "rate_limited": m.rate_limited,
+                    "busy_seconds": round(m.busy_seconds, 6),
+                    "queue_wait_seconds": round(m.wait_seconds, 6),
+                })
+            return rows
 
     def queued(self) -> int:
         with self._lock:
-            return len(self._waiters)
+            return sum(len(q) for q in self._queues.values())
+
+    def held(self, owner: str) -> int:
+        with self._lock:
+            return self._held[owner]
+
+    def place(self, ticket: Ticket) -> Place | None:
+        """Where a waiting ticket stands (None once it is served or gone)."""
+        now = self._wall()
+        with self._lock:
+            queue = self._queues.get(ticket.owner)
+            if ticket.index is not None or queue is None or ticket not in queue:
+                return None
+            mine = queue.index(ticket)
+            ahead, before = mine, True
+            for owner, other in self._queues.items():  # one round serves each owner once
+                if owner == ticket.owner:
+                    before = False
+                    continue
+                ahead += min(len(other), mine + 1 if before else mine)
+            waiting = sum(len(q) for q in self._queues.values())
+            served = sum(m.served for m in self._members)
+            busy = sum(m.busy_seconds for m in self._members)
+            per_reply = busy / served if served else DEFAULT_SERVICE
+            slots = sum(m.max_concurrency for m in self._members if m.failing_until <= now)
+            usable = [m for m in self._members if m.name not in ticket.exclude]
+            lefts = [self._quotas[m.quota].until - now for m in usable]
+            cooldown = min(lefts) if lefts and min(lefts) > 0 else 0.0
+            estimate = cooldown + (ahead + 1) * per_reply / max(1, slots)
+            return Place(ahead + 1, waiting, estimate, cooldown, self._capped(ticket.owner))

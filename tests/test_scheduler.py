@@ -1,0 +1,163 @@
+"""The pool's queue as a scheduler: fair across owners, capped per owner, never leaking a
+slot; checked on random sequences of arrivals, releases, cancellations and timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.pool import AgentPool, Ticket
+
+OWNERS = ["a", "b", "c", "d"]
+CAP = 2
+
+OPERATIONS = st.lists(st.one_of(
+    st.tuples(st.just("arrive"), st.sampled_from(OWNERS)),
+    st.tuples(st.just("release"), st.integers(0, 50)),   # a served request ends
+    st.tuples(st.just("cancel"), st.integers(0, 50)),    # a waiting one gives up
+), max_size=80)
+
+
+class Watcher:
+    """Replays operations and checks, after each, what must always hold."""
+
+    def __init__(self, slots: list[int]) -> None:
+        self.pool = AgentPool([f"agent{i}" for i in range(len(slots))], max_per_owner=CAP)
+        for member, limit in zip(self.pool.members, slots):
+            member.max_concurrency = limit
+        self.tickets: list[Ticket] = []
+        self.granted: set[Ticket] = set()
+        self.bypassed: dict[Ticket, int] = {}
+
+    def waiting(self) -> list[Ticket]:
+        return [t for t in self.tickets if t.index is None]
+
+    def heads(self) -> list[Ticket]:
+        """Waiting tickets first in their owner's line whose owner is under the cap."""
+        firsts: dict[str | None, Ticket] = {}
+        for ticket in self.waiting():
+            firsts.setdefault(ticket.owner, ticket)
+        return [t for o, t in firsts.items() if self.pool.held(o) < CAP]
+
+    def apply(self, operation: tuple[str, object]) -> None:
+        kind, arg = operation
+        heads = self.heads()
+        if kind == "arrive":
+            ticket = Ticket(owner=str(arg))
+            self.tickets.append(ticket)
+            self.pool.enqueue(ticket)
+        elif kind == "release" and self.granted:
+            ticket = sorted(self.granted, key=self.tickets.index)[int(arg) % len(self.granted)]
+            self.granted.discard(ticket)
+            self.tickets.remove(ticket)
+            self.pool.withdraw(ticket)
+        elif kind == "cancel" and self.waiting():
+            waiting = self.waiting()
+            ticket = waiting[int(arg) % len(waiting)]
+            self.tickets.remove(ticket)
+            self.pool.withdraw(ticket, timed_out=True)
+        newly = [t for t in self.tickets if t.index is not None and t not in self.granted]
+        self.granted.update(newly)
+        for head in heads:
+            if head in self.tickets and head.index is None:
+                self.bypassed[head] = self.bypassed.get(head, 0) + sum(
+                    t.owner != head.owner for t in newly)
+        self.check()
+
+    def check(self) -> None:
+        members = self.pool.members
+        assert all(m.in_flight <= m.max_concurrency for m in members)
+        assert sum(m.in_flight for m in members) == len(self.granted)  # nothing leaked
+        for owner in OWNERS:
+            held = sum(t.owner == owner for t in self.granted)
+            assert held == self.pool.held(owner) <= CAP
+        assert self.pool.queued() == len(self.waiting())
+        # a head of line, eligible, is passed by each other owner at most once
+        assert all(count <= len(OWNERS) - 1 for count in self.bypassed.values())
+        # work-conserving: nobody waits while a slot is free and their owner may take it
+        free = sum(m.max_concurrency - m.in_flight for m in members)
+        if free:
+            assert not self.heads()
+
+
+@settings(max_examples=300, deadline=None)
+@given(OPERATIONS, st.lists(st.integers(1, 3), min_size=1, max_size=3))
+def test_the_queue_is_fair_capped_and_leaks_nothing(operations, slots):
+    watcher = Watcher(slots)
+    for operation in operations:
+        watcher.apply(operation)
+    while watcher.granted:  # everything served ends: every waiter gets served
+        ticket = min(watcher.granted, key=watcher.tickets.index)
+        watcher.apply(("release", watcher.tickets.index(ticket) and 0))
+    assert not watcher.waiting()
+    assert watcher.pool.queued() == 0 and not any(m.in_flight for m in watcher.pool.members)
+
+
+def test_one_owner_with_many_requests_does_not_hold_back_the_others():
+    pool = AgentPool(["agent"], max_concurrency=2, max_per_owner=2)
+    flood = [Ticket(owner="flood") for _ in range(40)]
+    for ticket in flood:
+        pool.enqueue(ticket)
+    late = [Ticket(owner=f"user{i}") for i in range(5)]
+    for ticket in late:
+        pool.enqueue(ticket)
+    order: list[Ticket] = []  # in the order they were granted
+    while len(order) < 45:
+        order += [t for t in flood + late if t.index is not None and t not in order]
+        pool.withdraw(next(t for t in order if t.index is not None))  # the oldest ends
+    order = [t.owner for t in order]
+    latest = max(order.index(f"user{i}") for i in range(5))
+    assert latest <= 2 + 2 * 5  # two in flight, then one flood per latecomer at most
+    assert order.count("flood") == 40
+
+
+def test_a_queued_request_knows_its_place_and_an_estimate():
+    pool = AgentPool(["agent"], max_concurrency=1, max_per_owner=2)
+    first = Ticket(owner="a")
+    pool.enqueue(first)
+    mine = [Ticket(owner="a"), Ticket(owner="a")]
+    other = Ticket(owner="b")
+    for ticket in [*mine, other]:
+        pool.enqueue(ticket)
+    assert pool.place(first) is None  # served
+    assert [pool.place(t).position for t in mine] == [1, 3]
+    assert pool.place(other).position == 2  # round-robin: b goes before a's second
+    assert pool.place(other).waiting == 3 and pool.place(other).estimate > 0
+
+
+def test_a_timed_out_or_cancelled_lease_leaks_no_slot():
+    pool = AgentPool(["agent"], max_concurrency=1, max_per_owner=1)
+
+    async def main():
+        async with pool.alease(owner="a"):
+            waiter = asyncio.create_task(_borrow(pool, "b", 10))
+            timed = asyncio.create_task(_borrow(pool, "c", 0.01))
+            while pool.queued() < 2:
+                await asyncio.sleep(0)
+            waiter.cancel()
+            results = await asyncio.gather(waiter, timed, return_exceptions=True)
+        return results, await _borrow(pool, "a", 1)
+
+    (cancelled, timed_out), last = asyncio.run(main())
+    assert isinstance(cancelled, asyncio.CancelledError)
+    assert "busy" in str(timed_out)
+    assert last == "agent"
+    assert pool.queued() == 0 and pool.members[0].in_flight == 0 and pool.held("a") == 0
+
+
+async def _borrow(pool, owner, timeout):
+    async with pool.alease(owner=owner, timeout=timeout) as lease:
+        return lease.agent
+
+
+def test_a_request_held_back_by_its_owners_cap_says_so():
+    pool = AgentPool(["agent"], max_concurrency=8, max_per_owner=2)
+    mine = [Ticket(owner="a") for _ in range(3)]
+    for ticket in mine:
+        pool.enqueue(ticket)
+    place = pool.place(mine[2])
+    assert place is not None and place.capped and place.position == 1
+    pool.withdraw(mine[0])
+    assert pool.place(mine[2]) is None  # served as soon as one of the two finished
