@@ -14,7 +14,7 @@ from typing import Any
 from langchain.agents import create_agent
 from langchain_core.language_models import BaseChatModel
 
-from core.config import Settings
+from core.config import MemberConfig, Settings
 from core.limits import MODEL_NAME_MAX_CHARS, PROMPT_MAX_CHARS
 from core.offline_model import OFFLINE_MODEL_NAME, OfflineChatModel
 from core.tools import DEFAULT_TOOLS
@@ -42,7 +42,8 @@ class AgentSpec:
 
     @classmethod
     def default(cls, settings: Settings) -> AgentSpec:
-        model = OFFLINE_MODEL_NAME if settings.offline else settings.CHAT_MODEL
+        model = (settings.MEMBERS[0].model if settings.MEMBERS
+                 else OFFLINE_MODEL_NAME if settings.offline else settings.CHAT_MODEL)
         return cls(model, settings.SYSTEM_PROMPT, settings.TEMPERATURE)
 
     def to_dict(self) -> dict[str, Any]:
@@ -53,9 +54,15 @@ class AgentSpec:
         return cls(str(data["model"]), str(data["system_prompt"]), float(data["temperature"]))
 
 
-def build_chat_model(settings: Settings, spec: AgentSpec) -> BaseChatModel:
-    """ChatOpenAI when an API key is configured, else the offline demo model."""
-    if settings.offline or spec.model == OFFLINE_MODEL_NAME:
+def build_chat_model(settings: Settings, spec: AgentSpec,
+                     member: MemberConfig | None = None, routed: bool = False
+                     ) -> BaseChatModel:
+    """ChatOpenAI for a member or when an API key is configured, else the offline model.
+
+    A pool agent (``routed``) makes no retries of its own: the pool's router handles a
+    429 for every session at once and fails over to another member.
+    """
+    if member is None and (settings.offline or spec.model == OFFLINE_MODEL_NAME):
         return OfflineChatModel(temperature=spec.temperature,
                                 stream_delay=settings.OFFLINE_STREAM_DELAY)
     from langchain_openai import ChatOpenAI
@@ -63,20 +70,23 @@ def build_chat_model(settings: Settings, spec: AgentSpec) -> BaseChatModel:
     return ChatOpenAI(
         model=spec.model,
         temperature=spec.temperature,
-        api_key=settings.OPENAI_API_KEY,
-        base_url=settings.OPENAI_BASE_URL,
+        api_key=member.api_key if member else settings.OPENAI_API_KEY,
+        base_url=member.base_url if member else settings.OPENAI_BASE_URL,
         timeout=settings.OPENAI_TIMEOUT,  # a number, so the shared HTTP client is reused
-        max_retries=settings.OPENAI_MAX_RETRIES,
+        max_retries=0 if routed or member else settings.OPENAI_MAX_RETRIES,
         streaming=True,
+        stream_usage=True,  # token counts arrive in the stream's last chunk
     )
 
 
-def agent_factory_for(settings: Settings) -> AgentFactory:
-    """The factory used by default: real or offline model, the default tools."""
+def agent_factory_for(settings: Settings, routed: bool = False,
+                      member: MemberConfig | None = None) -> AgentFactory:
+    """Agents on the real or offline model with the default tools: for the pool
+    (``routed``), for one configured member, or for custom agents."""
 
     def build(spec: AgentSpec) -> Agent:
         return create_agent(
-            build_chat_model(settings, spec),
+            build_chat_model(settings, spec, member, routed),
             tools=list(DEFAULT_TOOLS),
             system_prompt=spec.system_prompt or None,
         )

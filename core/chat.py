@@ -16,8 +16,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -25,15 +24,17 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from sqlalchemy.exc import IntegrityError
 
 from core import turns
+from core.config import Price
 from core.errors import ChatError, MessageRejected, describe_error
 from core.ids import new_run_id, replica_is_gone
 from core.limits import HISTORY_WINDOW
-from core.pool import Lease
+from core.pool import Lease, Ticket
 from core.recent import Recent, RecentHistory
 from core.run_log import NothingToAnswer, RunInProgress, TurnStart
 from core.runs import CHECKPOINT_EVERY, STALE_AFTER, STOP_WAIT, Run, RunWorker
 from core.schema import COMPLETE, INTERRUPTED, STOPPED
 from core.store import SessionStore
+from core.usage import cost_of, count_tokens, owner_key
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # Cc but tab and line breaks
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
@@ -41,10 +42,16 @@ BUSY = "A reply is still being written in this chat. Wait for it, or stop it fir
 SWEEP_EVERY = 10  # checkpoints between sweeps for runs whose owner died
 
 
+# One try at answering: the agent, its label, the pool lease (None for a custom agent)
+# and a callback to say the member answered.
+Attempt = Callable[[Any, str, Lease | None, Callable[[], None]], Awaitable[None]]
+
+
 class Conversation(Protocol):
     """What the engine needs of a session record."""
 
     session_id: str
+    owner: str | None
     allowance: float | None
     allowance_checked: float
 
@@ -58,8 +65,8 @@ class Conversations(Protocol):
     def mark_saved(self, session: Any) -> None: ...
     def title_for(self, text: str) -> str: ...
     def answered_by(self, session: Any) -> tuple[str, bool]: ...
-    def borrow(self, session: Any) -> AbstractAsyncContextManager[tuple[Any, str,
-                                                                        Lease | None]]: ...
+    async def serve(self, session: Any, attempt: Attempt, *, fresh: Callable[[], bool],
+                    on_ticket: Callable[[Ticket | None], Any]) -> None: ...
 
 
 @dataclass(eq=False)
@@ -74,6 +81,13 @@ class _Progress:
     stored: int = 0  # messages of ``done`` already stored
     ids: list[int] = field(default_factory=list)  # stored message ids, in order
     writing: asyncio.Future[Any] | None = None
+    history: list[BaseMessage] = field(default_factory=list)  # what the model was sent
+    began: float = field(default_factory=time.monotonic)
+    first_token: float | None = None  # time.monotonic() of the first event
+    member: str = ""      # who answered: a pool member, or "custom"
+    model: str = ""
+    version: int = 0
+    queued: float = 0.0   # seconds spent waiting for pool members
 
     @property
     def text(self) -> str:
@@ -86,6 +100,7 @@ class ChatEngine:
     def __init__(self, store: SessionStore, conversations: Conversations,
                  recent: RecentHistory, worker: RunWorker, *, max_message_chars: int,
                  rate_per_minute: int, history_max_tokens: int, replica: str = "",
+                 prices: Mapping[str, Price] | None = None,
                  clock: Any = time.monotonic) -> None:
         self.store = store
         self.conversations = conversations
@@ -95,6 +110,7 @@ class ChatEngine:
         self.rate_per_minute = rate_per_minute
         self.history_max_tokens = history_max_tokens
         self.replica = replica
+        self.prices = dict(prices or {})
         self._clock = clock
         self._lock = threading.Lock()
         self._active: dict[str, Run] = {}
@@ -285,23 +301,40 @@ class ChatEngine:
     # -- execution, on the worker's loop ----------------------------------------------
     async def _execute(self, session: Conversation, run: Run, history: list[BaseMessage],
                        reply_id: int, recent: Recent | None) -> None:
-        progress = _Progress(run, reply_id, task=asyncio.current_task())
+        progress = _Progress(run, reply_id, task=asyncio.current_task(), history=history)
         self._progress[run.id] = progress
         status, error, retryable = COMPLETE, None, True
         try:
             if run.id in self._stop_before_start:
                 self._stop_before_start.discard(run.id)
                 raise asyncio.CancelledError
-            async with self.conversations.borrow(session) as (agent, label, lease):
+
+            async def attempt(agent: Any, label: str, lease: Lease | None,
+                              answered: Callable[[], None]) -> None:
                 run.agent = label
+                progress.member = label
+                if lease is not None:
+                    progress.model, progress.version = lease.model, lease.version
+                    progress.queued += lease.waited
+                else:
+                    progress.model = self.conversations.answered_by(session)[0]
                 try:
                     async for event in turns.astream(agent, history, progress.done):
+                        if not run.answered:
+                            run.answered = True
+                            progress.first_token = time.monotonic()
+                            answered()
                         run.add(event)
                         await self._store_finished_steps(session, progress)
                 except turns.ReplyCutOff:
                     if lease is not None:
                         lease.outcome = "interrupted"
                     raise
+
+            await self.conversations.serve(
+                session, attempt, fresh=lambda: not (progress.done.messages
+                                                     or progress.done.partial),
+                on_ticket=run.wait_in)
         except asyncio.CancelledError:
             status = STOPPED
             task = asyncio.current_task()
@@ -354,7 +387,8 @@ class ChatEngine:
         try:
             await asyncio.shield(asyncio.to_thread(
                 self.store.runs.finish_turn, run.session_id, run.id, progress.reply_id,
-                message, status, error, run.agent or None))
+                message, status, error, run.agent or None,
+                self._usage(session, progress, status, final)))
         except asyncio.CancelledError:
             pass
         except Exception as exc:  # noqa: BLE001 - reported; the sweep ends the run later
@@ -370,6 +404,30 @@ class ChatEngine:
                 del self._active[run.session_id]
         run.reply = message.text if (status == COMPLETE and message is not None) else ""
         run.end(status, error, retryable)
+
+    def _usage(self, session: Conversation, progress: _Progress, status: str,
+               final: BaseMessage | None) -> dict[str, Any] | None:
+        """The reply's usage row: tokens, cost, latencies, who answered (None: no model
+        was reached)."""
+        if not progress.member:
+            return None
+        done = progress.done
+        produced = done.messages if status == COMPLETE or final is not None else (
+            done.messages[:progress.stored])
+        partial = "" if status == COMPLETE else progress.text
+        tokens = count_tokens(progress.history, produced, partial)
+        now = time.monotonic()
+        return {"run_id": progress.run.id, "owner": owner_key(session.owner),
+                "model": progress.model, "member": progress.member,
+                "agent_version": progress.version,
+                "custom": progress.member.startswith("custom:"), "status": status,
+                "input_tokens": tokens.input, "output_tokens": tokens.output,
+                "estimated": tokens.estimated,
+                "cost": cost_of(self.prices, progress.model, tokens),
+                "ttft": None if progress.first_token is None
+                else progress.first_token - progress.began,
+                "total_seconds": now - progress.began, "queue_seconds": progress.queued,
+                "finished_at": time.time()}
 
     async def _checkpoints(self) -> None:
         """Every second: save running replies' new text, mark runs alive, and honour

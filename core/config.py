@@ -7,6 +7,7 @@ A bad value stops start-up with one line naming the variable and what it accepts
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,11 +19,39 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from core.limits import MODEL_NAME_MAX_CHARS, PROMPT_MAX_CHARS
 
 SECRETS_FILE = Path(".streamlit") / "secrets.toml"
+TABLES = {"members": "MEMBERS", "prices": "PRICES"}  # secrets tables -> settings
 DEFAULT_DATABASE_URL = "sqlite:///data/poolchat.db"
 
 
 class ConfigError(ValueError):
     """A configuration value is missing or out of range; the message is one line."""
+
+
+class MemberConfig(BaseModel):
+    """One pool member from ``[[members]]`` in the secrets: an endpoint, a key, a model."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    name: str = Field(min_length=1, max_length=40, pattern=r"^[\w .:-]+$")
+    model: str = Field(min_length=1, max_length=MODEL_NAME_MAX_CHARS)
+    api_key: SecretStr
+    base_url: str | None = Field(None, pattern=r"^https?://\S+$")
+    max_concurrency: int = Field(8, ge=1, le=1000)
+    weight: float = Field(1.0, gt=0, le=1000)
+
+    def quota(self) -> str:
+        """Members with the same endpoint and key share one provider rate limit."""
+        account = f"{self.base_url or ''}|{self.api_key.get_secret_value()}"
+        return "q-" + hashlib.sha256(account.encode()).hexdigest()[:16]
+
+
+class Price(BaseModel):
+    """What a model costs, in dollars per million tokens."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    input: float = Field(ge=0, le=10_000)
+    output: float = Field(ge=0, le=10_000)
 
 
 def _setting(default: Any, allowed: str, **constraints: Any) -> Any:
@@ -80,11 +109,15 @@ class Settings(BaseModel):
     )
     OPENAI_TIMEOUT: float = _setting(60.0, "a number of seconds from 1 to 600", ge=1, le=600)
     OPENAI_MAX_RETRIES: int = _setting(2, "an integer from 0 to 10", ge=0, le=10)
+    MAX_RUNS_PER_USER: int = _setting(2, "an integer from 1 to 1000", ge=1, le=1000)
+    MEMBERS: tuple[MemberConfig, ...] = _setting((), "a list of members")
+    PRICES: dict[str, Price] = _setting({}, "a table of prices")
 
     @property
     def offline(self) -> bool:
-        """True when no API key is configured: the shipped offline model answers."""
-        return self.OPENAI_API_KEY is None or not self.OPENAI_API_KEY.get_secret_value()
+        """True when no API key nor member is configured: the offline model answers."""
+        return not self.MEMBERS and (self.OPENAI_API_KEY is None
+                                     or not self.OPENAI_API_KEY.get_secret_value())
 
 
 def read_secrets_file(path: Path = SECRETS_FILE) -> dict[str, Any]:
@@ -96,7 +129,7 @@ def read_secrets_file(path: Path = SECRETS_FILE) -> dict[str, Any]:
         return {}
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    return {k: v for k, v in data.items() if not isinstance(v, dict)}
+    return {k: v for k, v in data.items() if not isinstance(v, dict) or k in TABLES}
 
 
 def load_settings(
@@ -108,13 +141,65 @@ def load_settings(
     environ = os.environ if environ is None else environ
     secrets = read_secrets_file() if secrets is None else secrets
     names = Settings.model_fields.keys()
-    values: dict[str, Any] = {k: v for k, v in secrets.items() if k in names}
-    values.update({k: v for k, v in environ.items() if k in names and v != ""})
+    values: dict[str, Any] = {TABLES.get(k, k): v for k, v in secrets.items()
+                              if TABLES.get(k, k) in names}
+    values.update({k: v for k, v in environ.items() if k in names and v != ""
+                   and k not in TABLES.values()})
     values.update(overrides)
+    table_errors = _check_tables(values)
+    if table_errors:
+        raise ConfigError("\n".join(table_errors))
     try:
         return Settings(**values)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, values)) from None
+
+
+def _check_tables(values: Mapping[str, Any]) -> list[str]:
+    """One line per mistake in ``[[members]]`` and ``[prices]``; a key is never shown."""
+    errors: list[str] = []
+    members = values.get("MEMBERS", ())
+    if not isinstance(members, (list, tuple)):
+        return ["members must be a TOML array of tables ([[members]])"]
+    seen: set[str] = set()
+    for number, member in enumerate(members, 1):
+        label = f"members[{number}]"
+        if not isinstance(member, Mapping):
+            errors.append(f"{label} must be a table with name, model, api_key")
+            continue
+        label = f"members[{number}] ({member.get('name')!s:.40})" if member.get("name") \
+            else label
+        name = member.get("name")
+        if isinstance(name, str) and name.strip():
+            if name.strip() in seen:
+                errors.append(f"{label}: the name is used by another member")
+            seen.add(name.strip())
+        try:
+            MemberConfig(**member)
+        except ValidationError as exc:
+            errors += [f"{label}: {_field_problem(e)}" for e in exc.errors()]
+    prices = values.get("PRICES", {})
+    if not isinstance(prices, Mapping):
+        return [*errors, "prices must be a table of models ([prices.\"model\"])"]
+    for model, price in prices.items():
+        try:
+            Price(**price) if isinstance(price, Mapping) else Price.model_validate(price)
+        except ValidationError as exc:
+            errors += [f"prices.{model}: {_field_problem(e)}" for e in exc.errors()]
+    return errors
+
+
+def _field_problem(error: Any) -> str:
+    field = ".".join(str(part) for part in error["loc"]) or "value"
+    if error["type"] == "missing":
+        return f"{field} is missing"
+    if error["type"] == "extra_forbidden":
+        return f"{field} is not a known setting"
+    if error["type"] == "string_pattern_mismatch":
+        return f"{field} must be " + ("an http:// or https:// URL" if field == "base_url"
+                                      else "letters, digits, spaces, '.', ':' or '-'")
+    shown = "" if any(w in field for w in ("key", "url")) else f" (got {error.get('input')!r:.40})"
+    return f"{field}: {error['msg'].lower()}{shown}"
 
 
 def _describe(exc: ValidationError, values: Mapping[str, Any]) -> str:

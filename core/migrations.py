@@ -114,8 +114,14 @@ def m006_branches(conn: Connection, metadata: MetaData) -> None:
         conn.execute(text(f"ALTER TABLE sessions ADD COLUMN branch_id {kind}"))
 
 
+def m007_usage_and_cooldowns(conn: Connection, metadata: MetaData) -> None:
+    """Tokens, latency and cost of each reply; providers' rate-limit cooldowns."""
+    metadata.tables["usage"].create(conn, checkfirst=True)
+    metadata.tables["cooldowns"].create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[Migration] = [m001_initial, m002_agent_usage, m003_replicas, m004_runs,
-                               m005_feedback, m006_branches]
+                               m005_feedback, m006_branches, m007_usage_and_cooldowns]
 
 
 def applied(engine: Engine) -> list[str]:

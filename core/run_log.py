@@ -171,8 +171,9 @@ class RunLog:
 
     def finish_turn(self, session_id: str, run_id: str, reply_id: int,
                     message: BaseMessage | None, status: str, error: str | None = None,
-                    agent: str | None = None) -> None:
-        """Store the reply's last state and end the run, in one transaction.
+                    agent: str | None = None, usage: dict[str, Any] | None = None) -> None:
+        """Store the reply's last state, end the run and record its usage, in one
+        transaction.
 
         ``message`` None (or empty) removes the reply row: nothing was generated.
         """
@@ -182,6 +183,9 @@ class RunLog:
                 execute(self._sql.set_reply, {"mid": reply_id, "content": message.text,
                                               "payload": payload(message), "status": status})
             self._end_run(execute, run_id, status, error, now, agent)
+            if usage is not None:  # the model that answered (a member may have changed)
+                execute(self._sql.run_model, {"rid": run_id, "model": usage["model"]})
+                execute(self._sql.insert_usage, usage)
             execute(self._sql.touch, {"sid": session_id, "now": now})
 
     def checkpoint(self, replies: Sequence[tuple[int, BaseMessage]], run_ids: Sequence[str]

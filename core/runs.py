@@ -45,12 +45,19 @@ class Run:
     error: str | None = None
     retryable: bool = True
     reply: str = ""  # the final answer's text, once complete
+    answered: bool = False  # the model's first event arrived
+    finished_at: float | None = None  # time.monotonic() when it ended
+    ticket: Any = None  # while it waits for a pool member: its place in the queue
     _events: list[Event] = field(default_factory=list, repr=False)
     _changed: threading.Condition = field(default_factory=threading.Condition, repr=False)
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
     future: concurrent.futures.Future[None] | None = field(default=None, repr=False)
 
     # -- written by the worker --------------------------------------------------------
+    def wait_in(self, ticket: Any) -> None:
+        """The run waits in the pool's queue with this ticket (None: it does not)."""
+        self.ticket = ticket
+
     def add(self, event: Event) -> None:
         with self._changed:
             self._events.append(event)
@@ -59,6 +66,7 @@ class Run:
     def end(self, status: str, error: str | None = None, retryable: bool = True) -> None:
         with self._changed:
             self.status, self.error, self.retryable = status, error, retryable
+            self.finished_at = time.monotonic()
             self._done.set()
             self._changed.notify_all()
 

@@ -87,6 +87,34 @@ runs = Table(
           postgresql_where=text("status = 'running'")),
 )
 
+usage = Table(  # one row per finished reply; no session id nor text: kept past deletion
+    "usage",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("owner", String(16), nullable=False),  # anonymised: a hash of the browser id
+    Column("model", String(MODEL_NAME_MAX_CHARS), nullable=False),
+    Column("member", String(MODEL_NAME_MAX_CHARS + 10), nullable=False),
+    Column("agent_version", Integer, nullable=False),
+    Column("custom", Boolean, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("input_tokens", Integer, nullable=False),
+    Column("output_tokens", Integer, nullable=False),
+    Column("estimated", Boolean, nullable=False),  # counted by us, not by the provider
+    Column("cost", Float, nullable=True),  # dollars; None: the model has no price
+    Column("ttft", Float, nullable=True),  # seconds from the message to the first token
+    Column("total_seconds", Float, nullable=False),
+    Column("queue_seconds", Float, nullable=False),
+    Column("finished_at", Float, nullable=False),
+    Index("ix_usage_finished", "finished_at"),
+)
+
+cooldowns = Table(  # a provider's 429, honoured by every replica
+    "cooldowns",
+    metadata,
+    Column("quota", String(40), primary_key=True),
+    Column("until", Float, nullable=False),
+)
+
 feedback = Table(
     "feedback",
     metadata,

@@ -9,27 +9,33 @@ from the store on demand. Everything here is thread-safe and usable from asyncio
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 from langchain_core.messages import BaseMessage
 
 from core import turns
 from core.agents import Agent, AgentFactory, AgentSpec, agent_factory_for
-from core.chat import ChatEngine
-from core.config import Settings, load_settings
+from core.chat import Attempt, ChatEngine
+from core.config import MemberConfig, Settings, load_settings
 from core.ids import is_valid_session_id, new_replica_id, new_session_id
 from core.limits import AUTO_TITLE_CHARS, HISTORY_WINDOW, TITLE_MAX_CHARS
-from core.pool import AgentPool, Lease
+from core.pool import AgentPool, Lease, Member, Place, Ticket
 from core.recent import RecentHistory
+from core.router import route
 from core.runs import Run, RunWorker
 from core.store import SessionStore
+from core.usage import UsageLog
+
+log = logging.getLogger("poolchat")
 
 CUSTOM_AGENT_CACHE = 64
+COOLDOWN_SYNC_EVERY = 1.0  # seconds between reads of other replicas' cooldowns
 DISMISSED_NOTICES = 100_000
 ACTIVE_WINDOW = 300.0
 
@@ -131,10 +137,10 @@ class ChatbotSessionManager:
         self.agent_factory = agent_factory or agent_factory_for(settings)
         self.default_spec = AgentSpec.default(settings)
         self.store = store or SessionStore(settings.DATABASE_URL)
-        self.pool = AgentPool([self.agent_factory(self.default_spec)
-                               for _ in range(settings.AGENT_POOL_SIZE)],
-                              max_concurrency=settings.AGENT_MAX_CONCURRENCY,
-                              acquire_timeout=settings.AGENT_QUEUE_TIMEOUT)
+        self._given_factory = agent_factory
+        self._member_specs: dict[str, AgentSpec] = {}
+        self.pool = AgentPool(self._members(), acquire_timeout=settings.AGENT_QUEUE_TIMEOUT,
+                              max_per_owner=settings.MAX_RUNS_PER_USER)
         self._clock = clock
         self._lock = threading.Lock()
         self._sessions: OrderedDict[str, ChatbotSession] = OrderedDict()
@@ -151,7 +157,33 @@ class ChatbotSessionManager:
                                max_message_chars=settings.MAX_MESSAGE_CHARS,
                                rate_per_minute=settings.RATE_LIMIT_PER_MINUTE,
                                history_max_tokens=settings.HISTORY_MAX_TOKENS,
-                               replica=self.replica_id, clock=clock)
+                               replica=self.replica_id, prices=settings.PRICES,
+                               clock=clock)
+        self.usage = UsageLog(self.store.engine)
+        self.pool.on_cooldown = self._share_cooldown
+        self._cooldown_sync = self.worker.submit(self._follow_cooldowns())
+
+    def _members(self) -> list[Member]:
+        """``[[members]]`` from the settings, or AGENT_POOL_SIZE identical agents."""
+        settings = self.settings
+        if settings.MEMBERS:
+            return [Member(m.name, self.member_factory(m.name)(self.member_spec(m)),
+                           m.max_concurrency, m.weight, m.model, m.quota())
+                    for m in settings.MEMBERS]
+        build = self.member_factory(None)
+        return [Member(f"pool:{i}", build(self.default_spec), settings.AGENT_MAX_CONCURRENCY,
+                       model=self.default_spec.model, quota="pool")
+                for i in range(settings.AGENT_POOL_SIZE)]
+
+    def member_spec(self, member: MemberConfig) -> AgentSpec:
+        return AgentSpec(member.model, self.settings.SYSTEM_PROMPT, self.settings.TEMPERATURE)
+
+    def member_factory(self, name: str | None) -> AgentFactory:
+        """Builds a pool member's agent (no client retries: the router retries)."""
+        if self._given_factory is not None:
+            return self._given_factory
+        config = next((m for m in self.settings.MEMBERS if m.name == name), None)
+        return agent_factory_for(self.settings, routed=True, member=config)
 
     # -- sessions -------------------------------------------------------------------
     def create_session(self, owner: str | None = None) -> ChatbotSession:
@@ -312,15 +344,54 @@ class ChatbotSessionManager:
             return "custom", True
         return self.default_spec.model, False
 
-    @asynccontextmanager
-    async def borrow(self, session: ChatbotSession
-                     ) -> AsyncIterator[tuple[Agent, str, Lease | None]]:
-        """The session's agent for one run: its custom agent, or a pool lease."""
+    async def serve(self, session: ChatbotSession, attempt: Attempt, *,
+                    fresh: Callable[[], bool], on_ticket: Callable[[Ticket | None], Any]
+                    ) -> None:
+        """Answer with the session's custom agent, or route the answer through the pool
+        (fair queue by owner, shared 429 cooldowns, failover)."""
         if session.has_custom_agent:
-            yield self.agent_for(session), f"custom:{self.answered_by(session)[0]}", None
+            label = f"custom:{self.answered_by(session)[0]}"
+            await attempt(self.agent_for(session), label, None, _nothing)
             return
-        async with self.pool.alease(prefer=session.home) as lease:
-            yield lease.agent, f"pool:{lease.index}", lease
+
+        async def on_member(lease: Lease, answered: Callable[[], None]) -> None:
+            await attempt(lease.agent, lease.member, lease, answered)
+
+        await route(self.pool, on_member, owner=session.owner or session.session_id,
+                    prefer=session.home, fresh=fresh, on_ticket=on_ticket,
+                    max_retries=self.settings.OPENAI_MAX_RETRIES)
+
+    # -- live reconfiguration ---------------------------------------------------------
+    def member_spec_of(self, name: str) -> AgentSpec:
+        """The model, prompt and temperature a pool member answers with now."""
+        with self._lock:
+            spec = self._member_specs.get(name)
+        if spec is not None:
+            return spec
+        config = next((m for m in self.settings.MEMBERS if m.name == name), None)
+        self.pool.member(name)  # KeyError for an unknown member
+        return self.member_spec(config) if config else self.default_spec
+
+    def reconfigure(self, name: str, spec: AgentSpec) -> int:
+        """Give a pool member a new model, prompt or temperature, without a restart.
+
+        Runs in flight finish on the agent they borrowed; new ones get the new agent.
+        Returns the member's new version (recorded with each reply). A spec that cannot
+        be built fails here and changes nothing.
+        """
+        self.pool.member(name)
+        agent = self.member_factory(name)(spec)
+        with self._lock:
+            self._member_specs[name] = spec
+        version = self.pool.replace_agent(name, agent, spec.model)
+        log.info("pool member %s reconfigured (version %d, model %s)", name, version,
+                 spec.model)
+        return version
+
+    def queue_place(self, run: Run) -> Place | None:
+        """Where a run waiting for a pool member stands (None: it is not waiting)."""
+        ticket = run.ticket
+        return self.pool.place(ticket) if ticket is not None else None
 
     def mark_saved(self, session: ChatbotSession) -> None:
         with self._lock:
@@ -400,6 +471,35 @@ class ChatbotSessionManager:
             "runs": self.store.runs.run_counts(),
         }
 
+    # -- cooldowns shared with other replicas ----------------------------------------------
+    def _share_cooldown(self, quota: str, until: float) -> None:
+        """A 429 seen here: store it for the other replicas (off the caller's thread)."""
+        loop = self.worker.loop
+        loop.call_soon_threadsafe(loop.run_in_executor, None, self._save_cooldown, quota,
+                                  until)
+
+    def _save_cooldown(self, quota: str, until: float) -> None:
+        try:
+            self.usage.save_cooldown(quota, until)
+        except Exception:  # noqa: BLE001 - a database outage: this replica still waits
+            log.warning("could not share a provider cooldown", exc_info=True)
+
+    async def _follow_cooldowns(self) -> None:
+        """Every second: honour cooldowns other replicas stored."""
+        while True:
+            await asyncio.sleep(COOLDOWN_SYNC_EVERY)
+            try:
+                found = await asyncio.to_thread(self.usage.active_cooldowns)
+            except Exception:  # noqa: BLE001 - a database outage must not end the loop
+                continue
+            if found:
+                self.pool.apply_cooldowns(found)
+
+    def get_usage(self) -> dict[str, Any]:
+        """Tokens, cost and latency of every reply stored: per model, per owner
+        (anonymised), custom agents vs the shared pool, per pool member."""
+        return self.usage.summary()
+
     def dismiss_notice(self, owner: str, notice: str) -> None:
         """Remember that this browser dismissed a notice (this process, LRU-bounded)."""
         with self._lock:
@@ -421,6 +521,10 @@ class ChatbotSessionManager:
         """Stop the runs still going (their partial replies are stored), then the store."""
         self.worker.close()
         self.store.close()
+
+
+def _nothing() -> None:
+    pass
 
 
 def _plain_values(settings: Settings) -> dict[str, Any]:

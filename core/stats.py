@@ -51,8 +51,8 @@ class StatsRecorder:
             "active_sessions": stats["active_sessions"],
             "custom_sessions": stats["sessions_with_custom_agents"],
             "total_messages": stats["total_messages"],
-            "pool": [{k: a[k] for k in ("agent", "in_flight", "max_concurrency", "served",
-                                         "errors", "queue_wait_seconds")}
+            "pool": [{k: a[k] for k in ("agent", "name", "in_flight", "max_concurrency",
+                                         "served", "errors", "queue_wait_seconds")}
                      for a in stats["pool"]],
         }
         with self._lock:
@@ -94,11 +94,31 @@ def pool_series(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
             served = new["served"] - old["served"]
             waited = new["queue_wait_seconds"] - old["queue_wait_seconds"]
             rows.append({
-                "time": after["time"], "agent": f"agent {new['agent']}",
+                "time": after["time"], "agent": new.get("name", f"agent {new['agent']}"),
                 "utilisation": new["in_flight"] / new["max_concurrency"],
                 "requests": max(served, 0), "errors": max(new["errors"] - old["errors"], 0),
                 "queue_wait_ms": round(waited / served * 1000, 3) if served > 0 else 0.0,
             })
+    return rows
+
+
+def member_rows(pool: list[dict[str, Any]], usage: dict[str, dict[str, Any]]
+                ) -> list[dict[str, Any]]:
+    """The live pool view: each member's state and load with its latency and tokens."""
+    rows = []
+    for member in pool:
+        used = usage.get(member["name"], {})
+        rows.append({
+            "member": member["name"], "model": member["model"],
+            "version": member["version"], "state": member["state"],
+            "cooldown_s": member["cooldown_seconds"],
+            "in_flight": f"{member['in_flight']} / {member['max_concurrency']}",
+            "weight": member["weight"], "served": member["served"],
+            "errors": member["errors"], "rate_limited": member["rate_limited"],
+            "ttft_p50_s": used.get("ttft_p50"), "ttft_p95_s": used.get("ttft_p95"),
+            "total_p50_s": used.get("total_p50"), "total_p95_s": used.get("total_p95"),
+            "tokens_per_min": used.get("tokens_per_minute", 0),
+        })
     return rows
 
 
@@ -108,6 +128,9 @@ def public_stats(manager: ChatbotSessionManager, recorder: StatsRecorder | None 
     stats = manager.get_stats()
     stats["usage"] = manager.store.usage_by_agent(shared_model=manager.default_spec.model)
     stats["feedback"] = manager.store.feedback_by_agent(shared_model=manager.default_spec.model)
+    report = manager.get_usage()
+    stats["members"] = member_rows(stats["pool"], report.get("member", {}))
+    stats["token_usage"] = report
     if recorder is not None and recorder.reporter is not None:
         stats["replicas"] = recorder.reporter.cluster()
     if recorder is not None:

@@ -12,7 +12,7 @@ from sqlalchemy import bindparam, delete, func, insert, select, update
 
 from core.direct_writes import Compiled, DirectWriter, Execute, every_column
 from core.limits import TITLE_MAX_CHARS
-from core.schema import RUNNING, messages, runs, sessions
+from core.schema import RUNNING, messages, runs, sessions, usage
 
 
 class TurnStatements:
@@ -45,6 +45,10 @@ class TurnStatements:
         self.end_replies = c(update(messages).where(
             messages.c.run_id == bindparam("rid"), messages.c.status == RUNNING)
             .values(status=bindparam("status")))
+        self.run_model = c(update(messages).where(messages.c.run_id == bindparam("rid"),
+                                                  messages.c.role != "human")
+                           .values(model=bindparam("model")))
+        self.insert_usage = c(insert(usage).values(every_column(usage)))
         self.delete_after = c(delete(messages).where(messages.c.session_id == sid,
                                                      messages.c.id > bindparam("after")))
         self.branch_of = c(select(sessions.c.branch_id).where(sessions.c.id == sid))

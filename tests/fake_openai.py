@@ -2,8 +2,11 @@
 
 It speaks just enough of ``POST /v1/chat/completions`` (plain and streaming SSE, tool
 calls) for ChatOpenAI, and each request takes the next scripted ``mode``: ``ok``,
-``401``, ``429`` (with Retry-After), ``500``, ``hang`` (past the client's timeout),
-``drop`` (closes mid-stream) or ``malformed`` (invalid JSON).
+``401``, ``429`` (with Retry-After: 1; ``429:N`` for N seconds), ``500``, ``hang`` (past
+the client's timeout), ``drop`` (closes mid-stream), ``slow`` (a word every
+``word_pause`` seconds) or ``malformed`` (invalid JSON). With
+``keys`` set, a request with another key gets a 401. Replies report token usage (in the
+stream's last chunk when asked to, as OpenAI does).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ class FakeOpenAI:
         self.modes: deque[str] = deque()
         self.requests: list[dict] = []  # what each request asked, with its arrival time
         self.release = threading.Event()  # ends any "hang"
+        self.keys: set[str] = set()  # accepted API keys (empty: any)
+        self.word_pause = 0.4  # seconds between words in "slow" mode
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -32,7 +37,11 @@ class FakeOpenAI:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 mode = fake.modes.popleft() if fake.modes else "ok"
-                fake.requests.append({"at": time.monotonic(), "mode": mode, "body": body,
+                key = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                if fake.keys and key not in fake.keys:
+                    mode = "401"
+                fake.requests.append({"at": time.monotonic(), "wall": time.time(),
+                                      "mode": mode, "body": body,
                                       "auth": self.headers.get("Authorization", "")})
                 fake.answer(self, mode, body)
 
@@ -56,22 +65,32 @@ class FakeOpenAI:
             status = int(mode)
             self.json(handler, status, {"error": {"message": f"fake {status}",
                                                   "type": "fake", "code": mode}})
-        elif mode == "429":
+        elif mode.startswith("429"):
+            seconds = mode.partition(":")[2] or "1"
             self.json(handler, 429, {"error": {"message": "slow down", "type": "rate"}},
-                      {"Retry-After": "1"})
+                      {"Retry-After": seconds})
         elif mode == "hang":
             self.release.wait(30)
         elif mode == "malformed":
             self.raw(handler, 200, b"{not json", "application/json")
         elif body.get("stream"):
-            self.stream(handler, body, drop=(mode == "drop"))
+            self.stream(handler, body, drop=(mode == "drop"),
+                        pause=self.word_pause if mode == "slow" else 0.0)
         else:
             message, finish = self.reply(body)
             self.json(handler, 200, {
                 "id": "chatcmpl-fake", "object": "chat.completion", "created": 0,
                 "model": body["model"],
                 "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+                "usage": self.usage(body, message)})
+
+    @staticmethod
+    def usage(body: dict, message: dict) -> dict:
+        """Token counts the test can predict: one per word sent, one per word answered."""
+        sent = sum(len(str(m.get("content") or "").split()) for m in body["messages"])
+        answered = len((message.get("content") or "").split()) or 1
+        return {"prompt_tokens": sent, "completion_tokens": answered,
+                "total_tokens": sent + answered}
 
     @staticmethod
     def reply(body: dict) -> tuple[dict, str]:
@@ -87,7 +106,8 @@ class FakeOpenAI:
             return {"role": "assistant", "content": None, "tool_calls": [call]}, "tool_calls"
         return {"role": "assistant", "content": "Hello from the fake model, all good."}, "stop"
 
-    def stream(self, handler: BaseHTTPRequestHandler, body: dict, drop: bool) -> None:
+    def stream(self, handler: BaseHTTPRequestHandler, body: dict, drop: bool,
+               pause: float = 0.0) -> None:
         message, finish = self.reply(body)
         handler.send_response(200)
         handler.send_header("Content-Type", "text/event-stream")
@@ -108,10 +128,15 @@ class FakeOpenAI:
         else:
             for word in re.findall(r"\S+\s*", message["content"]):
                 chunk({"content": word})
+                time.sleep(pause)  # a slow provider (mode "slow")
                 if drop:  # the connection dies after the first words, with no error
                     handler.close_connection = True
                     return
         chunk({}, finish)
+        if (body.get("stream_options") or {}).get("include_usage"):
+            data = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0,
+                    "model": body["model"], "choices": [], "usage": self.usage(body, message)}
+            handler.wfile.write(f"data: {json.dumps(data)}\n\n".encode())
         handler.wfile.write(b"data: [DONE]\n\n")
         handler.wfile.flush()
 

@@ -74,3 +74,22 @@ def serve_and_report(url: str, replica_id: str, messages: int) -> None:
         ReplicaReporter(manager, replica_id=replica_id).publish()
     finally:
         manager.close()
+
+
+def ask_during_a_cooldown(url: str, members: list, ready, cooling) -> tuple[str, float]:
+    """A replica that learns of another's 429 from the database and waits it out.
+
+    Returns its reply and when (wall clock) it saw the cooldown."""
+    manager = ChatbotSessionManager(DATABASE_URL=url, MEMBERS=members, OPENAI_TIMEOUT=5)
+    try:
+        session = manager.create_session()
+        ready.set()
+        cooling.wait(30)  # the other replica got its 429 ...
+        deadline = time.time() + 10
+        while manager.get_stats()["pool"][0]["state"] != "cooling down":  # ... we know it
+            assert time.time() < deadline, "the cooldown never reached this replica"
+            time.sleep(0.01)
+        seen = time.time()
+        return session.send("hello from the other replica"), seen
+    finally:
+        manager.close()

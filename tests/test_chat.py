@@ -104,14 +104,15 @@ class TestLifecycle:
 
         manager, model = scripted
         request = httpx.Request("POST", "http://127.0.0.1/v1/chat/completions")
-        model.fail(openai.APIConnectionError(request=request))
+        down = openai.APIConnectionError(request=request)
+        model.fail(down).fail(down)  # tried once more (one member: on the same one)
         session = manager.create_session()
         run = session.start("hi")
         assert run.wait(10)
         assert run.status == INTERRUPTED and "Could not reach" in run.error
         assert stored(manager, session) == [("human", "hi", COMPLETE)]
         assert manager.store.runs.latest_run(session.session_id)["error"] == run.error
-        assert manager.get_stats()["pool"][0]["errors"] == 1
+        assert manager.get_stats()["pool"][0]["errors"] == 2
 
 
 class TestStop:

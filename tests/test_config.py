@@ -108,3 +108,42 @@ def test_a_valid_override_keeps_the_other_settings_and_secrets():
         assert manager.settings.STATS_PASSWORD.get_secret_value() == "pw"
     finally:
         manager.close()
+
+
+def test_members_are_checked_with_one_line_per_mistake_and_no_key_shown():
+    members = [
+        {"name": "cloud", "model": "gpt-4o-mini", "api_key": "sk-secret-1",
+         "base_url": "ftp://nope"},
+        {"name": "cloud", "model": "m", "api_key": "sk-secret-2"},
+        {"name": "local", "model": "", "api_key": "sk-secret-3", "weight": 0},
+        {"model": "m", "api_key": "sk-secret-4", "colour": "red"},
+    ]
+    with pytest.raises(ConfigError) as error:
+        load_settings(environ={}, secrets={"members": members,
+                                           "prices": {"m": {"input": -1}}})
+    lines = str(error.value).splitlines()
+    assert lines == [
+        "members[1] (cloud): base_url must be an http:// or https:// URL",
+        "members[2] (cloud): the name is used by another member",
+        "members[3] (local): model: string should have at least 1 character (got '')",
+        "members[3] (local): weight: input should be greater than 0 (got 0)",
+        "members[4]: name is missing",
+        "members[4]: colour is not a known setting",
+        "prices.m: input: input should be greater than or equal to 0 (got -1)",
+        "prices.m: output is missing",
+    ]
+    assert "sk-secret" not in str(error.value)
+
+
+def test_members_from_the_secrets_file_replace_the_identical_agents(tmp_path):
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text('[[members]]\nname = "a"\nmodel = "m1"\napi_key = "k"\n'
+                       '[[members]]\nname = "b"\nmodel = "m2"\napi_key = "k"\n'
+                       'base_url = "http://127.0.0.1:9/v1"\nweight = 2\n'
+                       '[prices.m1]\ninput = 1\noutput = 2\n')
+    from core.config import read_secrets_file
+    settings = load_settings(environ={}, secrets=read_secrets_file(secrets))
+    assert [(m.name, m.model, m.weight) for m in settings.MEMBERS] == [("a", "m1", 1.0),
+                                                                       ("b", "m2", 2.0)]
+    assert settings.PRICES["m1"].output == 2 and not settings.offline
+    assert settings.MEMBERS[0].quota() != settings.MEMBERS[1].quota()  # other endpoint

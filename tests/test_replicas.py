@@ -134,3 +134,29 @@ class TestRetention:
         manager = make_manager()
         manager.create_session().send("keep me")
         assert manager.delete_expired_sessions(now=10**12) == 0
+
+
+def test_a_429_seen_by_one_replica_holds_back_the_others(db_url, replicas, make_manager):
+    from tests.fake_openai import FakeOpenAI
+
+    with FakeOpenAI() as fake, SPAWN.Manager() as sync:
+        members = [{"name": "shared", "model": "fake-1", "api_key": "sk-1",
+                    "base_url": fake.url}]
+        ready, cooling = sync.Event(), sync.Event()
+        other = replicas.submit(replica_worker.ask_during_a_cooldown, db_url, members,
+                                ready, cooling)
+        assert ready.wait(60)
+        here = make_manager(MEMBERS=members, OPENAI_TIMEOUT=5)
+        fake.modes.append("429:3")
+        run = here.create_session().start("hello")
+        while not fake.requests:
+            run.wait(0.01)
+        cooling.set()
+        reply, seen = other.result(timeout=60)
+        assert run.wait(10)
+    limited = fake.requests[0]["at"]
+    assert reply == run.reply == "Hello from the fake model, all good."
+    assert len(fake.requests) == 3
+    # the other replica asked during the cooldown, but its request waited it out
+    assert seen < fake.requests[0]["wall"] + 3
+    assert all(r["at"] >= limited + 2.9 for r in fake.requests[1:])

@@ -102,13 +102,14 @@ class TestChatting:
         import httpx
         request = httpx.Request("POST", "http://127.0.0.1/v1/chat/completions")
         failure = openai.RateLimitError("slow down", response=httpx.Response(
-            429, request=request), body=None)
-        manager = make_manager(agent_factory=offline_factory(fail_with=failure))
+            429, request=request, headers={"Retry-After": "0.05"}), body=None)
+        manager = make_manager(agent_factory=offline_factory(fail_with=failure),
+                               OPENAI_MAX_RETRIES=0)
         session = manager.create_session()
         with pytest.raises(ChatError, match="rate-limiting"):
             session.send("are you there?")
         assert [m.text for m in session.messages] == ["are you there?"]
-        assert manager.get_stats()["pool"][0]["errors"] == 1
+        assert manager.get_stats()["pool"][0]["rate_limited"] == 1
         with pytest.raises(ChatError):
             list(session.stream("still there?"))
         assert [m.text for m in session.messages] == ["are you there?", "still there?"]

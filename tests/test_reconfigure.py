@@ -1,0 +1,57 @@
+"""A pool member gets a new model, prompt or temperature while the app runs: replies in
+flight finish on the old agent, new ones use the new, each records the version."""
+
+from __future__ import annotations
+
+import pytest
+from langchain.agents import create_agent
+from sqlalchemy import select
+
+from core import AgentSpec
+from core.schema import COMPLETE, messages, usage
+from tests.fakes import ScriptedModel
+
+
+def by_spec_factory(models: dict[str, ScriptedModel]):
+    """Agents whose model answers with the spec it was built from."""
+
+    def build(spec: AgentSpec):
+        model = models.setdefault(spec.model, ScriptedModel(
+            answer=lambda _m, s=spec: f"{s.model} at {s.temperature}"))
+        return create_agent(model, tools=[], system_prompt=spec.system_prompt or None)
+
+    return build
+
+
+def test_a_reconfigured_member_serves_new_runs_while_old_ones_finish(make_manager):
+    models: dict[str, ScriptedModel] = {}
+    manager = make_manager(agent_factory=by_spec_factory(models), RATE_LIMIT_PER_MINUTE=0)
+    old = manager.default_spec.model
+    models[old].enqueue("slow old reply", pause_after=1, pause=1.0)
+    first = manager.create_session(owner="a").start("one")
+    while not first.answered:  # the first run has its agent and is writing
+        first.wait(0.01)
+    version = manager.reconfigure("pool:0", AgentSpec("new-model", "Be terse.", 0.3))
+    assert version == 2
+    second = manager.create_session(owner="b").start("two")
+    assert second.wait(10) and first.wait(10)
+    assert (first.status, second.status) == (COMPLETE, COMPLETE)
+    assert first.reply == "slow old reply"  # finished on the agent it borrowed
+    assert second.reply == "new-model at 0.3"
+    with manager.store.engine.connect() as conn:
+        rows = {r.run_id: r for r in conn.execute(select(usage))}
+        replies = dict(conn.execute(select(messages.c.run_id, messages.c.model)
+                                    .where(messages.c.role == "ai")).fetchall())
+    assert (rows[first.id].agent_version, rows[second.id].agent_version) == (1, 2)
+    assert (replies[first.id], replies[second.id]) == (old, "new-model")
+    assert manager.member_spec_of("pool:0").system_prompt == "Be terse."
+    assert manager.get_stats()["pool"][0]["version"] == 2
+
+
+def test_a_bad_spec_changes_nothing(make_manager):
+    manager = make_manager()
+    with pytest.raises(ValueError, match="temperature"):
+        manager.reconfigure("pool:0", AgentSpec("m", "", 5))
+    with pytest.raises(KeyError):
+        manager.reconfigure("nobody", AgentSpec("m", "", 0.5))
+    assert manager.get_stats()["pool"][0]["version"] == 1

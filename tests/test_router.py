@@ -1,0 +1,167 @@
+"""The pool as a router, against the local OpenAI-compatible server: one 429 holds back
+every session, a failing member is skipped, a refused key is marked, owners share fairly."""
+
+from __future__ import annotations
+
+import socket
+import statistics
+
+import pytest
+
+from core.router import DEFAULT_COOLDOWN, MAX_COOLDOWN, retry_after
+from core.schema import COMPLETE
+from tests.fake_openai import FakeOpenAI
+from tests.fakes import ScriptedModel, scripted_factory
+
+REPLY = "Hello from the fake model, all good."
+
+
+@pytest.fixture
+def fakes():
+    with FakeOpenAI() as one, FakeOpenAI() as two:
+        yield one, two
+
+
+def member(name, url, key="sk-one", **extra):
+    return {"name": name, "model": "fake-1", "api_key": key, "base_url": url, **extra}
+
+
+def routed(make_manager, *members, **settings):
+    return make_manager(MEMBERS=list(members), OPENAI_TIMEOUT=2, RATE_LIMIT_PER_MINUTE=0,
+                        **settings)
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"  # nothing listens: connections are refused
+
+
+def test_one_429_makes_every_session_wait_and_one_request_probes(make_manager, fakes):
+    fake, _ = fakes
+    manager = routed(make_manager, member("only", fake.url))
+    fake.modes.append("429:2")
+    first = manager.create_session().start("hello")
+    while not fake.requests:  # the 429 has been answered ...
+        first.wait(0.01)
+    while manager.get_stats()["pool"][0]["state"] != "cooling down":
+        first.wait(0.01)
+    place = manager.queue_place(first)
+    assert place is not None and place.cooldown > 1  # ... and the run waits, not fails
+    runs = [manager.create_session().start("hello") for _ in range(20)]
+    for run in [first, *runs]:
+        assert run.wait(20)
+    assert [run.status for run in [first, *runs]] == [COMPLETE] * 21
+    assert {run.reply for run in [first, *runs]} == {REPLY}
+    limited_at = fake.requests[0]["at"]
+    during = [r for r in fake.requests if r["at"] < limited_at + 1.95]
+    assert len(during) <= 2  # the 429 itself, and not one of the 21 waiting requests
+    probe, *rest = fake.requests[1:]
+    assert len(rest) == 20 and min(r["at"] for r in rest) >= probe["at"]  # one goes first
+    assert manager.get_stats()["pool"][0]["state"] == "healthy"
+
+
+@pytest.mark.parametrize("failure", ["500", "refused"])
+def test_a_failing_member_is_retried_once_on_another(make_manager, fakes, failure):
+    fake, spare = fakes
+    url = closed_port_url() if failure == "refused" else fake.url
+    fake.modes.append("500")
+    manager = routed(make_manager, member("first", url), member("spare", spare.url))
+    session = manager.create_session()
+    assert session.send("hello") == REPLY
+    assert len(spare.requests) == 1
+    pool = {m["name"]: m for m in manager.get_stats()["pool"]}
+    assert pool["first"]["errors"] == 1 and pool["spare"]["errors"] == 0
+    assert manager.store.runs.latest_run(session.session_id)["agent"] == "spare"
+
+
+def test_a_member_whose_key_is_refused_is_marked_failing_and_skipped(make_manager, fakes):
+    fake, spare = fakes
+    fake.keys = {"sk-right"}
+    manager = routed(make_manager, member("wrong-key", fake.url, key="sk-wrong"),
+                     member("spare", spare.url))
+    sessions = [manager.create_session() for _ in range(4)]
+    assert [s.send("hello") for s in sessions] == [REPLY] * 4
+    assert len(fake.requests) == 1  # refused once, then skipped
+    states = {m["name"]: m["state"] for m in manager.get_stats()["pool"]}
+    assert states == {"wrong-key": "failing", "spare": "healthy"}
+
+
+def test_members_share_the_load_by_weight(make_manager, fakes):
+    one, two = fakes
+    manager = routed(make_manager, member("heavy", one.url, weight=3, max_concurrency=8),
+                     member("light", two.url, weight=1, max_concurrency=8))
+    held = []
+    for _ in range(8):  # hold leases: the least busy relative to weight gets each
+        lease = manager.pool.lease()
+        held.append((lease, lease.__enter__()))
+    counts = [m["in_flight"] for m in manager.get_stats()["pool"]]
+    for context, _ in held:
+        context.__exit__(None, None, None)
+    assert counts == [6, 2]
+
+
+def test_one_owner_flooding_does_not_hold_back_the_others(make_manager):
+    model = ScriptedModel(answer=lambda _: "done", delay=0.3)
+    manager = make_manager(agent_factory=scripted_factory(model), AGENT_POOL_SIZE=1,
+                           AGENT_MAX_CONCURRENCY=2, MAX_RUNS_PER_USER=2,
+                           RATE_LIMIT_PER_MINUTE=0)
+    flood = [manager.create_session(owner="flood").start("go") for _ in range(40)]
+    while manager.pool.queued() < 38:
+        flood[0].wait(0.01)
+    late = [manager.create_session(owner=f"user{i}").start("go") for i in range(5)]
+    while (place := manager.queue_place(late[-1])) is None:  # queued on the worker
+        late[-1].wait(0.01)
+    assert place.position == 6  # one flood turn and four latecomers ahead, not 38
+    ends: dict[str, float] = {}
+    for run in [*late, *flood]:
+        assert run.wait(60) and run.status == COMPLETE
+        ends[run.id] = run.finished_at
+    flood_ends = sorted(ends[r.id] for r in flood)
+    for run in late:
+        assert sum(end < ends[run.id] for end in flood_ends) <= 8  # FIFO: all 38 or more
+    assert statistics.median(ends[r.id] for r in late) < flood_ends[10]
+    assert manager.pool.held("flood") == 0 and manager.pool.queued() == 0
+
+
+def test_stopping_a_reply_that_waits_in_the_queue_frees_its_place(make_manager):
+    model = ScriptedModel(answer=lambda _: "done")
+    model.enqueue("slow", pause_after=0, pause=30)  # holds the only slot until stopped
+    manager = make_manager(agent_factory=scripted_factory(model), AGENT_MAX_CONCURRENCY=1,
+                           RATE_LIMIT_PER_MINUTE=0)
+    holder = manager.create_session(owner="a")
+    holder_run = holder.start("first")
+    waiting = manager.create_session(owner="b")
+    run = waiting.start("second")
+    while manager.queue_place(run) is None:
+        run.wait(0.01)
+    assert waiting.stop()
+    assert run.status == "stopped" and manager.pool.queued() == 0
+    assert [m.type for m in waiting.messages] == ["human"]  # kept; no empty reply row
+    assert holder.stop() and holder_run.status == "stopped"
+    assert waiting.send("again") == "done"  # nothing leaked: the slot serves again
+    assert manager.pool.members[0].in_flight == 0
+
+
+@pytest.mark.parametrize("headers,seconds", [
+    ({"retry-after": "2"}, 2.0),
+    ({"retry-after-ms": "1500"}, 1.5),
+    ({"retry-after": "Thu, 26 Nov 2026 00:00:10 GMT"}, 10.0),
+    ({"x-ratelimit-reset-requests": "1s", "x-ratelimit-reset-tokens": "2m0s"}, 120.0),
+    ({"x-ratelimit-reset-tokens": "20ms"}, 0.02),
+    ({}, DEFAULT_COOLDOWN),
+    ({"retry-after": "soon"}, DEFAULT_COOLDOWN),
+    ({"retry-after": "99999"}, MAX_COOLDOWN),
+])
+def test_the_cooldown_follows_what_the_provider_asked(headers, seconds):
+    import datetime
+
+    import httpx
+    import openai
+
+    request = httpx.Request("POST", "http://127.0.0.1/v1/chat/completions")
+    error = openai.RateLimitError("slow down", body=None, response=httpx.Response(
+        429, request=request, headers=headers))
+    now = datetime.datetime(2026, 11, 26, tzinfo=datetime.UTC)
+    assert retry_after(error, now) == pytest.approx(seconds)

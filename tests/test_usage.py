@@ -1,0 +1,89 @@
+"""Each reply records its tokens, latency, queue wait, who answered and its cost; the
+stats sum them exactly, per model, per owner (anonymised) and custom vs shared."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from core import AgentSpec
+from core.schema import usage
+from core.usage import count_tokens, owner_key, percentile
+from tests.fake_openai import FakeOpenAI
+
+PRICES = {"fake-1": {"input": 2.0, "output": 10.0}}
+
+
+@pytest.fixture
+def fake():
+    with FakeOpenAI() as server:
+        yield server
+
+
+def rows(manager):
+    with manager.store.engine.connect() as conn:
+        return [r._asdict() for r in conn.execute(select(usage).order_by(usage.c.finished_at))]
+
+
+def test_provider_usage_is_stored_per_reply_and_summed_exactly(make_manager, fake):
+    manager = make_manager(MEMBERS=[{"name": "cloud", "model": "fake-1", "api_key": "sk-1",
+                                     "base_url": fake.url}],
+                           PRICES=PRICES, RATE_LIMIT_PER_MINUTE=0)
+    ada = manager.create_session(owner="browser-ada")
+    bob = manager.create_session(owner="browser-bob")
+    ada.send("hello there")
+    list(ada.stream("and again"))  # streamed: usage arrives in the stream's last chunk
+    bob.send("hi")
+    stored = rows(manager)
+    assert len(stored) == 3
+    # the fake counts one token per word sent and per word answered (7 words)
+    sent = [sum(len(str(m.get("content") or "").split()) for m in r["body"]["messages"])
+            for r in fake.requests]
+    assert [r["input_tokens"] for r in stored] == sent
+    assert [r["output_tokens"] for r in stored] == [7, 7, 7]
+    assert not any(r["estimated"] for r in stored)
+    assert all(r["member"] == "cloud" and r["model"] == "fake-1" and r["agent_version"] == 1
+               for r in stored)
+    assert all(0 <= r["queue_seconds"] <= r["ttft"] <= r["total_seconds"] for r in stored)
+    costs = [(r["input_tokens"] * 2.0 + r["output_tokens"] * 10.0) / 1e6 for r in stored]
+    assert [r["cost"] for r in stored] == pytest.approx(costs)
+    report = manager.get_usage()
+    assert report["total"]["input_tokens"] == sum(sent)
+    assert report["total"]["output_tokens"] == 21
+    assert report["total"]["cost"] == pytest.approx(sum(costs))
+    assert report["model"]["fake-1"]["replies"] == 3
+    owners = report["owner"]
+    assert set(owners) == {owner_key("browser-ada"), owner_key("browser-bob")}
+    assert "browser-ada" not in str(report)  # anonymised
+    assert owners[owner_key("browser-ada")]["tokens"] == sum(sent[:2]) + 14
+    assert report["member"]["cloud"]["ttft_p50"] is not None
+    assert report["kind"]["shared pool"]["replies"] == 3
+
+
+def test_the_offline_model_counts_estimated_tokens_and_custom_agents_apart(make_manager):
+    manager = make_manager(RATE_LIMIT_PER_MINUTE=0, OFFLINE_STREAM_DELAY=0)
+    shared = manager.create_session(owner="a")
+    custom = manager.create_session(owner="a")
+    custom.agent = AgentSpec("offline-demo", "Be brief.", 0.2)
+    shared.send("hello")
+    custom.send("hello")
+    stored = rows(manager)
+    assert [r["custom"] for r in stored] == [False, True]
+    assert all(r["estimated"] and r["input_tokens"] > 0 and r["output_tokens"] > 0
+               for r in stored)
+    assert all(r["cost"] is None for r in stored)  # no price for the offline model
+    report = manager.get_usage()
+    assert set(report["kind"]) == {"shared pool", "custom agents"}
+    assert report["total"]["estimated_replies"] == 2 and report["total"]["cost"] is None
+
+
+def test_a_stopped_reply_counts_what_it_was_sent_and_wrote():
+    from langchain_core.messages import HumanMessage
+    tokens = count_tokens([HumanMessage("one two three")], [], partial="four five")
+    assert tokens.estimated and tokens.input > 0 and tokens.output > 0
+
+
+def test_percentiles_are_nearest_rank():
+    values = [float(v) for v in range(1, 101)]
+    assert (percentile(values, 0.5), percentile(values, 0.95)) == (50.0, 95.0)
+    assert percentile([], 0.5) is None
