@@ -6,6 +6,7 @@ bookmark or a server restart resumes it; a conversation of another browser never
 
 from __future__ import annotations
 
+import math
 import time
 
 import streamlit as st
@@ -13,6 +14,7 @@ from langchain_core.messages import HumanMessage
 
 from core.errors import ChatError, MessageRejected
 from core.limits import SHOWN_MESSAGES
+from core.pool import Place
 from core.reply_blocks import BlockSplitter
 from core.runs import STALE_AFTER, Run
 from core.sessions import ChatbotSession, ChatbotSessionManager
@@ -91,13 +93,28 @@ def follow(run: Run, session: ChatbotSession) -> None:
                 waiting = False
         elif not events:  # an idle tick writes too: only then can a Stop click get in
             if waiting:
-                status.caption(f"Thinking… {time.monotonic() - started:.0f} s")
+                status.caption(waiting_note(manager.queue_place(run), started))
             else:  # e.g. a tool or the model's next step is slow: the tail as it is
                 tail.markdown(splitter.tail)
         if done:
             break
         time.sleep(FRAME)  # coalesce: what streams meanwhile goes out in the next frame
     st.rerun()
+
+
+def waiting_note(place: Place | None, started: float) -> str:
+    """What a user waiting for the first word reads: the queue, a provider's cooldown,
+    or how long the model has been thinking."""
+    if place is None:
+        return f"Thinking… {time.monotonic() - started:.0f} s"
+    if place.cooldown > 0:
+        return ("The provider asked us to slow down; continuing in "
+                f"{math.ceil(place.cooldown)} s.")
+    if place.capped:
+        return ("Your other replies are still being written (a few at a time per person); "
+                "this one starts when one of them finishes.")
+    return (f"Waiting for a free agent: you are #{place.position} in the queue "
+            f"(about {math.ceil(place.estimate)} s).")
 
 
 def watch_elsewhere(session: ChatbotSession) -> None:

@@ -10,7 +10,7 @@ import streamlit as st
 from pydantic import SecretStr
 
 from core.auth import password_matches
-from core.config import ConfigError, Settings, load_settings
+from core.config import TABLES, ConfigError, Settings, load_settings
 from core.ids import is_valid_session_id, new_session_id
 from core.runtime import shared_manager
 from core.sessions import ChatbotSessionManager
@@ -23,9 +23,19 @@ log = logging.getLogger("poolchat")
 def _secrets() -> dict[str, Any] | None:
     """Top-level values of ``st.secrets``, or None to let core read the secrets file."""
     try:
-        return {k: v for k, v in st.secrets.items() if not isinstance(v, Mapping)}
+        return {k: _plain(v) for k, v in st.secrets.items()
+                if not isinstance(v, Mapping) or k in TABLES}
     except Exception:  # no secrets file: Streamlit raises on first access
         return None
+
+
+def _plain(value: Any) -> Any:
+    """st.secrets' tables as plain dicts and lists."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def load_app_settings() -> Settings:

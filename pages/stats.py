@@ -8,11 +8,14 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from core.agents import AgentSpec
+from core.limits import MODEL_NAME_MAX_CHARS, PROMPT_MAX_CHARS
 from core.runtime import shared_recorder
-from core.stats import public_stats
+from core.stats import member_rows, public_stats
 from pages.common import manager_or_stop, stats_unlocked
 
 REFRESH_SECONDS = 5
+POOL_REFRESH_SECONDS = 2
 
 manager = manager_or_stop()
 st.title("PoolChat stats")
@@ -38,6 +41,83 @@ def time_chart(data: pd.DataFrame, value: str, series: str, title: str,
         color=alt.Color(f"{series}:N", title=None, legend=alt.Legend(orient="bottom")),
         tooltip=["time:T", f"{series}:N", f"{value}:Q"],
     )
+
+
+def money(value: float | None) -> str:
+    if value is None:
+        return "no price"
+    return f"${value:,.2f}" if value >= 1 else f"${value:.6f}".rstrip("0").rstrip(".")
+
+
+def seconds(p50: float | None, p95: float | None) -> str:
+    return "—" if p50 is None or p95 is None else f"{p50:.2f} / {p95:.2f} s"
+
+
+def members_frame(members: list[dict]) -> pd.DataFrame:
+    """The live pool view as people read it: one row per member."""
+    return pd.DataFrame([{
+        "Member": m["member"], "Model": f"{m['model']} (v{m['version']})",
+        "State": m["state"] + (f", {m['cooldown_s']:.0f} s left" if m["cooldown_s"] else ""),
+        "In flight": m["in_flight"], "Weight": m["weight"], "Served": m["served"],
+        "Errors": m["errors"], "429s": m["rate_limited"],
+        "First token p50 / p95": seconds(m["ttft_p50_s"], m["ttft_p95_s"]),
+        "Whole reply p50 / p95": seconds(m["total_p50_s"], m["total_p95_s"]),
+        "Tokens / min": round(m["tokens_per_min"]),
+    } for m in members])
+
+
+def usage_table(groups: dict[str, dict], label: str) -> pd.DataFrame:
+    """One row per group: replies, tokens, cost, latency, errors."""
+    return pd.DataFrame([{
+        label: key, "replies": g["replies"], "input tokens": g["input_tokens"],
+        "output tokens": g["output_tokens"], "cost": money(g["cost"]),
+        "first token p50 / p95": seconds(g["ttft_p50"], g["ttft_p95"]),
+        "whole reply p50 / p95": seconds(g["total_p50"], g["total_p95"]),
+        "errors": g["errors"],
+        "estimated": f"{g['estimated_replies']} of {g['replies']}",
+    } for key, g in sorted(groups.items(), key=lambda kv: -kv[1]["tokens"])])
+
+
+@st.fragment(run_every=POOL_REFRESH_SECONDS)
+def pool_view() -> None:
+    """Each member live: load, health, cooldown, latency, tokens per minute."""
+    stats = manager.get_stats()
+    members = member_rows(stats["pool"], manager.get_usage().get("member", {}))
+    st.subheader("Pool members, live")
+    cols = st.columns(4)
+    cols[0].metric("In flight", stats["pool_in_flight"])
+    cols[1].metric("Waiting in the queue", stats["pool_queued"])
+    cooling = [m["member"] for m in members if m["state"] == "cooling down"]
+    cols[2].metric("Cooling down", len(cooling), help="Members whose provider answered 429; "
+                   "requests wait for the cooldown or go to other members.")
+    cols[3].metric("Failing", sum(m["state"] == "failing" for m in members))
+    st.dataframe(members_frame(members), hide_index=True)
+    st.caption(f"Refreshes every {POOL_REFRESH_SECONDS} s. Latency percentiles over the "
+               "latest 1,000 replies of each member.")
+
+
+def reconfigure_form() -> None:
+    """Replace a member's model, prompt or temperature: new runs use it at once."""
+    st.subheader("Change a member")
+    if manager.settings.STATS_PASSWORD is None:
+        st.caption("Set `STATS_PASSWORD` to change pool members from this page.")
+        return
+    names = [m.name for m in manager.pool.members]
+    name = st.selectbox("Member", names, key="reconfigure_member")
+    spec = manager.member_spec_of(name)
+    with st.form("reconfigure", border=True):
+        model = st.text_input("Model", spec.model, max_chars=MODEL_NAME_MAX_CHARS)
+        prompt = st.text_area("System prompt", spec.system_prompt, max_chars=PROMPT_MAX_CHARS)
+        temperature = st.slider("Temperature", 0.0, 2.0, spec.temperature, 0.1)
+        if st.form_submit_button("Apply", icon=":material/published_with_changes:"):
+            try:
+                version = manager.reconfigure(name, AgentSpec(model.strip(), prompt,
+                                                              temperature))
+            except ValueError as exc:
+                st.error(str(exc))
+            else:
+                st.success(f"{name} now answers with {model.strip()} (version {version}). "
+                           "Replies in progress finish on the previous version.")
 
 
 @st.fragment(run_every=REFRESH_SECONDS)
@@ -82,7 +162,6 @@ def live_stats() -> None:
         right.altair_chart(time_chart(pool, "requests", "agent", "Requests per interval"))
         left.altair_chart(time_chart(pool, "queue_wait_ms", "agent", "Mean queue wait (ms)"))
         right.altair_chart(time_chart(pool, "errors", "agent", "Errors per interval"))
-    st.dataframe(pd.DataFrame(stats["pool"]), hide_index=True)
 
     replicas = stats.get("replicas", [])
     if replicas:
@@ -111,6 +190,26 @@ def live_stats() -> None:
         right.bar_chart(usage.set_index("label")[["sessions", "messages"]], stack=False,
                         horizontal=True, height=220)
 
+    st.subheader("Tokens and cost")
+    report = stats["token_usage"]
+    total = report["total"]
+    cols = st.columns(4)
+    cols[0].metric("Input tokens", f"{total['input_tokens']:,}")
+    cols[1].metric("Output tokens", f"{total['output_tokens']:,}")
+    cols[2].metric("Cost", money(total["cost"]), help="From the price table in the "
+                   "settings (dollars per million tokens); models without a price count 0.")
+    cols[3].metric("Estimated", f"{total['estimated_replies']} replies",
+                   help="Replies whose tokens the model did not report (the offline "
+                        "model, or a reply stopped early): counted approximately.")
+    if total["replies"]:
+        st.caption("Custom agents vs the shared pool")
+        st.dataframe(usage_table(report["kind"], "agents"), hide_index=True)
+        left, right = st.columns(2)
+        left.caption("Per model")
+        left.dataframe(usage_table(report["model"], "model"), hide_index=True)
+        right.caption("Per user (anonymised)")
+        right.dataframe(usage_table(report["owner"], "user"), hide_index=True)
+
     st.subheader("Feedback on replies")
     votes = pd.DataFrame(stats["feedback"])
     if votes.empty:
@@ -124,4 +223,6 @@ def live_stats() -> None:
                        icon=":material/download:")
 
 
+pool_view()
 live_stats()
+reconfigure_form()

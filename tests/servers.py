@@ -24,10 +24,12 @@ class AppServer:
     def log(self) -> str:
         return self.log_path.read_text()
 
-    def get_json(self, path: str) -> dict:
+    def get_json(self, path: str, password: str | None = None) -> dict:
         import json
 
-        with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as response:
+        request = urllib.request.Request(f"{self.url}{path}", headers={
+            "Authorization": f"Bearer {password}"} if password else {})
+        with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
 
 
@@ -37,16 +39,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_app(data_dir: Path, **settings: str) -> AppServer:
+def start_app(data_dir: Path, secrets: Path | None = None, **settings: str) -> AppServer:
     """Start the app with a fresh SQLite database and wait until it reports healthy."""
-    return start_streamlit("app.py", data_dir,
+    return start_streamlit("app.py", data_dir, secrets=secrets,
                            DATABASE_URL=f"sqlite:///{data_dir}/poolchat.db", **settings)
 
 
 def start_streamlit(script: str, data_dir: Path, root: Path = ROOT,
-                    **settings: str) -> AppServer:
+                    secrets: Path | None = None, **settings: str) -> AppServer:
     """``streamlit run <script>`` in ``root`` on a free loopback port, no OPENAI_*
-    variables from this machine; waits until it reports healthy."""
+    variables from this machine, ``secrets`` as its secrets file (st.secrets); waits
+    until it reports healthy."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
     env.update(PYTHONUNBUFFERED="1", **settings)
@@ -55,7 +58,8 @@ def start_streamlit(script: str, data_dir: Path, root: Path = ROOT,
         process = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", script, "--server.port", str(port),
              "--server.address", "127.0.0.1", "--server.headless", "true",
-             "--browser.gatherUsageStats", "false"],
+             "--browser.gatherUsageStats", "false",
+             *(["--secrets.files", str(secrets)] if secrets else [])],
             cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
     server = AppServer(f"http://127.0.0.1:{port}", process, log_path,
                        data_dir / "poolchat.db")

@@ -1,0 +1,119 @@
+"""The router as people see it, in Chromium: members from the secrets file, a provider's
+429 shown as a wait (not an error), a place in the queue, the live pool view and a member
+changed from the stats page while the app runs."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.fake_openai import FakeOpenAI
+from tests.servers import start_app, stop_app
+from tests.test_browser import (  # noqa: F401, F811 - fixtures
+    WAIT_MS,
+    browser,
+    messages,
+    new_page,
+    send,
+    shot,
+    wait_for_reply,
+)
+
+REPLY = "Hello from the fake model, all good."
+PASSWORD = "open sesame"
+
+
+@pytest.fixture(scope="module")
+def fake():
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, fake):
+    data = tmp_path_factory.mktemp("router-data")
+    secrets = data / "secrets.toml"
+    secrets.write_text(f'''
+STATS_PASSWORD = "{PASSWORD}"
+MAX_RUNS_PER_USER = 1
+
+[[members]]
+name = "cloud"
+model = "fake-1"
+api_key = "sk-browser-test"
+base_url = "{fake.url}"
+max_concurrency = 1
+
+[prices."fake-1"]
+input = 1.0
+output = 4.0
+''')
+    server = start_app(data, secrets=secrets)
+    yield server
+    stop_app(server)
+
+
+def unlock_stats(page: Page, url: str) -> None:
+    page.goto(f"{url}/stats")
+    box = page.get_by_label("Stats password")
+    expect(box).to_be_visible(timeout=WAIT_MS)
+    box.fill(PASSWORD)
+    box.press("Enter")
+    expect(page.get_by_text("Pool members, live")).to_be_visible(timeout=WAIT_MS)
+
+
+def test_a_429_is_a_visible_wait_and_the_pool_view_shows_the_cooldown(server, fake,
+                                                                       new_page):  # noqa: F811
+    fake.modes.append("429:5")
+    page = new_page(server.url)
+    send(page, "hello")
+    notice = page.get_by_text("The provider asked us to slow down; continuing in")
+    expect(notice).to_be_visible(timeout=WAIT_MS)
+    shot(page, "router-cooldown")
+    stats = new_page(server.url)
+    unlock_stats(stats, server.url)
+    table = stats.get_by_test_id("stDataFrame").first
+    expect(table).to_be_visible(timeout=WAIT_MS)
+    assert "cooling down" in str(server.get_json("/api/stats.json", PASSWORD)["members"])
+    shot(stats, "router-pool-view-cooling")
+    wait_for_reply(page, 1, REPLY)  # after the cooldown, a normal reply
+    expect(page.get_by_text("rate-limiting")).to_have_count(0)
+    assert [r["mode"] for r in fake.requests[-2:]] == ["429:5", "ok"]
+
+
+def test_a_waiting_user_sees_their_place_in_the_queue(server, fake, new_page):  # noqa: F811
+    fake.modes.append("slow")  # the only slot is busy for a few seconds
+    first, second = new_page(server.url), new_page(server.url)
+    send(first, "hello")
+    expect(messages(first).nth(1)).to_contain_text("Hello", timeout=WAIT_MS)
+    send(second, "hello too")
+    place = second.get_by_text("Waiting for a free agent: you are #1 in the queue")
+    expect(place).to_be_visible(timeout=WAIT_MS)
+    shot(second, "router-queue-position")
+    wait_for_reply(first, 1, REPLY)
+    wait_for_reply(second, 1, REPLY)
+
+
+def test_usage_cost_and_a_live_member_change_on_the_stats_page(server, fake, new_page):  # noqa: F811
+    chat = new_page(server.url)
+    send(chat, "count my tokens")
+    wait_for_reply(chat, 1, REPLY)
+    stats = new_page(server.url)
+    unlock_stats(stats, server.url)
+    stats.set_viewport_size({"width": 1280, "height": 2600})
+    expect(stats.get_by_text("Tokens and cost")).to_be_visible(timeout=WAIT_MS)
+    cost = stats.get_by_test_id("stMetric").filter(has_text="Cost")
+    expect(cost).to_contain_text("$", timeout=WAIT_MS)
+    form = stats.get_by_test_id("stForm")
+    model = form.get_by_label("Model")
+    model.fill("fake-2")
+    form.get_by_role("button", name="Apply").click()
+    expect(stats.get_by_text("cloud now answers with fake-2 (version 2)")).to_be_visible(
+        timeout=WAIT_MS)
+    shot(stats, "router-stats")
+    send(chat, "and now?")
+    wait_for_reply(chat, 3, REPLY)
+    assert fake.requests[-1]["body"]["model"] == "fake-2"
+    usage = server.get_json("/api/stats.json", PASSWORD)["token_usage"]
+    assert usage["model"]["fake-2"]["replies"] == 1
+    assert usage["total"]["cost"] > 0
