@@ -384,26 +384,32 @@ class ChatEngine:
             status, error = INTERRUPTED, "The model returned no reply. Retry."
         message: BaseMessage | None = final if status == COMPLETE else (
             AIMessage(progress.text) if progress.text else final)
+        usage = self._usage(session, progress, status, final)
+        produced = done.messages[:progress.stored]
+
+        def conclude() -> None:
+            """Off the loop: store the end, then tell readers (one thread hop less)."""
+            nonlocal status, error
+            try:
+                self.store.runs.finish_turn(run.session_id, run.id, progress.reply_id,
+                                            message, status, error, run.agent or None, usage,
+                                            steps=bool(produced))
+            except Exception as exc:  # noqa: BLE001 - reported; the sweep ends it later
+                status, error = INTERRUPTED, str(describe_error(exc))
+            if status == COMPLETE and recent is not None and message is not None:
+                recent.extend([*produced, message], progress.reply_id, HISTORY_WINDOW)
+                self.recent.put(run.session_id, recent)
+            with self._lock:
+                if self._active.get(run.session_id) is run:
+                    del self._active[run.session_id]
+            run.reply = message.text if (status == COMPLETE and message is not None) else ""
+            run.end(status, error, retryable)
+
         try:
-            await asyncio.shield(asyncio.to_thread(
-                self.store.runs.finish_turn, run.session_id, run.id, progress.reply_id,
-                message, status, error, run.agent or None,
-                self._usage(session, progress, status, final)))
-        except asyncio.CancelledError:
+            await asyncio.shield(asyncio.to_thread(conclude))
+        except asyncio.CancelledError:  # a second stop: ``conclude`` still runs to its end
             pass
-        except Exception as exc:  # noqa: BLE001 - reported; the sweep ends the run later
-            failure = describe_error(exc)
-            status, error = INTERRUPTED, str(failure)
         self._progress.pop(run.id, None)
-        if status == COMPLETE and recent is not None and message is not None:
-            produced = done.messages[:progress.stored] + [message]
-            recent.extend(produced, progress.reply_id, HISTORY_WINDOW)
-            self.recent.put(run.session_id, recent)
-        with self._lock:
-            if self._active.get(run.session_id) is run:
-                del self._active[run.session_id]
-        run.reply = message.text if (status == COMPLETE and message is not None) else ""
-        run.end(status, error, retryable)
 
     def _usage(self, session: Conversation, progress: _Progress, status: str,
                final: BaseMessage | None) -> dict[str, Any] | None:

@@ -72,9 +72,11 @@ class RunLog:
             with self._direct.transaction() as execute:
                 if new_session is not None:
                     execute(sql.new_session, session_row(session_id, now, **new_session))
-                self._interrupt_stale(execute, session_id, stale_before, run["replica"], now)
-                if execute(sql.running_run, {"sid": session_id}).fetchone() is not None:
-                    raise RunInProgress()
+                for other, updated, replica in execute(sql.running_runs,
+                                                       {"sid": session_id}).fetchall():
+                    if updated >= stale_before and replica != run["replica"]:
+                        raise RunInProgress()
+                    self._end_run(execute, session_id, other, INTERRUPTED, None, now)
                 branch = execute(sql.branch_of, {"sid": session_id}).fetchone()
                 branch = branch[0] if branch else None
                 links = (None if branch is None and edit_of is None else
@@ -140,16 +142,11 @@ class RunLog:
             raise NothingToAnswer()
         return asked[-1]
 
-    def _interrupt_stale(self, execute: Execute, session_id: str, cutoff: float, me: str,
-                         now: float) -> None:
-        for (run_id,) in execute(self._sql.stale_runs,
-                                 {"sid": session_id, "cutoff": cutoff, "me": me}).fetchall():
-            self._end_run(execute, run_id, INTERRUPTED, None, now)
-
-    def _end_run(self, execute: Execute, run_id: str, status: str, error: str | None,
-                 now: float, agent: str | None = None) -> None:
-        execute(self._sql.drop_empty_replies, {"rid": run_id})
-        execute(self._sql.end_replies, {"rid": run_id, "status": status})
+    def _end_run(self, execute: Execute, session_id: str, run_id: str, status: str,
+                 error: str | None, now: float, agent: str | None = None) -> None:
+        """End a run and its reply rows (found through the session's index)."""
+        execute(self._sql.drop_empty_replies, {"sid": session_id, "rid": run_id})
+        execute(self._sql.end_replies, {"sid": session_id, "rid": run_id, "status": status})
         execute(self._sql.end_run, {"rid": run_id, "status": status, "error": error,
                                     "now": now, "agent": agent})
 
@@ -171,22 +168,31 @@ class RunLog:
 
     def finish_turn(self, session_id: str, run_id: str, reply_id: int,
                     message: BaseMessage | None, status: str, error: str | None = None,
-                    agent: str | None = None, usage: dict[str, Any] | None = None) -> None:
+                    agent: str | None = None, usage: dict[str, Any] | None = None,
+                    steps: bool = False) -> None:
         """Store the reply's last state, end the run and record its usage, in one
-        transaction.
+        transaction of three statements.
 
-        ``message`` None (or empty) removes the reply row: nothing was generated.
+        ``message`` None removes the reply row: nothing was generated since the last tool
+        step. The reply row (and with ``steps``, the run's tool-step rows) gets the model
+        that answered: a member may have changed since the run began.
         """
         now = time.time()
+        sql = self._sql
+        model = usage["model"] if usage is not None else None
         with self._direct.transaction() as execute:
             if message is not None:
-                execute(self._sql.set_reply, {"mid": reply_id, "content": message.text,
-                                              "payload": payload(message), "status": status})
-            self._end_run(execute, run_id, status, error, now, agent)
-            if usage is not None:  # the model that answered (a member may have changed)
-                execute(self._sql.run_model, {"rid": run_id, "model": usage["model"]})
-                execute(self._sql.insert_usage, usage)
-            execute(self._sql.touch, {"sid": session_id, "now": now})
+                execute(sql.finish_reply, {"mid": reply_id, "content": message.text,
+                                           "payload": payload(message), "status": status,
+                                           "model": model})
+            else:
+                execute(sql.delete_one, {"mid": reply_id})
+            execute(sql.end_run, {"rid": run_id, "status": status, "error": error,
+                                  "now": now, "agent": agent})
+            if usage is not None:
+                if steps:
+                    execute(sql.run_model, {"sid": session_id, "rid": run_id, "model": model})
+                execute(sql.insert_usage, usage)
 
     def checkpoint(self, replies: Sequence[tuple[int, BaseMessage]], run_ids: Sequence[str]
                    ) -> set[str]:
@@ -215,16 +221,17 @@ class RunLog:
         """End every run whose owner stopped checkpointing before ``cutoff``, or that
         ``gone(run_id, replica)`` says has no owner any more."""
         with self.engine.connect() as conn:
-            running = conn.execute(select(runs.c.id, runs.c.replica, runs.c.updated_at)
+            running = conn.execute(select(runs.c.id, runs.c.session_id, runs.c.replica,
+                                          runs.c.updated_at)
                                    .where(runs.c.status == RUNNING)).all()
-        stale = [r.id for r in running
+        stale = [(r.session_id, r.id) for r in running
                  if r.updated_at < cutoff or (gone is not None and gone(r.id, r.replica))]
         if not stale:
             return 0
         now = time.time()
         with self._direct.transaction() as execute:
-            for run_id in stale:
-                self._end_run(execute, run_id, INTERRUPTED, None, now)
+            for session_id, run_id in stale:
+                self._end_run(execute, session_id, run_id, INTERRUPTED, None, now)
         return len(stale)
 
     def request_stop(self, run_id: str) -> bool:

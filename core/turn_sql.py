@@ -30,22 +30,22 @@ class TurnStatements:
             messages.c.session_id == sid, messages.c.role == "human"))
         self.new_session = c(insert_session.values(every_column(sessions)))
         self.insert_run = c(insert(runs).values(every_column(runs)))
-        self.running_run = c(select(runs.c.id).where(runs.c.session_id == sid,
-                                                     runs.c.status == RUNNING))
-        self.stale_runs = c(select(runs.c.id).where(
-            runs.c.session_id == sid, runs.c.status == RUNNING,
-            (runs.c.updated_at < bindparam("cutoff")) | (runs.c.replica == bindparam("me"))))
+        self.running_runs = c(select(runs.c.id, runs.c.updated_at, runs.c.replica).where(
+            runs.c.session_id == sid, runs.c.status == RUNNING))
         self.end_run = c(update(runs).where(runs.c.id == bindparam("rid"))
                          .values(status=bindparam("status"), error=bindparam("error"),
                                  agent=func.coalesce(bindparam("agent"), runs.c.agent),
                                  finished_at=bindparam("now"), updated_at=bindparam("now")))
         self.drop_empty_replies = c(delete(messages).where(
-            messages.c.run_id == bindparam("rid"), messages.c.status == RUNNING,
+            messages.c.session_id == sid, messages.c.run_id == bindparam("rid"),
+            messages.c.status == RUNNING,
             messages.c.content == ""))
         self.end_replies = c(update(messages).where(
-            messages.c.run_id == bindparam("rid"), messages.c.status == RUNNING)
+            messages.c.session_id == sid, messages.c.run_id == bindparam("rid"),
+            messages.c.status == RUNNING)
             .values(status=bindparam("status")))
-        self.run_model = c(update(messages).where(messages.c.run_id == bindparam("rid"),
+        self.run_model = c(update(messages).where(messages.c.session_id == sid,
+                                                  messages.c.run_id == bindparam("rid"),
                                                   messages.c.role != "human")
                            .values(model=bindparam("model")))
         self.insert_usage = c(insert(usage).values(every_column(usage)))
@@ -63,6 +63,11 @@ class TurnStatements:
         self.set_reply = c(update(messages).where(messages.c.id == bindparam("mid"))
                            .values(content=bindparam("content"), payload=bindparam("payload"),
                                    status=bindparam("status")))
+        self.finish_reply = c(update(messages).where(messages.c.id == bindparam("mid"))
+                              .values(content=bindparam("content"),
+                                      payload=bindparam("payload"), status=bindparam("status"),
+                                      model=func.coalesce(bindparam("model"),
+                                                          messages.c.model)))
 
 
 def session_row(session_id: str, now: float, owner: str | None = None, title: str = "",
