@@ -25,8 +25,10 @@ from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, message_to_dict
 
 from bench.designs import PerSessionAgentSession, old_session
-from core import AgentSpec, ChatbotSessionManager
+from core import AgentSpec, ChatbotSessionManager, turns
 from core.offline_model import OfflineChatModel
+from core.ids import new_run_id
+from core.runs import RunWorker
 from core.runtime import settle_garbage_collector
 from core.tools import DEFAULT_TOOLS
 
@@ -89,18 +91,20 @@ def memory(new_sizes: list[int], old_sizes: list[int]) -> list[dict[str, Any]]:
 
 
 # 3. per-message overhead -----------------------------------------------------------
-def overhead(turns: int, history: int = 10) -> dict[str, Any]:
+def overhead(turns: int, history_size: int = 10) -> dict[str, Any]:
     """One turn through manager + pool + SQLite store vs the same turn on the agent alone.
 
-    Each session has ``history`` stored messages and has already had one turn in this
-    process (a conversation in progress); the agent alone gets the very same history.
+    Each session has ``history_size`` stored messages and has already had one turn in this
+    process (a conversation in progress); the agent alone gets the very same history and
+    is streamed as the run engine streams (``astream`` on the worker's event loop, called
+    from this thread); ``agent.invoke`` is reported beside it for reference.
     """
     folder = tempfile.mkdtemp(prefix="poolchat-bench-")
     manager = ChatbotSessionManager(RATE_LIMIT_PER_MINUTE=0,
                                     DATABASE_URL=f"sqlite:///{folder}/bench.db",
                                     OFFLINE_STREAM_DELAY=0)
     prior = []
-    for i in range((history - 2) // 2):
+    for i in range((history_size - 2) // 2):
         prior += [HumanMessage(f"Message {i}"), AIMessage(f"Reply {i}")]
     sessions = []
     for _ in range(turns):
@@ -111,10 +115,14 @@ def overhead(turns: int, history: int = 10) -> dict[str, Any]:
         sessions.append((session, session.messages))
     agent = manager.pool.agents[0]
     bare = _BareWrites(f"{folder}/bench.db")
-    direct, managed, writes = [], [], []
+    invoked, direct, managed, writes, engine = [], [], [], [], []
     for session, stored in sessions:  # interleaved, so all see the same machine state
+        history = [*stored, HumanMessage("hello there")]
         start = time.perf_counter()
-        result = agent.invoke({"messages": [*stored, HumanMessage("hello there")]})
+        result = agent.invoke({"messages": history})
+        invoked.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        manager.worker.submit(_drain(agent, history)).result()
         direct.append(time.perf_counter() - start)
         start = time.perf_counter()
         session.send("hello there")
@@ -122,13 +130,51 @@ def overhead(turns: int, history: int = 10) -> dict[str, Any]:
         start = time.perf_counter()
         bare.turn(session.session_id, HumanMessage("hello there"), result["messages"][-1])
         writes.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        _engine_writes(manager, session.session_id, result["messages"][-1])
+        engine.append(time.perf_counter() - start)
     manager.close()
     bare.db.close()
     direct_us, managed_us, writes_us = median_us(direct), median_us(managed), median_us(writes)
-    return {"history_messages": history, "turns": turns, "agent_alone_us": direct_us,
-            "through_manager_us": managed_us, "overhead_us": managed_us - direct_us,
-            "overhead_ratio": (managed_us - direct_us) / direct_us,
-            "bare_writes_us": writes_us, "bare_writes_ratio": writes_us / direct_us}
+    overhead_us = managed_us - direct_us
+    return {"history_messages": history_size, "turns": turns,
+            "agent_invoke_us": median_us(invoked), "agent_alone_us": direct_us,
+            "through_manager_us": managed_us, "overhead_us": overhead_us,
+            "overhead_ratio": overhead_us / direct_us,
+            "bare_writes_us": writes_us, "bare_writes_ratio": writes_us / direct_us,
+            "overhead_vs_bare_writes": overhead_us / writes_us,
+            "engine_writes_us": median_us(engine),
+            "overhead_beyond_engine_writes_us": overhead_us - median_us(engine)}
+
+
+def _engine_writes(manager: ChatbotSessionManager, session_id: str, reply: BaseMessage
+                   ) -> None:
+    """The run engine's two transactions for one turn, called directly: the user's
+    message with the run and its reply row, then the reply, the run's end and its usage
+    row. What a durable, resumable, metered run writes, without an agent or a thread."""
+    run_id = new_run_id()
+    started = manager.store.runs.start_turn(
+        session_id, HumanMessage("hello there"),
+        run={"id": run_id, "agent": "", "replica": manager.replica_id},
+        reply={"model": "offline-demo", "custom_agent": False},
+        stale_before=time.time() - 10)
+    manager.store.runs.finish_turn(session_id, run_id, started.reply_id, reply, "complete",
+                                   None, "pool:0", {
+                                       "run_id": run_id, "owner": "anonymous",
+                                       "model": "offline-demo", "member": "pool:0",
+                                       "agent_version": 1, "custom": False,
+                                       "status": "complete", "input_tokens": 10,
+                                       "output_tokens": 5, "estimated": True, "cost": None,
+                                       "ttft": 0.001, "total_seconds": 0.002,
+                                       "queue_seconds": 0.0, "finished_at": time.time()})
+
+
+async def _drain(agent: Any, history: list[BaseMessage]) -> str:
+    """The agent alone, streamed exactly as the run engine streams every reply."""
+    done = turns.TurnResult()
+    async for _event in turns.astream(agent, history, done):
+        pass
+    return done.reply
 
 
 class _BareWrites:
@@ -281,17 +327,22 @@ def _concurrent_old(mode: str, count: int, latency: float) -> dict[str, Any]:
 
 
 def _concurrent_floor(mode: str, count: int, latency: float) -> dict[str, Any]:
-    """The same turns on one agent, nothing else: no pool, no sessions, no store."""
+    """The same turns on one agent, nothing else: no pool, no sessions, no store. Each is
+    streamed as the run engine streams: on one event loop (this one for asyncio; a worker
+    loop that the threads wait on, as the app's runs do)."""
     agent = create_agent(CountingModel(latency=latency), tools=list(DEFAULT_TOOLS))
+    worker = RunWorker()
 
     def send(text):
-        return agent.invoke({"messages": [HumanMessage(text)]})["messages"][-1].text
+        return worker.submit(_drain(agent, [HumanMessage(text)])).result()
 
     async def asend(text):
-        result = await agent.ainvoke({"messages": [HumanMessage(text)]})
-        return result["messages"][-1].text
+        return await _drain(agent, [HumanMessage(text)])
 
-    row = _fire(mode, [send] * count, [asend] * count, latency)
+    try:
+        row = _fire(mode, [send] * count, [asend] * count, latency)
+    finally:
+        worker.close()
     return {**row, "design": "floor (one agent alone, unbounded)", "pool_size": None}
 
 

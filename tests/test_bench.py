@@ -17,6 +17,6 @@ def test_a_quick_benchmark_run_writes_results_and_a_chart(tmp_path):
     data = json.loads((tmp_path / "latest.json").read_text())
     assert {"creation", "memory", "overhead", "concurrency", "long_history", "targets"} <= set(data)
     assert all(row["replies_in_own_session"] == row["sessions"] for row in data["concurrency"])
-    assert len(data["targets"]) == 7
+    assert len(data["targets"]) == 8
     assert (tmp_path / "latest.png").stat().st_size > 10_000
     assert "Targets" in result.stdout
