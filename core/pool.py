@@ -309,6 +309,12 @@ class AgentPool:
         return ticket
 
     def _timeout_error(self, timeout: float) -> PoolTimeout:
+        now = self._wall()
+        with self._lock:
+            left = min(q.until for q in self._quotas.values()) - now
+        if left > 0:
+            return PoolTimeout(f"the model provider asked us to slow down for longer than "
+                               f"{timeout:g} s; try again in {left:.0f} s")
         return PoolTimeout(f"all {self.size} agents were busy for {timeout:g} s; try again")
 
     @contextmanager

@@ -139,6 +139,7 @@ class ChatbotSessionManager:
         self.store = store or SessionStore(settings.DATABASE_URL)
         self._given_factory = agent_factory
         self._member_specs: dict[str, AgentSpec] = {}
+        self._usage_cache: tuple[float, dict[str, Any]] | None = None
         self.pool = AgentPool(self._members(), acquire_timeout=settings.AGENT_QUEUE_TIMEOUT,
                               max_per_owner=settings.MAX_RUNS_PER_USER)
         self._clock = clock
@@ -495,10 +496,23 @@ class ChatbotSessionManager:
             if found:
                 self.pool.apply_cooldowns(found)
 
-    def get_usage(self) -> dict[str, Any]:
+    def get_usage(self, max_age: float = 0.0) -> dict[str, Any]:
         """Tokens, cost and latency of every reply stored: per model, per owner
-        (anonymised), custom agents vs the shared pool, per pool member."""
-        return self.usage.summary()
+        (anonymised), custom agents vs the shared pool, per pool member. A report at
+        most ``max_age`` seconds old is reused (stats pages open in many tabs)."""
+        now = self._clock()
+        with self._lock:
+            cached = self._usage_cache
+        if cached is not None and now - cached[0] < max_age:
+            return cached[1]
+        report = self.usage.summary()
+        with self._lock:
+            self._usage_cache = (now, report)
+        return report
+
+    def pool_models(self) -> str:
+        """The models the shared pool answers with now, for a badge."""
+        return ", ".join(dict.fromkeys(m.model for m in self.pool.members))
 
     def dismiss_notice(self, owner: str, notice: str) -> None:
         """Remember that this browser dismissed a notice (this process, LRU-bounded)."""

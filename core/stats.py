@@ -122,13 +122,13 @@ def member_rows(pool: list[dict[str, Any]], usage: dict[str, dict[str, Any]]
     return rows
 
 
-def public_stats(manager: ChatbotSessionManager, recorder: StatsRecorder | None = None
-                 ) -> dict[str, Any]:
+def public_stats(manager: ChatbotSessionManager, recorder: StatsRecorder | None = None,
+                 usage_max_age: float = 0.0) -> dict[str, Any]:
     """Everything the stats page and /api/stats.json show: aggregates only."""
     stats = manager.get_stats()
     stats["usage"] = manager.store.usage_by_agent(shared_model=manager.default_spec.model)
     stats["feedback"] = manager.store.feedback_by_agent(shared_model=manager.default_spec.model)
-    report = manager.get_usage()
+    report = manager.get_usage(usage_max_age)
     stats["members"] = member_rows(stats["pool"], report.get("member", {}))
     stats["token_usage"] = report
     if recorder is not None and recorder.reporter is not None:

@@ -170,7 +170,8 @@ def chat_header(manager: ChatbotSessionManager, session: ChatbotSession, title: 
             st.button("Reset to shared agent", icon=":material/restart_alt:", type="tertiary",
                       key="header-reset", on_click=reset_agent, args=(session,))
         else:
-            st.badge(f"shared pool · {spec.model}", icon=":material/hub:", color="blue")
+            st.badge(f"shared pool · {manager.pool_models()}", icon=":material/hub:",
+                     color="blue")
     if manager.settings.offline and not manager.notice_dismissed(owner, OFFLINE_NOTICE):
         with st.container(border=True):
             st.markdown(":material/cloud_off: **Offline demo mode** — replies come from "

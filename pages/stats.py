@@ -16,6 +16,7 @@ from pages.common import manager_or_stop, stats_unlocked
 
 REFRESH_SECONDS = 5
 POOL_REFRESH_SECONDS = 2
+USAGE_MAX_AGE = 1.0  # seconds: every open stats tab shares one usage query a second
 
 manager = manager_or_stop()
 st.title("PoolChat stats")
@@ -82,7 +83,7 @@ def usage_table(groups: dict[str, dict], label: str) -> pd.DataFrame:
 def pool_view() -> None:
     """Each member live: load, health, cooldown, latency, tokens per minute."""
     stats = manager.get_stats()
-    members = member_rows(stats["pool"], manager.get_usage().get("member", {}))
+    members = member_rows(stats["pool"], manager.get_usage(USAGE_MAX_AGE).get("member", {}))
     st.subheader("Pool members, live")
     cols = st.columns(4)
     cols[0].metric("In flight", stats["pool_in_flight"])
@@ -115,6 +116,9 @@ def reconfigure_form() -> None:
                                                               temperature))
             except ValueError as exc:
                 st.error(str(exc))
+            except Exception as exc:  # noqa: BLE001 - the agent could not be built
+                st.error(f"{name} was not changed: the agent could not be built "
+                         f"({type(exc).__name__}).")
             else:
                 st.success(f"{name} now answers with {model.strip()} (version {version}). "
                            "Replies in progress finish on the previous version.")
@@ -122,7 +126,7 @@ def reconfigure_form() -> None:
 
 @st.fragment(run_every=REFRESH_SECONDS)
 def live_stats() -> None:
-    stats = public_stats(manager, shared_recorder())
+    stats = public_stats(manager, shared_recorder(), usage_max_age=USAGE_MAX_AGE)
     cols = st.columns(4)
     cols[0].metric("Sessions", stats["total_sessions"])
     cols[1].metric("Messages", stats["total_messages"])

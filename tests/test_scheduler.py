@@ -161,3 +161,16 @@ def test_a_request_held_back_by_its_owners_cap_says_so():
     assert place is not None and place.capped and place.position == 1
     pool.withdraw(mine[0])
     assert pool.place(mine[2]) is None  # served as soon as one of the two finished
+
+
+def test_a_wait_that_outlasts_a_cooldown_says_the_provider_asked_to_slow_down():
+    import pytest
+
+    from core.pool import PoolTimeout
+
+    pool = AgentPool(["agent"], max_concurrency=1)
+    pool.cool_down("pool:0", 5)
+    with pytest.raises(PoolTimeout, match="asked us to slow down for longer than 0.05 s"):
+        with pool.lease(timeout=0.05):
+            pass
+    assert pool.snapshot()[0]["state"] == "cooling down" and pool.queued() == 0
