@@ -239,16 +239,28 @@ class AgentPool:
                 and self._held[owner] >= self.max_per_owner)
 
     def _hand_over(self) -> None:
-        """Serve waiting tickets: owners take turns; an owner at its cap is skipped."""
+        """Serve waiting tickets: owners take turns; an owner at its cap is skipped.
+
+        O(1) per call when nothing is free, however many wait: no member with room ends
+        it at once, and a ticket that may use every member failing to get one means no
+        other such ticket can (only a failover's excluded member makes a difference).
+        """
         granted = True
         while granted and self._queues:
             granted = False
+            now = self._wall()
+            if not any(self._usable(m, now) for m in self._members):
+                return
+            plain_failed = False
             for owner, queue in self._queues.items():
                 if self._capped(owner):
                     continue
                 ticket = queue[0]
+                if plain_failed and not ticket.exclude:
+                    continue
                 index = self._pick(ticket)
                 if index is None:
+                    plain_failed = plain_failed or not ticket.exclude
                     continue
                 queue.popleft()
                 if queue:
