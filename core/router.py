@@ -95,8 +95,9 @@ async def route(pool: AgentPool, attempt: Attempt, *, owner: str | None,
                 try:
                     await attempt(lease, lambda: pool.report_ok(lease, ticket))
                 except Exception as exc:
-                    if classify(exc) == RATE and fresh():
-                        lease.outcome = "rate_limited"  # not an error of the member
+                    if classify(exc) == RATE and fresh():  # before the slot is given back,
+                        lease.outcome = "rate_limited"     # or a waiter would be sent now
+                        pool.cool_down(lease.member, retry_after(exc))
                     raise
             return
         except Exception as exc:
@@ -105,7 +106,6 @@ async def route(pool: AgentPool, attempt: Attempt, *, owner: str | None,
             if lease is None or kind is None or not fresh():
                 raise
             if kind == RATE:
-                pool.cool_down(lease.member, retry_after(exc))
                 rate_retries += 1
                 if rate_retries > max_retries:
                     raise

@@ -2,9 +2,9 @@
 
 It speaks just enough of ``POST /v1/chat/completions`` (plain and streaming SSE, tool
 calls) for ChatOpenAI, and each request takes the next scripted ``mode``: ``ok``,
-``401``, ``429`` (with Retry-After: 1; ``429:N`` for N seconds), ``500``, ``hang`` (past
-the client's timeout), ``drop`` (closes mid-stream), ``slow`` (a word every
-``word_pause`` seconds) or ``malformed`` (invalid JSON). With
+``401``, ``429`` (Retry-After: 1; ``429:S`` for S seconds, ``429:S:D`` answered after D
+seconds), ``500``, ``hang`` (past the client's timeout), ``drop`` (closes mid-stream),
+``slow`` (a word every ``word_pause`` seconds) or ``malformed`` (invalid JSON). With
 ``keys`` set, a request with another key gets a 401. Replies report token usage (in the
 stream's last chunk when asked to, as OpenAI does).
 """
@@ -66,9 +66,10 @@ class FakeOpenAI:
             self.json(handler, status, {"error": {"message": f"fake {status}",
                                                   "type": "fake", "code": mode}})
         elif mode.startswith("429"):
-            seconds = mode.partition(":")[2] or "1"
+            seconds, delay = ([*mode.split(":")[1:], "", ""])[:2]
+            time.sleep(float(delay or 0))  # "429:S:D": Retry-After S, answered after D s
             self.json(handler, 429, {"error": {"message": "slow down", "type": "rate"}},
-                      {"Retry-After": seconds})
+                      {"Retry-After": seconds or "1"})
         elif mode == "hang":
             self.release.wait(30)
         elif mode == "malformed":

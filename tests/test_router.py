@@ -165,3 +165,20 @@ def test_the_cooldown_follows_what_the_provider_asked(headers, seconds):
         429, request=request, headers=headers))
     now = datetime.datetime(2026, 11, 26, tzinfo=datetime.UTC)
     assert retry_after(error, now) == pytest.approx(seconds)
+
+
+def test_a_request_queued_while_the_429_was_coming_waits_out_the_cooldown(make_manager,
+                                                                         fakes):
+    fake, _ = fakes
+    manager = routed(make_manager, member("only", fake.url, max_concurrency=1))
+    fake.modes.append("429:2:0.5")  # the provider takes 0.5 s to say "wait 2 s"
+    first = manager.create_session().start("hello")
+    while not fake.requests:
+        first.wait(0.01)
+    second = manager.create_session().start("hello")
+    while manager.pool.queued() < 1:  # queued behind the request that will get the 429
+        second.wait(0.01)
+    assert first.wait(20) and second.wait(20)
+    assert first.reply == second.reply == REPLY
+    limited = fake.requests[0]["at"] + 0.5
+    assert all(r["at"] >= limited + 1.95 for r in fake.requests[1:])
