@@ -9,8 +9,6 @@ from the store on demand. Everything here is thread-safe and usable from asyncio
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import threading
 import time
 from collections import OrderedDict
@@ -22,20 +20,19 @@ from langchain_core.messages import BaseMessage
 from core import turns
 from core.agents import Agent, AgentFactory, AgentSpec, agent_factory_for
 from core.chat import Attempt, ChatEngine
-from core.config import MemberConfig, Settings, load_settings
+from core.config import Settings, load_settings
 from core.ids import is_valid_session_id, new_replica_id, new_session_id
 from core.limits import AUTO_TITLE_CHARS, HISTORY_WINDOW, TITLE_MAX_CHARS
-from core.pool import AgentPool, Lease, Member, Place, Ticket
+from core.members import PoolMembers
+from core.pool import Lease, Place, Ticket
 from core.recent import RecentHistory
 from core.router import route
 from core.runs import Run, RunWorker
+from core.shared_cooldowns import SharedCooldowns
 from core.store import SessionStore
 from core.usage import UsageLog
 
-log = logging.getLogger("poolchat")
-
 CUSTOM_AGENT_CACHE = 64
-COOLDOWN_SYNC_EVERY = 1.0  # seconds between reads of other replicas' cooldowns
 DISMISSED_NOTICES = 100_000
 ACTIVE_WINDOW = 300.0
 
@@ -137,11 +134,9 @@ class ChatbotSessionManager:
         self.agent_factory = agent_factory or agent_factory_for(settings)
         self.default_spec = AgentSpec.default(settings)
         self.store = store or SessionStore(settings.DATABASE_URL)
-        self._given_factory = agent_factory
-        self._member_specs: dict[str, AgentSpec] = {}
         self._usage_cache: tuple[float, dict[str, Any]] | None = None
-        self.pool = AgentPool(self._members(), acquire_timeout=settings.AGENT_QUEUE_TIMEOUT,
-                              max_per_owner=settings.MAX_RUNS_PER_USER)
+        self.members = PoolMembers(settings, self.default_spec, agent_factory)
+        self.pool = self.members.pool
         self._clock = clock
         self._lock = threading.Lock()
         self._sessions: OrderedDict[str, ChatbotSession] = OrderedDict()
@@ -161,30 +156,7 @@ class ChatbotSessionManager:
                                replica=self.replica_id, prices=settings.PRICES,
                                clock=clock)
         self.usage = UsageLog(self.store.engine)
-        self.pool.on_cooldown = self._share_cooldown
-        self._cooldown_sync = self.worker.submit(self._follow_cooldowns())
-
-    def _members(self) -> list[Member]:
-        """``[[members]]`` from the settings, or AGENT_POOL_SIZE identical agents."""
-        settings = self.settings
-        if settings.MEMBERS:
-            return [Member(m.name, self.member_factory(m.name)(self.member_spec(m)),
-                           m.max_concurrency, m.weight, m.model, m.quota())
-                    for m in settings.MEMBERS]
-        build = self.member_factory(None)
-        return [Member(f"pool:{i}", build(self.default_spec), settings.AGENT_MAX_CONCURRENCY,
-                       model=self.default_spec.model, quota="pool")
-                for i in range(settings.AGENT_POOL_SIZE)]
-
-    def member_spec(self, member: MemberConfig) -> AgentSpec:
-        return AgentSpec(member.model, self.settings.SYSTEM_PROMPT, self.settings.TEMPERATURE)
-
-    def member_factory(self, name: str | None) -> AgentFactory:
-        """Builds a pool member's agent (no client retries: the router retries)."""
-        if self._given_factory is not None:
-            return self._given_factory
-        config = next((m for m in self.settings.MEMBERS if m.name == name), None)
-        return agent_factory_for(self.settings, routed=True, member=config)
+        self.cooldowns = SharedCooldowns(self.pool, self.store.engine, self.worker)
 
     # -- sessions -------------------------------------------------------------------
     def create_session(self, owner: str | None = None) -> ChatbotSession:
@@ -362,33 +334,6 @@ class ChatbotSessionManager:
                     prefer=session.home, fresh=fresh, on_ticket=on_ticket,
                     max_retries=self.settings.OPENAI_MAX_RETRIES)
 
-    # -- live reconfiguration ---------------------------------------------------------
-    def member_spec_of(self, name: str) -> AgentSpec:
-        """The model, prompt and temperature a pool member answers with now."""
-        with self._lock:
-            spec = self._member_specs.get(name)
-        if spec is not None:
-            return spec
-        config = next((m for m in self.settings.MEMBERS if m.name == name), None)
-        self.pool.member(name)  # KeyError for an unknown member
-        return self.member_spec(config) if config else self.default_spec
-
-    def reconfigure(self, name: str, spec: AgentSpec) -> int:
-        """Give a pool member a new model, prompt or temperature, without a restart.
-
-        Runs in flight finish on the agent they borrowed; new ones get the new agent.
-        Returns the member's new version (recorded with each reply). A spec that cannot
-        be built fails here and changes nothing.
-        """
-        self.pool.member(name)
-        agent = self.member_factory(name)(spec)
-        with self._lock:
-            self._member_specs[name] = spec
-        version = self.pool.replace_agent(name, agent, spec.model)
-        log.info("pool member %s reconfigured (version %d, model %s)", name, version,
-                 spec.model)
-        return version
-
     def queue_place(self, run: Run) -> Place | None:
         """Where a run waiting for a pool member stands (None: it is not waiting)."""
         ticket = run.ticket
@@ -472,30 +417,6 @@ class ChatbotSessionManager:
             "runs": self.store.runs.run_counts(),
         }
 
-    # -- cooldowns shared with other replicas ----------------------------------------------
-    def _share_cooldown(self, quota: str, until: float) -> None:
-        """A 429 seen here: store it for the other replicas (off the caller's thread)."""
-        loop = self.worker.loop
-        loop.call_soon_threadsafe(loop.run_in_executor, None, self._save_cooldown, quota,
-                                  until)
-
-    def _save_cooldown(self, quota: str, until: float) -> None:
-        try:
-            self.usage.save_cooldown(quota, until)
-        except Exception:  # noqa: BLE001 - a database outage: this replica still waits
-            log.warning("could not share a provider cooldown", exc_info=True)
-
-    async def _follow_cooldowns(self) -> None:
-        """Every second: honour cooldowns other replicas stored."""
-        while True:
-            await asyncio.sleep(COOLDOWN_SYNC_EVERY)
-            try:
-                found = await asyncio.to_thread(self.usage.active_cooldowns)
-            except Exception:  # noqa: BLE001 - a database outage must not end the loop
-                continue
-            if found:
-                self.pool.apply_cooldowns(found)
-
     def get_usage(self, max_age: float = 0.0) -> dict[str, Any]:
         """Tokens, cost and latency of every reply stored: per model, per owner
         (anonymised), custom agents vs the shared pool, per pool member. A report at
@@ -509,10 +430,6 @@ class ChatbotSessionManager:
         with self._lock:
             self._usage_cache = (now, report)
         return report
-
-    def pool_models(self) -> str:
-        """The models the shared pool answers with now, for a badge."""
-        return ", ".join(dict.fromkeys(m.model for m in self.pool.members))
 
     def dismiss_notice(self, owner: str, notice: str) -> None:
         """Remember that this browser dismissed a notice (this process, LRU-bounded)."""

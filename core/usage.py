@@ -19,10 +19,9 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.messages.utils import count_tokens_approximately
 from sqlalchemy import Engine, case, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from core.config import Price
-from core.schema import cooldowns, usage
+from core.schema import usage
 
 LATENCY_WINDOW = 1000   # latest replies per member behind the percentiles
 RATE_WINDOW = 60.0      # seconds behind "tokens per minute"
@@ -81,7 +80,7 @@ def percentile(values: Sequence[float], share: float) -> float | None:
 
 
 class UsageLog:
-    """Reads the usage table, and keeps the cooldowns table that replicas share."""
+    """Reads the usage table (the run log writes it, with each reply's end)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -111,24 +110,6 @@ class UsageLog:
                 report[name] = found
         report["total"] = report["total"].get("all", _report((0,) * len(_SUMS)))
         return report
-
-    # -- cooldowns shared by replicas -------------------------------------------------
-    def save_cooldown(self, quota: str, until: float) -> None:
-        """Keep the later of this cooldown and one another replica stored."""
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-        statement = dialect.insert(cooldowns).values(quota=quota, until=until)
-        statement = statement.on_conflict_do_update(
-            index_elements=[cooldowns.c.quota],
-            set_={"until": case((statement.excluded.until > cooldowns.c.until,
-                                 statement.excluded.until), else_=cooldowns.c.until)})
-        with self.engine.begin() as conn:
-            conn.execute(statement)
-
-    def active_cooldowns(self, now: float | None = None) -> dict[str, float]:
-        now = time.time() if now is None else now
-        with self.engine.connect() as conn:
-            return dict(conn.execute(select(cooldowns.c.quota, cooldowns.c.until)
-                                     .where(cooldowns.c.until > now)).fetchall())
 
 
 _SUMS = (

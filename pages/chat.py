@@ -170,7 +170,7 @@ def chat_header(manager: ChatbotSessionManager, session: ChatbotSession, title: 
             st.button("Reset to shared agent", icon=":material/restart_alt:", type="tertiary",
                       key="header-reset", on_click=reset_agent, args=(session,))
         else:
-            st.badge(f"shared pool · {manager.pool_models()}", icon=":material/hub:",
+            st.badge(f"shared pool · {manager.members.models()}", icon=":material/hub:",
                      color="blue")
     if manager.settings.offline and not manager.notice_dismissed(owner, OFFLINE_NOTICE):
         with st.container(border=True):

@@ -54,7 +54,9 @@ def manager_or_stop() -> ChatbotSessionManager:
     try:
         return get_manager()
     except ConfigError as exc:
-        st.error(f"Configuration error: {exc}")
+        lines = str(exc).splitlines()
+        st.error("Configuration error: " + lines[0] if len(lines) == 1 else
+                 "Configuration errors:\n\n" + "\n".join(f"- {line}" for line in lines))
         st.stop()
         raise  # unreachable: st.stop() ends the run
 

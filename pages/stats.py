@@ -105,15 +105,15 @@ def reconfigure_form() -> None:
         return
     names = [m.name for m in manager.pool.members]
     name = st.selectbox("Member", names, key="reconfigure_member")
-    spec = manager.member_spec_of(name)
+    spec = manager.members.spec_of(name)
     with st.form("reconfigure", border=True):
         model = st.text_input("Model", spec.model, max_chars=MODEL_NAME_MAX_CHARS)
         prompt = st.text_area("System prompt", spec.system_prompt, max_chars=PROMPT_MAX_CHARS)
         temperature = st.slider("Temperature", 0.0, 2.0, spec.temperature, 0.1)
         if st.form_submit_button("Apply", icon=":material/published_with_changes:"):
             try:
-                version = manager.reconfigure(name, AgentSpec(model.strip(), prompt,
-                                                              temperature))
+                version = manager.members.reconfigure(
+                    name, AgentSpec(model.strip(), prompt, temperature))
             except ValueError as exc:
                 st.error(str(exc))
             except Exception as exc:  # noqa: BLE001 - the agent could not be built

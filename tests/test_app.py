@@ -92,6 +92,17 @@ class TestChat:
         assert [m.name for m in at.chat_message] == ["user", "assistant"]
         assert at.chat_message[1].markdown[0].value == "2+3 = 5"
 
+    def test_mistakes_in_the_members_show_one_line_each_and_no_key(self):
+        at = AppTest.from_file(APP, default_timeout=30)
+        at.secrets["members"] = [{"name": "cloud", "model": "m", "api_key": "sk-hidden",
+                                  "base_url": "nope"}, {"model": "m", "api_key": "sk-2"}]
+        at.run()
+        shown = at.error[0].value
+        assert shown.startswith("Configuration errors:")
+        assert "- members[1] (cloud): base_url must be an http:// or https:// URL" in shown
+        assert "- members[2]: name is missing" in shown
+        assert "sk-hidden" not in shown and not at.exception
+
     def test_a_bad_setting_shows_one_clear_line(self, monkeypatch):
         monkeypatch.setenv("AGENT_POOL_SIZE", "abc")
         at = open_app()

@@ -31,7 +31,7 @@ def test_a_reconfigured_member_serves_new_runs_while_old_ones_finish(make_manage
     first = manager.create_session(owner="a").start("one")
     while not first.answered:  # the first run has its agent and is writing
         first.wait(0.01)
-    version = manager.reconfigure("pool:0", AgentSpec("new-model", "Be terse.", 0.3))
+    version = manager.members.reconfigure("pool:0", AgentSpec("new-model", "Be terse.", 0.3))
     assert version == 2
     second = manager.create_session(owner="b").start("two")
     assert second.wait(10) and first.wait(10)
@@ -44,14 +44,14 @@ def test_a_reconfigured_member_serves_new_runs_while_old_ones_finish(make_manage
                                     .where(messages.c.role == "ai")).fetchall())
     assert (rows[first.id].agent_version, rows[second.id].agent_version) == (1, 2)
     assert (replies[first.id], replies[second.id]) == (old, "new-model")
-    assert manager.member_spec_of("pool:0").system_prompt == "Be terse."
+    assert manager.members.spec_of("pool:0").system_prompt == "Be terse."
     assert manager.get_stats()["pool"][0]["version"] == 2
 
 
 def test_a_bad_spec_changes_nothing(make_manager):
     manager = make_manager()
     with pytest.raises(ValueError, match="temperature"):
-        manager.reconfigure("pool:0", AgentSpec("m", "", 5))
+        manager.members.reconfigure("pool:0", AgentSpec("m", "", 5))
     with pytest.raises(KeyError):
-        manager.reconfigure("nobody", AgentSpec("m", "", 0.5))
+        manager.members.reconfigure("nobody", AgentSpec("m", "", 0.5))
     assert manager.get_stats()["pool"][0]["version"] == 1
