@@ -117,3 +117,29 @@ def test_usage_cost_and_a_live_member_change_on_the_stats_page(server, fake, new
     usage = server.get_json("/api/stats.json", PASSWORD)["token_usage"]
     assert usage["model"]["fake-2"]["replies"] == 1
     assert usage["total"]["cost"] > 0
+
+
+def test_a_reload_while_queued_keeps_the_place_and_stop_leaves_the_queue(server, fake,
+                                                                         new_page):  # noqa: F811
+    fake.word_pause = 1.0  # the only slot stays busy for about 7 s
+    fake.modes.append("slow")
+    try:
+        first, second = new_page(server.url), new_page(server.url)
+        send(first, "hello")
+        expect(messages(first).nth(1)).to_contain_text("Hello", timeout=WAIT_MS)
+        send(second, "are you free?")
+        place = second.get_by_text("Waiting for a free agent: you are #1 in the queue")
+        expect(place).to_be_visible(timeout=WAIT_MS)
+        second.reload()  # the run goes on waiting; the page finds it again
+        expect(place).to_be_visible(timeout=WAIT_MS)
+        second.get_by_role("button", name="Stop").click()
+        expect(place).to_have_count(0, timeout=WAIT_MS)
+        expect(messages(second).first).to_contain_text("are you free?")
+        shot(second, "router-stopped-in-queue")
+        send(second, "and now?")  # the next message is taken at once and waits its turn
+        wait_for_reply(second, 2, REPLY)
+        wait_for_reply(first, 1, REPLY)
+    finally:
+        fake.word_pause = 0.4
+    rows = server.get_json("/api/stats.json", PASSWORD)
+    assert rows["pool_queued"] == 0 and rows["pool_in_flight"] == 0
