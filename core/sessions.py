@@ -142,7 +142,7 @@ class ChatbotSessionManager:
         self._sessions: OrderedDict[str, ChatbotSession] = OrderedDict()
         self._custom_agents: OrderedDict[AgentSpec, Agent] = OrderedDict()
         self._recent = RecentHistory(window=HISTORY_WINDOW)
-        self._next_home = 0
+        self._home_credit = [0.0] * self.pool.size
         self._unsaved = 0         # sessions in memory that have no row yet
         self._custom_objects = 0  # sessions in memory with a custom agent object (no spec)
         self.page_views = 0
@@ -251,8 +251,16 @@ class ChatbotSessionManager:
         return len(self._sessions)
 
     def _take_home(self) -> int:
-        home = self._next_home
-        self._next_home = (home + 1) % self.pool.size
+        """The next session's preferred member (lock held): members take turns in
+        proportion to their weights (smooth weighted round-robin), so at low load too a
+        member of weight 2 answers twice as many conversations as one of weight 1."""
+        members = self.pool.members
+        total = 0.0
+        for i, member in enumerate(members):
+            self._home_credit[i] += member.weight
+            total += member.weight
+        home = max(range(len(members)), key=self._home_credit.__getitem__)
+        self._home_credit[home] -= total
         return home
 
     def _remember(self, session: ChatbotSession) -> None:

@@ -102,6 +102,15 @@ def test_members_share_the_load_by_weight(make_manager, fakes):
     assert counts == [6, 2]
 
 
+def test_at_low_load_conversations_are_shared_by_weight_too(make_manager, fakes):
+    one, two = fakes
+    manager = routed(make_manager, member("light", one.url, weight=1),
+                     member("heavy", two.url, weight=2))
+    for _ in range(9):  # one at a time: nobody is ever busy
+        manager.create_session().send("hello")
+    assert (len(one.requests), len(two.requests)) == (3, 6)
+
+
 def test_one_owner_flooding_does_not_hold_back_the_others(make_manager):
     model = ScriptedModel(answer=lambda _: "done", delay=0.3)
     manager = make_manager(agent_factory=scripted_factory(model), AGENT_POOL_SIZE=1,
