@@ -223,6 +223,18 @@ class CountingModel(OfflineChatModel):
             with PEAK.lock:
                 PEAK.now -= 1
 
+    async def _astream(self, messages, *args, **kwargs):
+        """The run engine streams every reply: count those requests too."""
+        with PEAK.lock:
+            PEAK.now += 1
+            PEAK.peak = max(PEAK.peak, PEAK.now)
+        try:
+            async for chunk in super()._astream(messages, *args, **kwargs):
+                yield chunk
+        finally:
+            with PEAK.lock:
+                PEAK.now -= 1
+
 
 class _Peak:
     def __init__(self) -> None:
