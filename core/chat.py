@@ -417,11 +417,10 @@ class ChatEngine:
         was reached)."""
         if not progress.member:
             return None
-        done = progress.done
-        produced = done.messages if status == COMPLETE or final is not None else (
-            done.messages[:progress.stored])
         partial = "" if status == COMPLETE else progress.text
-        tokens = count_tokens(progress.history, produced, partial)
+        # every model call that answered counts, stored or not (a stop during a tool
+        # step still paid for the call that asked for the tool)
+        tokens = count_tokens(progress.history, progress.done.messages, partial)
         now = time.monotonic()
         return {"run_id": progress.run.id, "owner": owner_key(session.owner),
                 "model": progress.model, "member": progress.member,
@@ -444,7 +443,7 @@ class ChatEngine:
             beats += 1
             progress = list(self._progress.values())
             changed = [p for p in progress if len(p.done.partial) != p.saved_chunks]
-            replies = [(p.reply_id, AIMessage(p.text)) for p in changed]
+            replies = [(p.reply_id, p.run.id, AIMessage(p.text)) for p in changed]
             sizes = [len(p.done.partial) for p in changed]
             try:
                 stops = await asyncio.to_thread(self.store.runs.checkpoint, replies,

@@ -181,12 +181,13 @@ class RunLog:
         sql = self._sql
         model = usage["model"] if usage is not None else None
         with self._direct.transaction() as execute:
+            reply = {"mid": reply_id, "sid": session_id, "rid": run_id}
             if message is not None:
-                execute(sql.finish_reply, {"mid": reply_id, "content": message.text,
+                execute(sql.finish_reply, {**reply, "content": message.text,
                                            "payload": payload(message), "status": status,
                                            "model": model})
             else:
-                execute(sql.delete_one, {"mid": reply_id})
+                execute(sql.drop_reply, reply)
             execute(sql.end_run, {"rid": run_id, "status": status, "error": error,
                                   "now": now, "agent": agent})
             if usage is not None:
@@ -194,12 +195,13 @@ class RunLog:
                     execute(sql.run_model, {"sid": session_id, "rid": run_id, "model": model})
                 execute(sql.insert_usage, usage)
 
-    def checkpoint(self, replies: Sequence[tuple[int, BaseMessage]], run_ids: Sequence[str]
-                   ) -> set[str]:
-        """Save running replies' text so far and mark their runs alive, in one transaction.
+    def checkpoint(self, replies: Sequence[tuple[int, str, BaseMessage]],
+                   run_ids: Sequence[str]) -> set[str]:
+        """Save running replies' text so far (reply id, its run, text) and mark their runs
+        alive, in one transaction.
 
         Returns the runs someone asked to stop (from any replica). A reply that already
-        ended is left as it is.
+        ended, or a row that is not its run's (a deleted chat's id reused), is left alone.
         """
         now = time.time()
         if not run_ids:
@@ -207,9 +209,11 @@ class RunLog:
         with self._writing() as conn:
             if replies:
                 conn.execute(update(messages).where(
-                    messages.c.id == bindparam("mid"), messages.c.status == RUNNING)
+                    messages.c.id == bindparam("mid"), messages.c.run_id == bindparam("rid"),
+                    messages.c.status == RUNNING)
                     .values(content=bindparam("text"), payload=bindparam("data")),
-                    [{"mid": i, "text": m.text, "data": payload(m)} for i, m in replies])
+                    [{"mid": i, "rid": r, "text": m.text, "data": payload(m)}
+                     for i, r, m in replies])
             conn.execute(update(runs).where(runs.c.id.in_(run_ids), runs.c.status == RUNNING)
                          .values(updated_at=now))
             stop = conn.execute(select(runs.c.id).where(

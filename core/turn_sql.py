@@ -63,11 +63,14 @@ class TurnStatements:
         self.set_reply = c(update(messages).where(messages.c.id == bindparam("mid"))
                            .values(content=bindparam("content"), payload=bindparam("payload"),
                                    status=bindparam("status")))
-        self.finish_reply = c(update(messages).where(messages.c.id == bindparam("mid"))
+        run_reply = (messages.c.id == bindparam("mid"), messages.c.session_id == sid,
+                     messages.c.run_id == bindparam("rid"))  # never another chat's row
+        self.finish_reply = c(update(messages).where(*run_reply)
                               .values(content=bindparam("content"),
                                       payload=bindparam("payload"), status=bindparam("status"),
                                       model=func.coalesce(bindparam("model"),
                                                           messages.c.model)))
+        self.drop_reply = c(delete(messages).where(*run_reply))
 
 
 def session_row(session_id: str, now: float, owner: str | None = None, title: str = "",

@@ -162,3 +162,32 @@ def test_messages_stored_before_branches_become_one_line(db_url):
     finally:
         store.close()
         engine.dispose()
+
+
+def test_a_deleted_chats_run_ending_late_never_touches_another_chats_rows(db_url):
+    """A chat deleted while its reply waits: its id may be reused by the next chat's
+    reply (SQLite reuses the highest rowid); the late end must not remove or fill it."""
+    import time as clock
+
+    from core.store import SessionStore
+
+    store = SessionStore(db_url)
+
+    def start(sid, rid, text):
+        return store.runs.start_turn(sid, HumanMessage(text),
+                                     run={"id": rid, "agent": "", "replica": "r"},
+                                     reply={"model": "m", "custom_agent": False},
+                                     stale_before=clock.time() - 30,
+                                     new_session={"owner": "o"}, title=text)
+
+    alice = start("a" * 32, "run-a", "alice question")
+    store.delete_session("a" * 32)
+    bob = start("b" * 32, "run-b", "bob question")
+    store.runs.checkpoint([(alice.reply_id, "run-a", AIMessage("alice partial"))], ["run-a"])
+    store.runs.finish_turn("a" * 32, "run-a", alice.reply_id, AIMessage("ALICE PRIVATE"),
+                           "complete")
+    store.runs.finish_turn("a" * 32, "run-a", alice.reply_id, None, "stopped")
+    rows = store.load_rows("b" * 32, last=10)
+    assert [(i, m.type, m.text) for i, m, _ in rows] == [
+        (bob.user_message_id, "human", "bob question"), (bob.reply_id, "ai", "")]
+    store.close()
