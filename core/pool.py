@@ -131,6 +131,7 @@ class _Quota:
     until: float = 0.0            # wall-clock end of the cooldown
     probe_due: bool = False       # the cooldown ended: one request goes first
     probing: bool = False         # ... and it is in flight
+    probe: Ticket | None = None   # the request probing now (an older one does not count)
     timer: threading.Timer | None = field(default=None, repr=False)
 
 
@@ -233,6 +234,7 @@ class AgentPool:
         ticket.index = index
         if quota.probe_due:
             quota.probe_due, quota.probing, ticket.probe = False, True, True
+            quota.probe = ticket
 
     def _capped(self, owner: str | None) -> bool:
         return (owner is not None and self.max_per_owner is not None
@@ -284,8 +286,8 @@ class AgentPool:
             del self._held[ticket.owner]
         if ticket.probe:
             quota = self._quotas[member.quota]
-            if quota.probing:  # the probe ended without an answer: the next one probes
-                quota.probing, quota.probe_due = False, True
+            if quota.probing and quota.probe is ticket:  # it ended without an answer:
+                quota.probing, quota.probe_due, quota.probe = False, True, None  # again
             ticket.probe = False
         ticket.index = None
 
@@ -413,7 +415,9 @@ class AgentPool:
         member.failures, member.failing_until = 0, 0.0
         if ticket.probe:
             quota = self._quotas[member.quota]
-            quota.probing = quota.probe_due = False
+            if quota.probe is ticket:
+                quota.probing = quota.probe_due = False
+                quota.probe = None
             ticket.probe = False
 
     def report_ok(self, lease: Lease, ticket: Ticket) -> None:
@@ -454,17 +458,25 @@ class AgentPool:
     def _cool(self, name: str, until: float) -> float:
         quota = self._quotas[name]
         quota.until = max(quota.until, until)
-        quota.probe_due, quota.probing = True, False
+        quota.probe_due, quota.probing, quota.probe = True, False, None
+        self._arm(name)
+        return quota.until
+
+    def _arm(self, name: str) -> None:
+        """Wake the queue when this quota's cooldown ends (lock held)."""
+        quota = self._quotas[name]
         if quota.timer is not None:
             quota.timer.cancel()
         quota.timer = threading.Timer(max(0.0, quota.until - self._wall()) + 0.005,
-                                      self._cooled)
+                                      self._cooled, (name,))
         quota.timer.daemon = True
         quota.timer.start()
-        return quota.until
 
-    def _cooled(self) -> None:
+    def _cooled(self, name: str) -> None:
         with self._lock:
+            if self._quotas[name].until > self._wall():  # woken early (the clock moved)
+                self._arm(name)
+                return
             self._hand_over()
 
     def can_fail_over(self, name: str) -> bool:

@@ -95,9 +95,7 @@ async def route(pool: AgentPool, attempt: Attempt, *, owner: str | None,
                 try:
                     await attempt(lease, lambda: pool.report_ok(lease, ticket))
                 except Exception as exc:
-                    if classify(exc) == RATE and fresh():  # before the slot is given back,
-                        lease.outcome = "rate_limited"     # or a waiter would be sent now
-                        pool.cool_down(lease.member, retry_after(exc))
+                    _judge(pool, lease, classify(exc), exc)  # before the slot is handed on
                     raise
             return
         except Exception as exc:
@@ -110,7 +108,6 @@ async def route(pool: AgentPool, attempt: Attempt, *, owner: str | None,
                 if rate_retries > max_retries:
                     raise
                 continue
-            pool.report_failure(lease, refused=kind == REFUSED)
             if failed_over:
                 raise
             failed_over = True
@@ -118,3 +115,13 @@ async def route(pool: AgentPool, attempt: Attempt, *, owner: str | None,
                 exclude = [lease.member]
             elif kind == REFUSED or not max_retries:
                 raise
+
+
+def _judge(pool: AgentPool, lease: Lease, kind: str | None, exc: BaseException) -> None:
+    """What a failure says about the member, told to the pool while the slot is still
+    held: released first, it would go to a waiter who would be sent to the same trouble."""
+    if kind == RATE:  # whether or not the reply is retried, everyone else must wait
+        lease.outcome = "rate_limited"  # not an error of the member
+        pool.cool_down(lease.member, retry_after(exc))
+    elif kind is not None:
+        pool.report_failure(lease, refused=kind == REFUSED)

@@ -191,3 +191,14 @@ def test_a_request_queued_while_the_429_was_coming_waits_out_the_cooldown(make_m
     assert first.reply == second.reply == REPLY
     limited = fake.requests[0]["at"] + 0.5
     assert all(r["at"] >= limited + 1.95 for r in fake.requests[1:])
+
+
+def test_a_429_after_a_tool_step_still_holds_everyone_back(make_manager, fakes):
+    fake, _ = fakes
+    manager = routed(make_manager, member("only", fake.url))
+    fake.modes.extend(["ok", "429:3"])  # the tool call goes through, the answer is refused
+    run = manager.create_session().start("what is 2+3")
+    assert run.wait(10) and run.status == "interrupted" and "rate-limiting" in run.error
+    pool = manager.get_stats()["pool"][0]
+    assert pool["state"] == "cooling down" and pool["rate_limited"] == 1
+    assert pool["errors"] == 0  # the provider's limit, not the member's fault

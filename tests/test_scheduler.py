@@ -174,3 +174,25 @@ def test_a_wait_that_outlasts_a_cooldown_says_the_provider_asked_to_slow_down():
         with pool.lease(timeout=0.05):
             pass
     assert pool.snapshot()[0]["state"] == "cooling down" and pool.queued() == 0
+
+
+def test_only_the_current_probe_lets_the_others_follow():
+    pool = AgentPool(["agent"], max_concurrency=8)
+    older, newer = Ticket(owner="a"), Ticket(owner="b")
+    for ticket in (older, newer):
+        pool.enqueue(ticket)
+    pool.cool_down("pool:0", 0.0)  # a 429 that says "now": the next request probes
+    first_probe = Ticket(owner="c")
+    pool.enqueue(first_probe)
+    assert first_probe.probe
+    pool.cool_down("pool:0", 0.0)  # an older request gets a 429 too: a new round
+    second_probe = Ticket(owner="d")
+    pool.enqueue(second_probe)
+    assert second_probe.probe
+    waiting = [Ticket(owner=f"w{i}") for i in range(3)]
+    for ticket in waiting:
+        pool.enqueue(ticket)
+    pool.withdraw(first_probe)  # the stale probe ends: the others still wait ...
+    assert all(t.index is None for t in waiting)
+    pool.report_ok(pool._lease(second_probe, 0.0)[0], second_probe)  # ... for this one
+    assert all(t.index is not None for t in waiting)
