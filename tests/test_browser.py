@@ -102,8 +102,10 @@ def test_arithmetic_is_answered_through_a_visible_tool_step(server, new_page):
     expect(messages(page).nth(1).get_by_test_id("stCode")).to_contain_text("84")
     shot(page, "chat")
     page.get_by_test_id("stSidebar").get_by_text("This conversation", exact=True).click()
+    export = page.get_by_role("button", name="Export JSON")
+    expect(export).to_be_enabled(timeout=WAIT_MS)  # the popover has opened
     with page.expect_download(timeout=WAIT_MS) as download:
-        page.get_by_role("button", name="Export JSON").click()
+        export.click()
     exported = json.loads(Path(download.value.path()).read_text())
     assert exported["messages"][1]["tool_calls"] == [
         {"name": "calculator", "args": {"expression": "12*7"}}]
