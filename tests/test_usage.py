@@ -87,3 +87,32 @@ def test_percentiles_are_nearest_rank():
     values = [float(v) for v in range(1, 101)]
     assert (percentile(values, 0.5), percentile(values, 0.95)) == (50.0, 95.0)
     assert percentile([], 0.5) is None
+
+
+def test_a_reply_stopped_during_a_tool_step_counts_the_call_that_asked_for_it(make_manager):
+    import asyncio
+
+    from langchain.agents import create_agent
+    from langchain_core.tools import tool
+
+    from core.offline_model import OfflineChatModel
+    from core.turns import ToolCall
+
+    @tool
+    async def calculator(expression: str) -> str:
+        """A calculator that takes its time."""
+        await asyncio.sleep(30)
+        return "never"
+
+    def factory(spec):
+        return create_agent(OfflineChatModel(stream_delay=0), tools=[calculator])
+
+    manager = make_manager(agent_factory=factory, RATE_LIMIT_PER_MINUTE=0)
+    session = manager.create_session()
+    run = session.start("what is 2+3")
+    while not any(isinstance(e, ToolCall) for e in run.read(0, timeout=0.05)[0]):
+        pass  # until the model has asked for the tool (the tool then runs 30 s)
+    assert session.stop()
+    (row,) = rows(manager)
+    assert row["status"] == "stopped"
+    assert row["estimated"] and row["input_tokens"] > 0 and row["output_tokens"] > 0
