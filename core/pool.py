@@ -78,7 +78,6 @@ class Lease:
     member: str = ""
     model: str = ""
     version: int = 1
-    probe: bool = False
     outcome: str | None = None
 
 
@@ -96,8 +95,7 @@ class Place:
 class Ticket:
     """A request's place in the queue; the borrower may ask the pool where it stands."""
 
-    __slots__ = ("owner", "prefer", "exclude", "index", "probe", "event", "loop", "future",
-                 "since")
+    __slots__ = ("owner", "prefer", "exclude", "index", "probe", "event", "loop", "future")
 
     def __init__(self, owner: str | None = None, prefer: int | None = None,
                  exclude: Sequence[str] = ()) -> None:
@@ -109,7 +107,6 @@ class Ticket:
         self.event: threading.Event | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.future: asyncio.Future[None] | None = None
-        self.since = 0.0
 
     def wake(self) -> None:
         if self.event is not None:
@@ -130,8 +127,7 @@ class _Quota:
 
     until: float = 0.0            # wall-clock end of the cooldown
     probe_due: bool = False       # the cooldown ended: one request goes first
-    probing: bool = False         # ... and it is in flight
-    probe: Ticket | None = None   # the request probing now (an older one does not count)
+    probe: Ticket | None = None   # ... and it is in flight (an older one does not count)
     timer: threading.Timer | None = field(default=None, repr=False)
 
 
@@ -147,7 +143,6 @@ class AgentPool:
         self._members = [a if isinstance(a, Member) else
                          Member(f"pool:{i}", a, max_concurrency, quota="pool")
                          for i, a in enumerate(agents)]
-        self.max_concurrency = max_concurrency
         self.acquire_timeout = acquire_timeout
         self.max_per_owner = max_per_owner
         self._clock = clock
@@ -194,7 +189,7 @@ class AgentPool:
         quota = self._quotas[member.quota]
         if member.in_flight >= member.max_concurrency or now < quota.until:
             return False
-        return not quota.probing
+        return quota.probe is None
 
     def _pick(self, ticket: Ticket) -> int | None:
         """The member for this ticket: least busy for its weight, healthy first.
@@ -233,8 +228,7 @@ class AgentPool:
         self._held[ticket.owner] += 1
         ticket.index = index
         if quota.probe_due:
-            quota.probe_due, quota.probing, ticket.probe = False, True, True
-            quota.probe = ticket
+            quota.probe_due, quota.probe, ticket.probe = False, ticket, True
 
     def _capped(self, owner: str | None) -> bool:
         return (owner is not None and self.max_per_owner is not None
@@ -286,8 +280,8 @@ class AgentPool:
             del self._held[ticket.owner]
         if ticket.probe:
             quota = self._quotas[member.quota]
-            if quota.probing and quota.probe is ticket:  # it ended without an answer:
-                quota.probing, quota.probe_due, quota.probe = False, True, None  # again
+            if quota.probe is ticket:  # it ended without an answer: the next one probes
+                quota.probe_due, quota.probe = True, None
             ticket.probe = False
         ticket.index = None
 
@@ -296,7 +290,6 @@ class AgentPool:
         """Queue a ticket (served at once if it may be); it holds its slot until
         ``withdraw``. The leases below use this; so can a scheduler test."""
         with self._lock:
-            ticket.since = self._clock()
             self._queues.setdefault(ticket.owner, deque()).append(ticket)
             self._hand_over()
 
@@ -378,7 +371,7 @@ class AgentPool:
         assert ticket.index is not None
         member = self._members[ticket.index]
         return Lease(ticket.index, member.agent, waited, member.name, member.model,
-                     member.version, ticket.probe), ticket
+                     member.version), ticket
 
     @contextmanager
     def _holding(self, leased: tuple[Lease, Ticket]) -> Iterator[Lease]:
@@ -416,8 +409,7 @@ class AgentPool:
         if ticket.probe:
             quota = self._quotas[member.quota]
             if quota.probe is ticket:
-                quota.probing = quota.probe_due = False
-                quota.probe = None
+                quota.probe_due, quota.probe = False, None
             ticket.probe = False
 
     def report_ok(self, lease: Lease, ticket: Ticket) -> None:
@@ -458,7 +450,7 @@ class AgentPool:
     def _cool(self, name: str, until: float) -> float:
         quota = self._quotas[name]
         quota.until = max(quota.until, until)
-        quota.probe_due, quota.probing, quota.probe = True, False, None
+        quota.probe_due, quota.probe = True, None
         self._arm(name)
         return quota.until
 
@@ -492,7 +484,7 @@ class AgentPool:
             return FAILING, 0.0
         if quota.until > now:
             return COOLING, quota.until - now
-        if quota.probing or quota.probe_due:
+        if quota.probe is not None or quota.probe_due:
             return PROBING, 0.0
         return HEALTHY, 0.0
 
