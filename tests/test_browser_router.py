@@ -62,6 +62,19 @@ def unlock_stats(page: Page, url: str) -> None:
     expect(page.get_by_text("Pool members, live")).to_be_visible(timeout=WAIT_MS)
 
 
+def queue_behind(server, fake, new_page, text: str):  # noqa: F811
+    """A first browser holds the only slot with a slow reply; a second asks ``text`` and
+    waits: both pages, and the second's place-in-the-queue note (visible)."""
+    fake.modes.append("slow")
+    first, second = new_page(server.url), new_page(server.url)
+    send(first, "hello")
+    expect(messages(first).nth(1)).to_contain_text("Hello", timeout=WAIT_MS)
+    send(second, text)
+    place = second.get_by_text("Waiting for a free agent: you are #1 in the queue")
+    expect(place).to_be_visible(timeout=WAIT_MS)
+    return first, second, place
+
+
 def test_a_429_is_a_visible_wait_and_the_pool_view_shows_the_cooldown(server, fake,
                                                                        new_page):  # noqa: F811
     fake.modes.append("429:8")
@@ -82,13 +95,7 @@ def test_a_429_is_a_visible_wait_and_the_pool_view_shows_the_cooldown(server, fa
 
 
 def test_a_waiting_user_sees_their_place_in_the_queue(server, fake, new_page):  # noqa: F811
-    fake.modes.append("slow")  # the only slot is busy for a few seconds
-    first, second = new_page(server.url), new_page(server.url)
-    send(first, "hello")
-    expect(messages(first).nth(1)).to_contain_text("Hello", timeout=WAIT_MS)
-    send(second, "hello too")
-    place = second.get_by_text("Waiting for a free agent: you are #1 in the queue")
-    expect(place).to_be_visible(timeout=WAIT_MS)
+    first, second, _ = queue_behind(server, fake, new_page, "hello too")
     shot(second, "router-queue-position")
     wait_for_reply(first, 1, REPLY)
     wait_for_reply(second, 1, REPLY)
@@ -122,14 +129,8 @@ def test_usage_cost_and_a_live_member_change_on_the_stats_page(server, fake, new
 def test_a_reload_while_queued_keeps_the_place_and_stop_leaves_the_queue(server, fake,
                                                                          new_page):  # noqa: F811
     fake.word_pause = 1.0  # the only slot stays busy for about 7 s
-    fake.modes.append("slow")
     try:
-        first, second = new_page(server.url), new_page(server.url)
-        send(first, "hello")
-        expect(messages(first).nth(1)).to_contain_text("Hello", timeout=WAIT_MS)
-        send(second, "are you free?")
-        place = second.get_by_text("Waiting for a free agent: you are #1 in the queue")
-        expect(place).to_be_visible(timeout=WAIT_MS)
+        first, second, place = queue_behind(server, fake, new_page, "are you free?")
         second.reload()  # the run goes on waiting; the page finds it again
         expect(place).to_be_visible(timeout=WAIT_MS)
         second.get_by_role("button", name="Stop").click()
