@@ -82,12 +82,12 @@ def usage_table(groups: dict[str, dict], label: str) -> pd.DataFrame:
 @st.fragment(run_every=POOL_REFRESH_SECONDS)
 def pool_view() -> None:
     """Each member live: load, health, cooldown, latency, tokens per minute."""
-    stats = manager.get_stats()
-    members = member_rows(stats["pool"], manager.get_usage(USAGE_MAX_AGE).get("member", {}))
+    pool = manager.pool.snapshot()  # the pool alone: no database counts every 2 s
+    members = member_rows(pool, manager.get_usage(USAGE_MAX_AGE).get("member", {}))
     st.subheader("Pool members, live")
     cols = st.columns(4)
-    cols[0].metric("In flight", stats["pool_in_flight"])
-    cols[1].metric("Waiting in the queue", stats["pool_queued"])
+    cols[0].metric("In flight", sum(m["in_flight"] for m in pool))
+    cols[1].metric("Waiting in the queue", manager.pool.queued())
     cooling = [m["member"] for m in members if m["state"] == "cooling down"]
     cols[2].metric("Cooling down", len(cooling), help="Members whose provider answered 429; "
                    "requests wait for the cooldown or go to other members.")
