@@ -41,6 +41,13 @@ class Compiled:
         return tuple(values[name] for name in self.positions)
 
 
+BUSY_TIMEOUT_MS = 10_000  # how long a SQLite writer waits for another process's write
+
+
+class WriterBusy(Exception):
+    """The write cannot start without waiting (asked not to wait)."""
+
+
 Execute = Callable[[Compiled, dict[str, Any]], Any]
 
 
@@ -50,28 +57,49 @@ def every_column(table: Table, but: Column | None = None) -> dict[str, Any]:
 
 
 class DirectWriter:
-    """One write transaction at a time per call, on a pooled driver connection."""
+    """One write transaction at a time per call, on a pooled driver connection.
 
-    def __init__(self, engine: Engine, write_lock: AbstractContextManager[Any]) -> None:
+    With ``hold`` (SQLite: one writer at a time anyway) the writer keeps one connection:
+    a pooled one would be checked out and reset on every call, and its page cache,
+    stale after another connection's write, read again (about half a turn's write time,
+    bench).
+    """
+
+    def __init__(self, engine: Engine, write_lock: AbstractContextManager[Any],
+                 hold: bool = False) -> None:
         self.engine = engine
         self._write_lock = write_lock
         self._driver_error = engine.dialect.loaded_dbapi.Error
+        self._hold = hold
+        self._held: Any = None
+
+    @property
+    def holds(self) -> bool:
+        """One connection, one writer at a time (SQLite)."""
+        return self._hold
+
+    def as_raised(self, error: Exception) -> Exception:
+        """An error as ``transaction`` raises it: the driver's as SQLAlchemy's."""
+        if isinstance(error, self._driver_error):
+            return self._wrapped(error)  # type: ignore[return-value]
+        return error
 
     def compile(self, statement: Any) -> Compiled:
         return Compiled.of(statement, self.engine.dialect)
 
     @contextmanager
-    def transaction(self) -> Iterator[Execute]:
-        with self._write_lock:
-            try:
-                connection = self.engine.raw_connection()
-            except self._driver_error as exc:  # the server is down
-                raise self._wrapped(exc, invalidated=True) from exc
+    def transaction(self, wait: bool = True) -> Iterator[Execute]:
+        """A write transaction. With ``wait`` False it raises ``WriterBusy`` at once
+        unless it can run without waiting: on the held connection (SQLite) with no other
+        writer in this process nor in another one (an event loop may then write itself,
+        without a thread hop)."""
+        with self._locked(wait):
+            connection = self._connection()
             cursor = None
             try:
                 cursor = connection.cursor()
                 if self.engine.dialect.name == "sqlite":  # the write lock now, for it all
-                    cursor.execute("BEGIN IMMEDIATE")
+                    self._begin(cursor, wait)
 
                 def execute(statement: Compiled, values: dict[str, Any]) -> Any:
                     cursor.execute(statement.sql, statement.parameters(values))
@@ -80,31 +108,88 @@ class DirectWriter:
                 yield execute
                 cursor.close()
                 connection.commit()
+            except WriterBusy:
+                self._roll_back(connection, None, cursor)
+                raise
             except self._driver_error as exc:
                 raise self._wrapped(exc, self._roll_back(connection, exc, cursor)) from exc
             except BaseException as exc:  # not the database's fault: undo, keep the error
                 self._roll_back(connection, exc, cursor)
                 raise
             finally:
-                connection.close()  # back to the pool, or away if invalidated
+                if connection is not self._held:
+                    connection.close()  # back to the pool, or away if invalidated
 
-    def _roll_back(self, connection: Any, error: BaseException, cursor: Any) -> bool:
+    @contextmanager
+    def _locked(self, wait: bool) -> Iterator[None]:
+        if wait:
+            with self._write_lock:
+                yield
+            return
+        lock = self._write_lock
+        if not self._hold or not lock.acquire(blocking=False):  # type: ignore[attr-defined]
+            raise WriterBusy()
+        try:
+            yield
+        finally:
+            lock.release()  # type: ignore[attr-defined]
+
+    def _begin(self, cursor: Any, wait: bool) -> None:
+        if wait:
+            cursor.execute("BEGIN IMMEDIATE")
+            return
+        cursor.execute("PRAGMA busy_timeout=0")  # another process writes: do not wait
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+        except self._driver_error as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise WriterBusy() from None
+            raise
+        finally:
+            cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+
+    def _connection(self) -> Any:
+        """The held connection, or one from the pool (called under the write lock)."""
+        if self._held is not None:
+            return self._held
+        try:
+            connection = self.engine.raw_connection()
+        except self._driver_error as exc:  # the server is down
+            raise self._wrapped(exc, invalidated=True) from exc
+        if self._hold:
+            self._held = connection
+        return connection
+
+    def close(self) -> None:
+        """Give the held connection back (before the engine is disposed)."""
+        with self._write_lock:
+            held, self._held = self._held, None
+            if held is not None:
+                held.close()
+
+    def _roll_back(self, connection: Any, error: BaseException | None, cursor: Any) -> bool:
         """Undo a failed write; a connection lost with the server is dropped, not pooled.
 
         Returns whether the connection was dropped.
         """
         if isinstance(error, self._driver_error) and self.engine.dialect.is_disconnect(
                 error, connection.dbapi_connection, cursor):
-            connection.invalidate()
+            self._drop(connection)
             return True
         try:
             if cursor is not None:
                 cursor.close()  # an unfinished statement would block every later commit
             connection.rollback()
         except self._driver_error:
-            connection.invalidate()
+            self._drop(connection)
             return True
         return False
+
+    def _drop(self, connection: Any) -> None:
+        """A broken connection is never used again; the next call takes a new one."""
+        connection.invalidate()
+        if connection is self._held:
+            self._held = None  # closed by the caller, as any other
 
     def _wrapped(self, error: Exception, invalidated: bool = False) -> BaseException:
         """A driver error as SQLAlchemy raises it from any other method."""

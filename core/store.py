@@ -39,7 +39,7 @@ from sqlalchemy.pool import StaticPool
 from sqlalchemy.schema import Table
 
 from core.branches import shown_path, siblings
-from core.direct_writes import DirectWriter
+from core.direct_writes import BUSY_TIMEOUT_MS, DirectWriter
 from core.limits import FEEDBACK_COMMENT_CHARS, TITLE_MAX_CHARS
 from core.migrations import migrate
 from core.run_log import RunLog
@@ -91,7 +91,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.close()
 
 
@@ -109,7 +109,7 @@ def create_db_engine(url: str) -> Engine:
         else:
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
             engine = create_engine(url, connect_args={"check_same_thread": False,
-                                                      "timeout": 10})
+                                                      "timeout": BUSY_TIMEOUT_MS / 1000})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
@@ -122,7 +122,8 @@ class SessionStore:
         self.url = url
         self.engine = engine or create_db_engine(url)
         self._write_lock = threading.Lock() if self.dialect == "sqlite" else nullcontext()
-        self._direct = DirectWriter(self.engine, self._write_lock)
+        self._direct = DirectWriter(self.engine, self._write_lock,
+                                    hold=self.dialect == "sqlite")
         self._sql = TurnStatements(self._direct, self._insert_or_ignore(sessions))
         self.runs = RunLog(self.engine, self._direct, self._sql, self._writing)
         migrate(self.engine, metadata)
@@ -132,6 +133,7 @@ class SessionStore:
         return self.engine.dialect.name
 
     def close(self) -> None:
+        self._direct.close()
         self.engine.dispose()
 
     # -- sessions -------------------------------------------------------------------
