@@ -387,15 +387,15 @@ class ChatEngine:
         usage = self._usage(session, progress, status, final)
         produced = done.messages[:progress.stored]
 
-        def conclude() -> None:
-            """Off the loop: store the end, then tell readers (one thread hop less)."""
+        loop = asyncio.get_running_loop()
+        told = loop.create_future()
+
+        def stored(_value: Any, failure: BaseException | None) -> None:
+            """Once the end is stored (or failed), on whichever thread stored it: tell
+            readers. Runs even if this task is cancelled again meanwhile."""
             nonlocal status, error
-            try:
-                self.store.runs.finish_turn(run.session_id, run.id, progress.reply_id,
-                                            message, status, error, run.agent or None, usage,
-                                            steps=bool(produced))
-            except Exception as exc:  # noqa: BLE001 - reported; the sweep ends it later
-                status, error = INTERRUPTED, str(describe_error(exc))
+            if failure is not None:  # reported; the sweep ends the run later
+                status, error = INTERRUPTED, str(describe_error(failure))
             if status == COMPLETE and recent is not None and message is not None:
                 recent.extend([*produced, message], progress.reply_id, HISTORY_WINDOW)
                 self.recent.put(run.session_id, recent)
@@ -404,10 +404,17 @@ class ChatEngine:
                     del self._active[run.session_id]
             run.reply = message.text if (status == COMPLETE and message is not None) else ""
             run.end(status, error, retryable)
+            if _running_loop() is loop:
+                told.set_result(None)
+            else:
+                loop.call_soon_threadsafe(told.set_result, None)
 
+        self.store.runs.finish_turn_later(stored, run.session_id, run.id, progress.reply_id,
+                                          message, status, error, run.agent or None, usage,
+                                          steps=bool(produced))
         try:
-            await asyncio.shield(asyncio.to_thread(conclude))
-        except asyncio.CancelledError:  # a second stop: ``conclude`` still runs to its end
+            await asyncio.shield(told)
+        except asyncio.CancelledError:  # a second stop: the end is stored all the same
             pass
         self._progress.pop(run.id, None)
 
@@ -474,6 +481,13 @@ class ChatEngine:
     def in_flight(self) -> int:
         with self._lock:
             return len(self._active)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # a thread without one
+        return None
 
 
 def outcome(run: Run) -> str:

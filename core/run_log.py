@@ -3,7 +3,8 @@
 ``start_turn`` stores the user's message, the run and its reply row (status running) in
 one transaction; tool steps are stored as they finish; checkpoints save a running reply's
 text and mark its run alive; ``finish_turn`` stores how it ended. Runs whose owner died
-are ended as interrupted by whoever notices.
+are ended as interrupted by whoever notices. A turn's writes that queue up behind another
+share the next transaction (``core.group_commit``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from core.branches import descendants, shown_path
 from core.direct_writes import DirectWriter, Execute
+from core.group_commit import Done, GroupCommit
 from core.schema import COMPLETE, INTERRUPTED, RUNNING, messages, runs
 from core.turn_sql import TurnStatements, insert_chain, message_rows, payload, session_row
 
@@ -50,6 +52,7 @@ class RunLog:
     def __init__(self, engine: Engine, direct: DirectWriter, sql: TurnStatements,
                  writing: Callable[[], AbstractContextManager[Connection]]) -> None:
         self.engine, self._direct, self._sql, self._writing = engine, direct, sql, writing
+        self._commits = GroupCommit(direct)
 
     def start_turn(self, session_id: str, human: BaseMessage | None, run: dict[str, Any],
                    reply: dict[str, Any], stale_before: float,
@@ -66,58 +69,61 @@ class RunLog:
         owner stopped checkpointing before ``stale_before``, or it is ``run["replica"]``'s
         own (the caller runs none here): then it was interrupted.
         """
-        now = time.time()
         sql = self._sql
-        try:
-            with self._direct.transaction() as execute:
-                if new_session is not None:
-                    execute(sql.new_session, session_row(session_id, now, **new_session))
-                for other, updated, replica in execute(sql.running_runs,
-                                                       {"sid": session_id}).fetchall():
-                    if updated >= stale_before and replica != run["replica"]:
-                        raise RunInProgress()
-                    self._end_run(execute, session_id, other, INTERRUPTED, None, now)
-                branch = execute(sql.branch_of, {"sid": session_id}).fetchone()
-                branch = branch[0] if branch else None
-                links = (None if branch is None and edit_of is None else
-                         execute(sql.links, {"sid": session_id}).fetchall())
-                if human is not None:
-                    if edit_of is not None:
-                        previous = self._edited_parent(links, edit_of)
-                    elif branch is None:
-                        previous = execute(sql.last_id, {"sid": session_id}).fetchone()[0]
-                    else:
-                        path = shown_path([(i, up) for i, up, _ in links], branch)
-                        previous = path[-1] if path else None
-                    if previous is None and title:  # a chat made by its settings first
-                        execute(sql.title_if_empty, {"sid": session_id, "title": title})
-                    (row,) = message_rows(session_id, [human], COMPLETE, None, False, now)
-                    (answered,) = insert_chain(execute, sql.insert, [row], previous)
-                    if edit_of is not None:
-                        execute(sql.set_branch, {"sid": session_id, "bid": answered})
+
+        def start(execute: Execute) -> TurnStart:
+            now = time.time()  # when written: a run's first heartbeat
+            if new_session is not None:
+                execute(sql.new_session, session_row(session_id, now, **new_session))
+            for other, updated, replica in execute(sql.running_runs,
+                                                   {"sid": session_id}).fetchall():
+                if updated >= stale_before and replica != run["replica"]:
+                    raise RunInProgress()
+                self._end_run(execute, session_id, other, INTERRUPTED, None, now)
+            branch = execute(sql.branch_of, {"sid": session_id}).fetchone()
+            branch = branch[0] if branch else None
+            links = (None if branch is None and edit_of is None else
+                     execute(sql.links, {"sid": session_id}).fetchall())
+            if human is not None:
+                if edit_of is not None:
+                    previous = self._edited_parent(links, edit_of)
                 elif branch is None:
-                    answered = execute(sql.last_human, {"sid": session_id}).fetchone()[0]
-                    if answered is None:
-                        raise NothingToAnswer()
-                    execute(sql.delete_after, {"sid": session_id, "after": answered})
-                    previous = None
+                    previous = execute(sql.last_id, {"sid": session_id}).fetchone()[0]
                 else:
-                    answered = self._last_question(links, branch)
-                    for below in descendants([(i, up) for i, up, _ in links], answered):
-                        execute(sql.delete_one, {"mid": below})
-                    previous = None
-                execute(sql.insert_run, {
-                    "session_id": session_id, "user_message_id": answered, "status": RUNNING,
-                    "error": None, "stop_requested": False, "started_at": now,
-                    "updated_at": now, "finished_at": None, **run})
-                reply_id = self._insert_reply(execute, session_id, run["id"], reply, now,
-                                              answered)
-                execute(sql.touch, {"sid": session_id, "now": now})
+                    path = shown_path([(i, up) for i, up, _ in links], branch)
+                    previous = path[-1] if path else None
+                if previous is None and title:  # a chat made by its settings first
+                    execute(sql.title_if_empty, {"sid": session_id, "title": title})
+                (row,) = message_rows(session_id, [human], COMPLETE, None, False, now)
+                (answered,) = insert_chain(execute, sql.insert, [row], previous)
+                if edit_of is not None:
+                    execute(sql.set_branch, {"sid": session_id, "bid": answered})
+            elif branch is None:
+                answered = execute(sql.last_human, {"sid": session_id}).fetchone()[0]
+                if answered is None:
+                    raise NothingToAnswer()
+                execute(sql.delete_after, {"sid": session_id, "after": answered})
+                previous = None
+            else:
+                answered = self._last_question(links, branch)
+                for below in descendants([(i, up) for i, up, _ in links], answered):
+                    execute(sql.delete_one, {"mid": below})
+                previous = None
+            execute(sql.insert_run, {
+                "session_id": session_id, "user_message_id": answered, "status": RUNNING,
+                "error": None, "stop_requested": False, "started_at": now,
+                "updated_at": now, "finished_at": None, **run})
+            reply_id = self._insert_reply(execute, session_id, run["id"], reply, now,
+                                          answered)
+            execute(sql.touch, {"sid": session_id, "now": now})
+            return TurnStart(answered, previous, reply_id)
+
+        try:
+            return self._commits.run(start)
         except IntegrityError:
             if self.running_run(session_id) is not None:  # another replica was first
                 raise RunInProgress() from None
             raise
-        return TurnStart(answered, previous, reply_id)
 
     def _insert_reply(self, execute: Execute, session_id: str, run_id: str,
                       reply: dict[str, Any], now: float, parent: int) -> int:
@@ -156,15 +162,18 @@ class RunLog:
         """A tool-calling step finished: store it and its tool results, and open the next
         reply row. Returns the results' ids and the new reply row's id."""
         now = time.time()
-        with self._direct.transaction() as execute:
+
+        def advance(execute: Execute) -> tuple[list[int], int]:
             execute(self._sql.set_reply, {"mid": reply_id, "content": message.text,
                                           "payload": payload(message), "status": COMPLETE})
             ids = insert_chain(execute, self._sql.insert,
-                                message_rows(session_id, results, COMPLETE, None, False, now, run_id),
-                                reply_id)
+                               message_rows(session_id, results, COMPLETE, None, False, now,
+                                            run_id),
+                               reply_id)
             next_id = self._insert_reply(execute, session_id, run_id, reply, now,
                                          ids[-1] if ids else reply_id)
-        return ids, next_id
+            return ids, next_id
+        return self._commits.run(advance)
 
     def finish_turn(self, session_id: str, run_id: str, reply_id: int,
                     message: BaseMessage | None, status: str, error: str | None = None,
@@ -177,23 +186,41 @@ class RunLog:
         step. The reply row (and with ``steps``, the run's tool-step rows) gets the model
         that answered: a member may have changed since the run began.
         """
-        now = time.time()
+        self._commits.run(self._finish(session_id, run_id, reply_id, message, status,
+                                       error, agent, usage, steps))
+
+    def finish_turn_later(self, done: Done, session_id: str, run_id: str, reply_id: int,
+                          message: BaseMessage | None, status: str,
+                          error: str | None = None, agent: str | None = None,
+                          usage: dict[str, Any] | None = None, steps: bool = False) -> None:
+        """``finish_turn`` from an event loop, which it never blocks: ``done(None,
+        error)`` is called once it is stored (error None) or failed."""
+        self._commits.submit(self._finish(session_id, run_id, reply_id, message, status,
+                                          error, agent, usage, steps), done)
+
+    def _finish(self, session_id: str, run_id: str, reply_id: int,
+                message: BaseMessage | None, status: str, error: str | None,
+                agent: str | None, usage: dict[str, Any] | None, steps: bool
+                ) -> Callable[[Execute], None]:
         sql = self._sql
         model = usage["model"] if usage is not None else None
-        with self._direct.transaction() as execute:
-            reply = {"mid": reply_id, "sid": session_id, "rid": run_id}
-            if message is not None:
-                execute(sql.finish_reply, {**reply, "content": message.text,
-                                           "payload": payload(message), "status": status,
-                                           "model": model})
+        row = {"mid": reply_id, "sid": session_id, "rid": run_id}
+        text = None if message is None else (message.text, payload(message))
+
+        def finish(execute: Execute) -> None:
+            now = time.time()
+            if text is not None:
+                execute(sql.finish_reply, {**row, "content": text[0], "payload": text[1],
+                                           "status": status, "model": model})
             else:
-                execute(sql.drop_reply, reply)
+                execute(sql.drop_reply, row)
             execute(sql.end_run, {"rid": run_id, "status": status, "error": error,
                                   "now": now, "agent": agent})
             if usage is not None:
                 if steps:
                     execute(sql.run_model, {"sid": session_id, "rid": run_id, "model": model})
                 execute(sql.insert_usage, usage)
+        return finish
 
     def checkpoint(self, replies: Sequence[tuple[int, str, BaseMessage]],
                    run_ids: Sequence[str]) -> set[str]:

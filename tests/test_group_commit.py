@@ -1,0 +1,212 @@
+"""Group commit on SQLite: writes that queue up behind one share a transaction, each
+undone alone if it fails; an event loop is never made to wait for the database."""
+
+import asyncio
+import sqlite3
+import threading
+import time
+
+import pytest
+from sqlalchemy import bindparam, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from core.group_commit import GroupCommit
+from core.schema import cooldowns
+from core.store import SessionStore
+
+
+class CountingWriter:
+    """The store's writer, counting its transactions."""
+
+    def __init__(self, writer):
+        self.writer, self.transactions = writer, 0
+
+    holds = property(lambda self: self.writer.holds)
+
+    def as_raised(self, error):
+        return self.writer.as_raised(error)
+
+    def transaction(self, wait=True):
+        self.transactions += 1
+        return self.writer.transaction(wait)
+
+
+@pytest.fixture
+def store(sqlite_url):
+    store = SessionStore(sqlite_url)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def writer(store):
+    return CountingWriter(store._direct)
+
+
+def put(store, quota):
+    statement = store._direct.compile(
+        insert(cooldowns).values(quota=bindparam("q"), until=bindparam("u")))
+    return lambda execute: execute(statement, {"q": quota, "u": 1.0}) and quota
+
+
+def stored(store):
+    with store.engine.connect() as conn:
+        return set(conn.execute(select(cooldowns.c.quota)).scalars())
+
+
+def until(condition, timeout=5.0):
+    """Wait for a state another thread reaches (bounded)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "never reached"
+        time.sleep(0.001)
+
+
+def behind_a_slow_write(store, commits):
+    """A write that holds the database until released; returns (release, its thread)."""
+    inside, release = threading.Event(), threading.Event()
+
+    def slow(execute):
+        put(store, "slow")(execute)
+        inside.set()
+        assert release.wait(5)
+
+    leader = threading.Thread(target=commits.run, args=(slow,))
+    leader.start()
+    assert inside.wait(5)
+    return release, leader
+
+
+def test_writes_queued_behind_one_are_stored_together_in_the_next_transaction(store, writer):
+    commits = GroupCommit(writer)
+    release, leader = behind_a_slow_write(store, commits)
+    results = {}
+    queued = [threading.Thread(target=lambda q=q: results.update({q: commits.run(put(store, q))}))
+              for q in ("a", "b", "c")]
+    for thread in queued:
+        thread.start()
+    until(lambda: len(commits._queued) == 3)
+    release.set()
+    for thread in [leader, *queued]:
+        thread.join(5)
+    assert results == {"a": "a", "b": "b", "c": "c"}
+    assert stored(store) == {"slow", "a", "b", "c"}
+    assert writer.transactions == 2  # the slow one's, then one for the three
+
+
+def test_a_failing_write_in_a_batch_is_undone_alone_and_raised_to_its_caller(store, writer):
+    commits = GroupCommit(writer)
+    release, leader = behind_a_slow_write(store, commits)
+    outcomes = {}
+
+    def write(name, work):
+        try:
+            outcomes[name] = commits.run(work)
+        except Exception as exc:  # noqa: BLE001 - what the caller gets
+            outcomes[name] = exc
+
+    def half_then_duplicate(execute):
+        put(store, "half")(execute)
+        put(store, "slow")(execute)  # the slow write's key: refused
+
+    threads = [threading.Thread(target=write, args=args) for args in (
+        ("before", put(store, "before")), ("bad", half_then_duplicate),
+        ("after", put(store, "after")))]
+    for thread in threads:
+        thread.start()
+    until(lambda: len(commits._queued) == 3)
+    release.set()
+    for thread in [leader, *threads]:
+        thread.join(5)
+    assert isinstance(outcomes["bad"], IntegrityError)  # as SQLAlchemy raises it
+    assert outcomes["before"] == "before" and outcomes["after"] == "after"
+    assert stored(store) == {"slow", "before", "after"}  # nothing of the bad one
+    assert writer.transactions == 2
+
+
+def test_a_lone_failing_write_raises_and_the_next_one_is_stored(store, writer):
+    commits = GroupCommit(writer)
+
+    def broken(execute):
+        put(store, "never")(execute)
+        raise ValueError("no")
+
+    with pytest.raises(ValueError):
+        commits.run(broken)
+    assert commits.run(put(store, "next")) == "next"
+    assert stored(store) == {"next"}
+
+
+def test_an_event_loop_writes_at_once_when_nobody_else_is_writing(store, writer):
+    commits = GroupCommit(writer)
+    told = []
+
+    async def submit():
+        commits.submit(put(store, "now"), lambda value, error: told.append(
+            (value, error, threading.get_ident())))
+        return list(told)  # before submit returned: no thread hop
+
+    assert asyncio.run(submit()) == [("now", None, threading.get_ident())]
+    assert stored(store) == {"now"}
+
+
+def test_an_event_loop_queues_its_write_behind_a_thread_writing_and_goes_on(store, writer):
+    commits = GroupCommit(writer)
+    release, leader = behind_a_slow_write(store, commits)
+
+    async def submit():
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        commits.submit(put(store, "queued"), lambda value, error: done.set_result(
+            (value, error, threading.get_ident())))
+        assert not done.done()  # returned at once, not written yet
+        release.set()
+        await asyncio.to_thread(leader.join, 5)
+        return await asyncio.wait_for(done, 5), threading.get_ident()
+
+    (value, error, writer_thread), loop_thread = asyncio.run(submit())
+    assert (value, error) == ("queued", None)
+    assert writer_thread == loop_thread  # the loop led it once the thread stepped down
+    assert stored(store) == {"slow", "queued"}
+    assert writer.transactions == 2
+
+
+def test_a_leader_stores_one_batch_and_steps_down(store, writer):
+    """Under steady load no caller writes for everybody else: its own reply would wait
+    (and its run, never marked alive, would look abandoned)."""
+    commits = GroupCommit(writer)
+    release, leader = behind_a_slow_write(store, commits)
+    written_by = []
+
+    def next_write(execute):
+        written_by.append(threading.get_ident())
+        return put(store, "next")(execute)
+
+    queued = threading.Thread(target=commits.run, args=(next_write,))
+    queued.start()
+    until(lambda: len(commits._queued) == 1)
+    release.set()
+    leader.join(5)
+    queued.join(5)
+    assert written_by == [queued.ident]  # it led its own batch: the leader had returned
+    assert stored(store) == {"slow", "next"} and writer.transactions == 2
+
+
+def test_an_event_loop_never_waits_for_another_process_writing(store, writer, sqlite_url):
+    commits = GroupCommit(writer)
+    other = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another replica's write on the same file
+
+    async def submit():
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        commits.submit(put(store, "later"), lambda value, error: loop.call_soon_threadsafe(
+            done.set_result, (value, error, threading.get_ident())))
+        assert not done.done()  # the loop goes on
+        other.execute("COMMIT")
+        return await asyncio.wait_for(done, 10)
+
+    value, error, thread = asyncio.run(submit())
+    assert (value, error) == ("later", None) and thread != threading.get_ident()
+    assert stored(store) == {"later"}
+    assert commits.run(put(store, "again")) == "again"  # nobody is left leading
