@@ -115,7 +115,7 @@ def overhead(turns: int, history_size: int = 10) -> dict[str, Any]:
         sessions.append((session, session.messages))
     agent = manager.pool.agents[0]
     bare = _BareWrites(f"{folder}/bench.db")
-    invoked, direct, managed, writes, engine = [], [], [], [], []
+    invoked, direct, managed, writes, engine, rows = [], [], [], [], [], []
     for session, stored in sessions:  # interleaved, so all see the same machine state
         history = [*stored, HumanMessage("hello there")]
         start = time.perf_counter()
@@ -133,6 +133,10 @@ def overhead(turns: int, history_size: int = 10) -> dict[str, Any]:
         start = time.perf_counter()
         _engine_writes(manager, session.session_id, result["messages"][-1])
         engine.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        bare.turn_rows(session.session_id, HumanMessage("hello there"),
+                       result["messages"][-1])
+        rows.append(time.perf_counter() - start)
     manager.close()
     bare.db.close()
     direct_us, managed_us, writes_us = median_us(direct), median_us(managed), median_us(writes)
@@ -144,7 +148,9 @@ def overhead(turns: int, history_size: int = 10) -> dict[str, Any]:
             "bare_writes_us": writes_us, "bare_writes_ratio": writes_us / direct_us,
             "overhead_vs_bare_writes": overhead_us / writes_us,
             "engine_writes_us": median_us(engine),
-            "overhead_beyond_engine_writes_us": overhead_us - median_us(engine)}
+            "overhead_beyond_engine_writes_us": overhead_us - median_us(engine),
+            "bare_rows_us": median_us(rows),
+            "overhead_vs_bare_rows": overhead_us / median_us(rows)}
 
 
 def _engine_writes(manager: ChatbotSessionManager, session_id: str, reply: BaseMessage
@@ -197,6 +203,37 @@ class _BareWrites:
             payload = json.dumps(message_to_dict(message), default=str)
             self.db.execute(self.INSERT, (session_id, message.type, message.text, payload,
                                           model, time.time()))
+
+    def turn_rows(self, session_id: str, human: BaseMessage, reply: BaseMessage) -> None:
+        """Every row a durable, resumable, metered turn stores, as plainly: the user's
+        message, the run, the reply row (running) and the chat's time in one transaction;
+        the reply, the run's end and the usage row in a second."""
+        run_id, now = new_run_id(), time.time()
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        db.execute(self.INSERT, (session_id, "human", human.text,
+                                 json.dumps(message_to_dict(human), default=str), None, now))
+        db.execute("INSERT INTO runs (id, session_id, user_message_id, status, agent, replica,"
+                   " stop_requested, started_at, updated_at) VALUES (?, ?, 0, 'running', '',"
+                   " '', 0, ?, ?)", (run_id, session_id, now, now))
+        reply_id = db.execute(
+            "INSERT INTO messages (session_id, role, content, payload, status, model, "
+            "custom_agent, created_at, run_id) VALUES (?, 'ai', '', '{}', 'running', ?, 0, ?, ?)"
+            " RETURNING id", (session_id, "offline-demo", now, run_id)).fetchone()[0]
+        db.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (now, session_id))
+        db.execute("COMMIT")
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("UPDATE messages SET content = ?, payload = ?, status = 'complete' "
+                   "WHERE id = ?", (reply.text, json.dumps(message_to_dict(reply), default=str),
+                                    reply_id))
+        db.execute("UPDATE runs SET status = 'complete', finished_at = ?, updated_at = ? "
+                   "WHERE id = ?", (now, now, run_id))
+        db.execute("INSERT INTO usage (run_id, owner, model, member, agent_version, custom, "
+                   "status, input_tokens, output_tokens, estimated, cost, ttft, total_seconds,"
+                   " queue_seconds, finished_at) VALUES (?, 'anonymous', 'offline-demo', "
+                   "'pool:0', 1, 0, 'complete', 10, 5, 1, NULL, 0.001, 0.002, 0, ?)",
+                   (run_id, now))
+        db.execute("COMMIT")
 
 
 # 4. concurrency --------------------------------------------------------------------
