@@ -77,25 +77,9 @@ def behind_a_slow_write(store, commits):
     return release, leader
 
 
-def test_writes_queued_behind_one_are_stored_together_in_the_next_transaction(store, writer):
-    commits = GroupCommit(writer)
-    release, leader = behind_a_slow_write(store, commits)
-    results = {}
-    queued = [threading.Thread(target=lambda q=q: results.update({q: commits.run(put(store, q))}))
-              for q in ("a", "b", "c")]
-    for thread in queued:
-        thread.start()
-    until(lambda: len(commits._queued) == 3)
-    release.set()
-    for thread in [leader, *queued]:
-        thread.join(5)
-    assert results == {"a": "a", "b": "b", "c": "c"}
-    assert stored(store) == {"slow", "a", "b", "c"}
-    assert writer.transactions == 2  # the slow one's, then one for the three
-
-
-def test_a_failing_write_in_a_batch_is_undone_alone_and_raised_to_its_caller(store, writer):
-    commits = GroupCommit(writer)
+def queued_behind_a_slow_write(store, commits, writes):
+    """Each of ``writes`` (name: work) queued on its own thread while a slow write holds
+    the database; what each caller got (its value, or the exception raised)."""
     release, leader = behind_a_slow_write(store, commits)
     outcomes = {}
 
@@ -105,19 +89,32 @@ def test_a_failing_write_in_a_batch_is_undone_alone_and_raised_to_its_caller(sto
         except Exception as exc:  # noqa: BLE001 - what the caller gets
             outcomes[name] = exc
 
+    threads = [threading.Thread(target=write, args=item) for item in writes.items()]
+    for thread in threads:
+        thread.start()
+    until(lambda: len(commits._queued) == len(writes))
+    release.set()
+    for thread in [leader, *threads]:
+        thread.join(5)
+    return outcomes
+
+
+def test_writes_queued_behind_one_are_stored_together_in_the_next_transaction(store, writer):
+    outcomes = queued_behind_a_slow_write(store, GroupCommit(writer),
+                                          {q: put(store, q) for q in ("a", "b", "c")})
+    assert outcomes == {"a": "a", "b": "b", "c": "c"}
+    assert stored(store) == {"slow", "a", "b", "c"}
+    assert writer.transactions == 2  # the slow one's, then one for the three
+
+
+def test_a_failing_write_in_a_batch_is_undone_alone_and_raised_to_its_caller(store, writer):
     def half_then_duplicate(execute):
         put(store, "half")(execute)
         put(store, "slow")(execute)  # the slow write's key: refused
 
-    threads = [threading.Thread(target=write, args=args) for args in (
-        ("before", put(store, "before")), ("bad", half_then_duplicate),
-        ("after", put(store, "after")))]
-    for thread in threads:
-        thread.start()
-    until(lambda: len(commits._queued) == 3)
-    release.set()
-    for thread in [leader, *threads]:
-        thread.join(5)
+    outcomes = queued_behind_a_slow_write(store, GroupCommit(writer), {
+        "before": put(store, "before"), "bad": half_then_duplicate,
+        "after": put(store, "after")})
     assert isinstance(outcomes["bad"], IntegrityError)  # as SQLAlchemy raises it
     assert outcomes["before"] == "before" and outcomes["after"] == "after"
     assert stored(store) == {"slow", "before", "after"}  # nothing of the bad one
