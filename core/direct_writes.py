@@ -108,9 +108,6 @@ class DirectWriter:
                 yield execute
                 cursor.close()
                 connection.commit()
-            except WriterBusy:
-                self._roll_back(connection, None, cursor)
-                raise
             except self._driver_error as exc:
                 raise self._wrapped(exc, self._roll_back(connection, exc, cursor)) from exc
             except BaseException as exc:  # not the database's fault: undo, keep the error
@@ -167,7 +164,7 @@ class DirectWriter:
             if held is not None:
                 held.close()
 
-    def _roll_back(self, connection: Any, error: BaseException | None, cursor: Any) -> bool:
+    def _roll_back(self, connection: Any, error: BaseException, cursor: Any) -> bool:
         """Undo a failed write; a connection lost with the server is dropped, not pooled.
 
         Returns whether the connection was dropped.
