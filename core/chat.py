@@ -17,6 +17,7 @@ import re
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -67,6 +68,21 @@ class Conversations(Protocol):
     def answered_by(self, session: Any) -> tuple[str, bool]: ...
     async def serve(self, session: Any, attempt: Attempt, *, fresh: Callable[[], bool],
                     on_ticket: Callable[[Ticket | None], Any]) -> None: ...
+
+
+@dataclass(eq=False)
+class _Turn:
+    """A turn about to start: who asks what, and what its start stores."""
+
+    session: Conversation
+    human: HumanMessage | None  # None: answer the last question again
+    run_id: str = field(default_factory=new_run_id)
+    new_row: dict[str, Any] | None = None  # the conversation's row, if not yet stored
+    begin: dict[str, Any] = field(default_factory=dict)  # start_turn's other arguments
+
+    @property
+    def sid(self) -> str:
+        return self.session.session_id
 
 
 @dataclass(eq=False)
@@ -167,44 +183,82 @@ class ChatEngine:
 
     def _launch(self, session: Conversation, human: HumanMessage | None,
                 edit_of: int | None = None) -> Run:
-        """Start a run, unless one is starting or running for this conversation here."""
+        with self._admitted(session, charge=human is not None):
+            return self._begin(session, human, edit_of)
+
+    async def _launch_here(self, session: Conversation, text: object) -> Run:
+        """``start`` on the worker's loop, which it never blocks: the turn's writes go
+        with the others of the loop's pass, no thread hand-off on SQLite."""
+        human = HumanMessage(self.check_message(text))
+        with self._admitted(session, charge=True):
+            turn = self._turn(session, human, None)
+            with self._start_errors(None):
+                try:
+                    started = await self.store.runs.astart_turn(
+                        turn.sid, human, new_session=turn.new_row, **turn.begin)
+                except IntegrityError:  # its row was deleted meanwhile (retention): again
+                    turn.new_row = self.conversations.new_row(session, human.text, True)
+                    started = await self.store.runs.astart_turn(
+                        turn.sid, human, new_session=turn.new_row, **turn.begin)
+                recent = self._extended(turn.sid, human, started)
+                if recent is None:
+                    recent = await asyncio.get_running_loop().run_in_executor(
+                        None, self._reloaded, turn.sid, started)
+            return self._launched(turn, started, recent)
+
+    @contextmanager
+    def _admitted(self, session: Conversation, charge: bool) -> Iterator[None]:
+        """A run may start, unless one is starting or running for this conversation
+        here; ``charge``: it costs the session a message of its rate limit."""
         sid = session.session_id
         with self._lock:
             if sid in self._active or sid in self._launching:
                 raise MessageRejected(BUSY)
             self._launching.add(sid)
         try:
-            if human is not None:
+            if charge:
                 self._take_allowance(session)
-            return self._begin(session, human, edit_of)
+            yield
         finally:
             with self._lock:
                 self._launching.discard(sid)
 
     def _begin(self, session: Conversation, human: HumanMessage | None,
                edit_of: int | None) -> Run:
-        self.conversations.touch(session)
-        sid = session.session_id
-        run_id = new_run_id()
-        model, custom = self.conversations.answered_by(session)
-        recent = self.recent.take(sid)
-        if human is None:
-            recent = None
-        new_row = self.conversations.new_row(session, human.text if human else "")
-        begin = dict(run={"id": run_id, "agent": "", "replica": self.replica},
-                     title=self.conversations.title_for(human.text) if human else "",
-                     reply={"model": model, "custom_agent": custom},
-                     stale_before=time.time() - STALE_AFTER, edit_of=edit_of)
-        try:
+        turn = self._turn(session, human, edit_of)
+        with self._start_errors(edit_of):
             try:
-                started = self.store.runs.start_turn(sid, human, new_session=new_row, **begin)
+                started = self.store.runs.start_turn(turn.sid, human,
+                                                     new_session=turn.new_row, **turn.begin)
             except IntegrityError:  # its row was deleted meanwhile (retention): again
-                new_row = self.conversations.new_row(session, human.text if human else "",
-                                                     again=True)
-                started = self.store.runs.start_turn(sid, human, new_session=new_row, **begin)
-            if new_row is not None:
-                self.conversations.mark_saved(session)
-            history, recent = self._history(sid, human, started, recent)
+                turn.new_row = self.conversations.new_row(session, human.text if human
+                                                          else "", True)
+                started = self.store.runs.start_turn(turn.sid, human,
+                                                     new_session=turn.new_row, **turn.begin)
+            recent = self._extended(turn.sid, human, started)
+            if recent is None:
+                recent = self._reloaded(turn.sid, started)
+        return self._launched(turn, started, recent)
+
+    def _turn(self, session: Conversation, human: HumanMessage | None,
+              edit_of: int | None) -> _Turn:
+        """What storing a turn's start needs, before the store is asked."""
+        self.conversations.touch(session)
+        model, custom = self.conversations.answered_by(session)
+        turn = _Turn(session, human)
+        turn.new_row = self.conversations.new_row(session, human.text if human else "")
+        turn.begin = dict(run={"id": turn.run_id, "agent": "", "replica": self.replica},
+                          title=self.conversations.title_for(human.text) if human else "",
+                          reply={"model": model, "custom_agent": custom},
+                          stale_before=time.time() - STALE_AFTER, edit_of=edit_of)
+        return turn
+
+    @staticmethod
+    @contextmanager
+    def _start_errors(edit_of: int | None) -> Iterator[None]:
+        """A turn that cannot start: a short reason for the user."""
+        try:
+            yield
         except RunInProgress:
             raise MessageRejected(BUSY) from None
         except NothingToAnswer:
@@ -214,28 +268,43 @@ class ChatEngine:
             raise
         except Exception as exc:
             raise describe_error(exc) from exc
-        run = Run(run_id, sid, started.user_message_id)
+
+    def _launched(self, turn: _Turn, started: TurnStart, recent: Recent | None) -> Run:
+        """The turn's start is stored: its run goes to the worker."""
+        sid = turn.sid
+        if turn.new_row is not None:
+            self.conversations.mark_saved(turn.session)
+        run = Run(turn.run_id, sid, started.user_message_id)
+        history = turns.model_input(recent.messages, self.history_max_tokens, recent.tokens)
         with self._lock:
             self._active[sid] = run
         run.future = self.worker.submit(
-            self._execute(session, run, history, started.reply_id, recent))
+            self._execute(turn.session, run, history, started.reply_id, recent))
         return run
 
-    def _history(self, sid: str, human: HumanMessage | None, started: TurnStart,
-                 recent: Recent | None) -> tuple[list[BaseMessage], Recent | None]:
-        """The model's input; the recent-history entry to extend if the turn completes."""
-        new_id = started.user_message_id
-        if human is not None and recent is not None and recent.last_id == started.previous_id:
+    def _extended(self, sid: str, human: HumanMessage | None, started: TurnStart
+                  ) -> Recent | None:
+        """The conversation's cached history with the new message, if it can be trusted
+        (nothing else was written since); None: it must be read again. The entry is
+        taken out of the cache until the turn ends."""
+        recent, new_id = self.recent.take(sid), started.user_message_id
+        if human is None:  # a regenerate: the reply below was removed
+            return None
+        if recent is not None and recent.last_id == started.previous_id:
             recent.extend([human], new_id, HISTORY_WINDOW)
-        elif human is not None and started.previous_id is None:  # the first message
+        elif started.previous_id is None:  # the first message
             recent = Recent(None)
             recent.extend([human], new_id, HISTORY_WINDOW)
-        else:  # first turn here, a regenerate, or another writer came in between: reload
-            rows = self.store.load_rows(sid, last=HISTORY_WINDOW + 1)
-            recent = Recent(None)
-            recent.extend([m for i, m, _ in rows if i <= new_id], new_id, HISTORY_WINDOW)
-        return (turns.model_input(recent.messages, self.history_max_tokens, recent.tokens),
-                recent)
+        else:  # first turn here, or another writer came in between
+            return None
+        return recent
+
+    def _reloaded(self, sid: str, started: TurnStart) -> Recent:
+        rows = self.store.load_rows(sid, last=HISTORY_WINDOW + 1)
+        recent = Recent(None)
+        recent.extend([m for i, m, _ in rows if i <= started.user_message_id],
+                      started.user_message_id, HISTORY_WINDOW)
+        return recent
 
     # -- following and stopping -------------------------------------------------------
     def active_run(self, session_id: str) -> Run | None:
@@ -272,7 +341,12 @@ class ChatEngine:
         return outcome(run)
 
     async def asend(self, session: Conversation, text: object) -> str:
-        run = await asyncio.to_thread(self.start, session, text)
+        """``send`` for event loops: the whole turn on the worker's loop, one hand-off
+        there and one back."""
+        return await asyncio.wrap_future(self.worker.submit(self._answer(session, text)))
+
+    async def _answer(self, session: Conversation, text: object) -> str:
+        run = await self._launch_here(session, text)
         assert run.future is not None
         await asyncio.wrap_future(run.future)
         return outcome(run)
@@ -286,7 +360,7 @@ class ChatEngine:
 
     async def astream(self, session: Conversation, text: object
                       ) -> AsyncIterator[turns.Event]:
-        run = await asyncio.to_thread(self.start, session, text)
+        run = await asyncio.wrap_future(self.worker.submit(self._launch_here(session, text)))
         seen = 0
         while True:
             events, done = await asyncio.to_thread(run.read, seen, 0.5)

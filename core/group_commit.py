@@ -7,9 +7,11 @@ takes every write queued so far and stores them in one transaction, each in its 
 savepoint, so one that fails (a chat whose reply is already running) is undone alone.
 Alone, a write runs at once on its caller's thread: nothing waits to fill a batch.
 
-An event loop never waits for the database: ``submit`` writes at once when nobody is
-writing, leaves its write to the leader when somebody is, and hands the lead to a
-thread when the database is busy (another process writing).
+An event loop never waits for the database: its writes (``submit``, ``write``) are
+queued, and stored together on the loop's thread once the loop has run what it had
+ready (every write of that pass in one transaction, no thread hand-off), by the leader
+when somebody is writing, or by a thread of the loop's pool when the database is busy
+(another process writing).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class GroupCommit:
         self._lock = threading.Lock()
         self._written = threading.Condition(self._lock)
         self._leading = False
+        self._pass_pending = False  # a loop leads for its writes after this pass
 
     def run(self, work: Callable[[Execute], Any]) -> Any:
         """Store ``work`` (given the transaction's ``execute``); blocks; its value.
@@ -80,7 +83,8 @@ class GroupCommit:
         return write.value
 
     def submit(self, work: Callable[[Execute], Any], done: Done) -> None:
-        """From an event loop, without blocking it: ``done(value, error)`` follows."""
+        """From an event loop, without blocking it: ``done(value, error)`` follows, on
+        the thread that stored it."""
         loop = asyncio.get_running_loop()
         write = _Write(work, done, loop)
         if not self._writer.holds:
@@ -88,10 +92,24 @@ class GroupCommit:
             return
         with self._lock:
             self._queued.append(write)
-            if self._leading:
-                return  # the leader's batch or the next one takes it
-            self._leading = True
-        self._lead_from(loop)
+            if self._leading or self._pass_pending:
+                return  # the leader's batch, the next one, or this pass's takes it
+            self._pass_pending = True
+        loop.call_soon(self._lead_queued)
+
+    async def write(self, work: Callable[[Execute], Any]) -> Any:
+        """``run`` for an event loop, which it never blocks."""
+        loop = asyncio.get_running_loop()
+        stored = loop.create_future()
+
+        def done(value: Any, error: BaseException | None) -> None:
+            if _running_loop() is loop:
+                _settle(stored, value, error)
+            else:
+                loop.call_soon_threadsafe(_settle, stored, value, error)
+
+        self.submit(work, done)
+        return await stored
 
     def _lead_from(self, loop: asyncio.AbstractEventLoop) -> None:
         """Lead on the loop's thread when the database is free at once; else a thread
@@ -102,6 +120,7 @@ class GroupCommit:
     def _lead_queued(self) -> None:
         """On a loop: lead for writes left queued with nobody waiting on a thread."""
         with self._lock:
+            self._pass_pending = False
             if self._leading or not self._queued:
                 return
             self._leading = True
@@ -172,3 +191,19 @@ class GroupCommit:
                     write.done(write.value, write.error)
                 except Exception:  # noqa: BLE001 - the leader's own write stands
                     log.exception("a stored write's follow-up failed")
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # a thread without one
+        return None
+
+
+def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)

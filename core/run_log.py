@@ -69,6 +69,36 @@ class RunLog:
         owner stopped checkpointing before ``stale_before``, or it is ``run["replica"]``'s
         own (the caller runs none here): then it was interrupted.
         """
+        work = self._start(session_id, human, run, reply, stale_before, new_session, title,
+                           edit_of)
+        try:
+            return self._commits.run(work)
+        except IntegrityError:
+            self._refuse_if_running(session_id)
+            raise
+
+    async def astart_turn(self, session_id: str, human: BaseMessage | None,
+                          run: dict[str, Any], reply: dict[str, Any], stale_before: float,
+                          new_session: dict[str, Any] | None = None, title: str = "",
+                          edit_of: int | None = None) -> TurnStart:
+        """``start_turn`` from an event loop, which it never blocks."""
+        work = self._start(session_id, human, run, reply, stale_before, new_session, title,
+                           edit_of)
+        try:
+            return await self._commits.write(work)
+        except IntegrityError:
+            self._refuse_if_running(session_id)
+            raise
+
+    def _refuse_if_running(self, session_id: str) -> None:
+        """After a unique index refused a run: another replica's run was first."""
+        if self.running_run(session_id) is not None:
+            raise RunInProgress() from None
+
+    def _start(self, session_id: str, human: BaseMessage | None, run: dict[str, Any],
+               reply: dict[str, Any], stale_before: float,
+               new_session: dict[str, Any] | None, title: str, edit_of: int | None
+               ) -> Callable[[Execute], TurnStart]:
         sql = self._sql
 
         def start(execute: Execute) -> TurnStart:
@@ -117,13 +147,7 @@ class RunLog:
                                           answered)
             execute(sql.touch, {"sid": session_id, "now": now})
             return TurnStart(answered, previous, reply_id)
-
-        try:
-            return self._commits.run(start)
-        except IntegrityError:
-            if self.running_run(session_id) is not None:  # another replica was first
-                raise RunInProgress() from None
-            raise
+        return start
 
     def _insert_reply(self, execute: Execute, session_id: str, run_id: str,
                       reply: dict[str, Any], now: float, parent: int) -> int:

@@ -134,17 +134,36 @@ def test_a_lone_failing_write_raises_and_the_next_one_is_stored(store, writer):
     assert stored(store) == {"next"}
 
 
-def test_an_event_loop_writes_at_once_when_nobody_else_is_writing(store, writer):
+def test_an_event_loop_stores_the_writes_of_one_pass_together_on_its_own_thread(
+        store, writer):
     commits = GroupCommit(writer)
     told = []
 
     async def submit():
-        commits.submit(put(store, "now"), lambda value, error: told.append(
-            (value, error, threading.get_ident())))
-        return list(told)  # before submit returned: no thread hop
+        for quota in ("a", "b", "c"):
+            commits.submit(put(store, quota), lambda value, error: told.append(
+                (value, error, threading.get_ident())))
+        assert told == []  # the loop goes on; its writes wait for the end of the pass
+        await asyncio.sleep(0)  # the loop runs what it had ready: the pass ends
+        return list(told)
 
-    assert asyncio.run(submit()) == [("now", None, threading.get_ident())]
-    assert stored(store) == {"now"}
+    here = threading.get_ident()
+    assert asyncio.run(submit()) == [("a", None, here), ("b", None, here), ("c", None, here)]
+    assert stored(store) == {"a", "b", "c"}
+    assert writer.transactions == 1  # no thread hop, one transaction
+
+
+def test_an_event_loop_awaits_its_write_and_gets_its_own_outcome(store, writer):
+    commits = GroupCommit(writer)
+
+    async def writes():
+        return await asyncio.gather(commits.write(put(store, "a")),
+                                    commits.write(put(store, "a")),  # the same key again
+                                    commits.write(put(store, "b")), return_exceptions=True)
+
+    first, again, other = asyncio.run(writes())
+    assert (first, other) == ("a", "b") and isinstance(again, IntegrityError)
+    assert stored(store) == {"a", "b"} and writer.transactions == 1
 
 
 def test_an_event_loop_queues_its_write_behind_a_thread_writing_and_goes_on(store, writer):
@@ -199,7 +218,8 @@ def test_an_event_loop_never_waits_for_another_process_writing(store, writer, sq
         done = loop.create_future()
         commits.submit(put(store, "later"), lambda value, error: loop.call_soon_threadsafe(
             done.set_result, (value, error, threading.get_ident())))
-        assert not done.done()  # the loop goes on
+        await asyncio.sleep(0)  # the loop's pass ends: it tries, finds the database busy
+        assert not done.done()  # and goes on, a thread of its pool waiting its turn
         other.execute("COMMIT")
         return await asyncio.wait_for(done, 10)
 
