@@ -206,6 +206,24 @@ class ChatEngine:
                         None, self._reloaded, turn.sid, started)
             return self._launched(turn, started, recent)
 
+    async def _launch_carried_through(self, session: Conversation, text: object,
+                                      stop: bool) -> Run:
+        """``_launch_here``, carried through if the caller gives up meanwhile (its start
+        may be stored already): the run starts all the same; with ``stop``, stopped at
+        once (an ``asend`` cancelled is a stop), else left going (a reader that left)."""
+        launching = asyncio.ensure_future(self._launch_here(session, text))
+        try:
+            return await asyncio.shield(launching)
+        except asyncio.CancelledError:
+            launching.add_done_callback(lambda done: self._unawaited(done, stop))
+            raise
+
+    def _unawaited(self, launching: asyncio.Future[Run], stop: bool) -> None:
+        if launching.cancelled() or launching.exception() is not None:
+            return  # it did not start: nothing to stop (its error is nobody's now)
+        if stop:
+            self._cancel(launching.result().id)
+
     @contextmanager
     def _admitted(self, session: Conversation, charge: bool) -> Iterator[None]:
         """A run may start, unless one is starting or running for this conversation
@@ -346,7 +364,7 @@ class ChatEngine:
         return await asyncio.wrap_future(self.worker.submit(self._answer(session, text)))
 
     async def _answer(self, session: Conversation, text: object) -> str:
-        run = await self._launch_here(session, text)
+        run = await self._launch_carried_through(session, text, stop=True)
         assert run.future is not None
         await asyncio.wrap_future(run.future)
         return outcome(run)
@@ -360,7 +378,8 @@ class ChatEngine:
 
     async def astream(self, session: Conversation, text: object
                       ) -> AsyncIterator[turns.Event]:
-        run = await asyncio.wrap_future(self.worker.submit(self._launch_here(session, text)))
+        run = await asyncio.wrap_future(self.worker.submit(
+            self._launch_carried_through(session, text, stop=False)))
         seen = 0
         while True:
             events, done = await asyncio.to_thread(run.read, seen, 0.5)

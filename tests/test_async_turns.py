@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
+from sqlalchemy import select
 
 from core.errors import MessageRejected
-from core.store import COMPLETE, RUNNING
+from core.schema import runs
+from core.store import COMPLETE, RUNNING, STOPPED
 from core.turns import Token
 from tests.fakes import ScriptedModel, first_words, scripted_factory
 
@@ -99,3 +102,41 @@ def test_an_async_start_waits_for_another_process_while_replies_stream_on(make_m
         other.close()
     assert stored(manager, waiting) == [("human", "hello", COMPLETE), ("ai", "ok", COMPLETE)]
     streaming.stop()
+
+
+def until(condition, timeout=10.0):
+    """Wait (bounded) for a state another thread reaches."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_an_asend_given_up_while_its_start_is_stored_is_a_stop_not_a_stuck_run(
+        make_manager, db_url):
+    manager = make_manager()
+    session = manager.create_session()
+    commits = manager.store.runs._commits
+    other = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # the start cannot be stored yet
+
+    async def give_up():
+        sent = asyncio.create_task(session.asend("hello"))
+        await asyncio.to_thread(until, lambda: commits._leading)  # a thread waits to lead
+        sent.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sent
+
+    try:
+        asyncio.run(give_up())
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    until(lambda: not commits._leading)  # the start is stored now
+    until(lambda: manager.store.runs.running_run(session.session_id) is None
+          and manager.chat.active_run(session.session_id) is None)
+    assert stored(manager, session) == [("human", "hello", COMPLETE)]  # kept, never lost
+    with manager.store.engine.connect() as conn:
+        assert conn.execute(select(runs.c.status)).scalars().all() == [STOPPED]
+    assert session.send("what is 2+2") == "2+2 = 4"  # the chat is not stuck
