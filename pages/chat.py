@@ -12,6 +12,7 @@ import time
 import streamlit as st
 from langchain_core.messages import HumanMessage
 
+from core.chat import BUSY
 from core.errors import ChatError, MessageRejected
 from core.limits import SHOWN_MESSAGES
 from core.pool import Place
@@ -217,6 +218,9 @@ elsewhere = None if run else manager.store.runs.running_run(session.session_id)
 if elsewhere is not None and elsewhere["updated_at"] < time.time() - STALE_AFTER:
     manager.chat.sweep()  # its owner died: the reply ends, marked interrupted
     elsewhere = None
+sent = st.session_state.get("chat_box")  # a disabled chat_input would drop it
+if sent and (run is not None or elsewhere is not None):
+    keep_refused(sent, BUSY)  # sent from a tab that had not seen this reply start
 if "restore" in st.session_state:
     st.session_state.chat_box, refusal = st.session_state.pop("restore")
 prompt = st.chat_input("Message PoolChat", submit_mode="disable", key="chat_box",
@@ -240,13 +244,15 @@ conversation_list(manager, session, owner)
 chat_header(manager, session, title)
 if len(rows) == SHOWN_MESSAGES:
     st.caption(f"Showing the latest {SHOWN_MESSAGES} messages; export to see them all.")
+refusal = refusal or st.session_state.pop("edit_refused", None)
 if run is not None:  # its reply streams below, live: history up to its user message
     show_history([r for r in rows if r.id <= run.user_message_id], None, session,
                  answering=True)
+    if refusal:  # e.g. sent from a tab that had not seen this reply start
+        st.toast(refusal, icon=":material/block:", duration="long")
     follow(run, session)
 else:
     show_history(rows, last_run, session)
-refusal = refusal or st.session_state.pop("edit_refused", None)
 if refusal:
     st.warning(refusal, icon=":material/block:")
 if elsewhere is not None:

@@ -274,6 +274,31 @@ def test_a_second_tab_follows_the_reply_live(server, new_page):
     assert len(stored_messages(server, page)) == 2
 
 
+def test_a_message_sent_from_a_second_tab_mid_reply_goes_back_into_its_box(server,
+                                                                          new_page):
+    page = new_page(server.url)
+    send(page, "what is 2+2")
+    wait_for_reply(page, 1, "2+2 = 4")
+    page.wait_for_url("**session=*")
+    second = page.context.new_page()  # the same chat open in another tab, idle
+    second.goto(page.url)
+    expect(messages(second)).to_have_count(2, timeout=WAIT_MS)
+    send(page, "Tell me about yourself")
+    expect(messages(page).nth(3)).to_contain_text("offline demo", timeout=WAIT_MS)
+    send(second, "what is 6*7")  # it had not seen the reply start
+    expect(second.get_by_text("A reply is still being written")).to_be_visible(
+        timeout=WAIT_MS)
+    expect(second.get_by_test_id("stChatInputTextArea")).to_have_value("what is 6*7")
+    expect(messages(second).nth(3)).to_contain_text("offline demo")  # and it follows it
+    shot(second, "second-tab-refused")
+    wait_for_reply(second, 3, "and restart.")
+    send(second, "what is 6*7")  # sent as it was once the reply is done
+    wait_for_reply(second, 5, "6*7 = 42")
+    assert [m["content"] for m in stored_messages(server, page)
+            if m["role"] == "human"] == ["what is 2+2", "Tell me about yourself",
+                                         "what is 6*7"]
+
+
 def test_closing_the_tab_mid_reply_lets_the_reply_finish(server, new_page):
     page = new_page(server.url)
     send(page, "Tell me about yourself")
