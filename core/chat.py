@@ -167,9 +167,17 @@ class ChatEngine:
 
     # -- starting runs --------------------------------------------------------------
     def start(self, session: Conversation, text: object) -> Run:
-        """Store the user's message and start answering it; returns the run at once."""
-        text = self.check_message(text)
-        return self._launch(session, HumanMessage(text))
+        """Store the user's message and start answering it; returns the run at once.
+
+        On SQLite, from any thread, the start is made on the worker's loop while the
+        thread waits: its writes go with the loop's others (one transaction per pass),
+        rather than a thousand threads taking turns at the database and the GIL. On a
+        server database each thread writes its own transaction, concurrently.
+        """
+        if self.store.runs.batched and _running_loop() is not self.worker.loop:
+            return self.worker.submit(
+                self._launch_carried_through(session, text, stop=False)).result()
+        return self._launch(session, HumanMessage(self.check_message(text)))
 
     def edit(self, session: Conversation, message_id: int, text: object) -> Run:
         """A new version of one of the conversation's user messages: the conversation
@@ -354,6 +362,10 @@ class ChatEngine:
 
     # -- sync and async conveniences ------------------------------------------------
     def send(self, session: Conversation, text: object) -> str:
+        """The reply, or ChatError. On SQLite the whole turn runs on the worker's loop
+        while this thread waits (one hand-off there and one back)."""
+        if self.store.runs.batched:
+            return self.worker.submit(self._answer(session, text)).result()
         run = self.start(session, text)
         run.wait()
         return outcome(run)

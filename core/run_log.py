@@ -54,6 +54,12 @@ class RunLog:
         self.engine, self._direct, self._sql, self._writing = engine, direct, sql, writing
         self._commits = GroupCommit(direct)
 
+    @property
+    def batched(self) -> bool:
+        """Writes from an event loop share a transaction per pass (SQLite: one writer
+        at a time); on a server each is its own, concurrently."""
+        return self._direct.holds
+
     def start_turn(self, session_id: str, human: BaseMessage | None, run: dict[str, Any],
                    reply: dict[str, Any], stale_before: float,
                    new_session: dict[str, Any] | None = None, title: str = "",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -140,3 +141,28 @@ def test_an_asend_given_up_while_its_start_is_stored_is_a_stop_not_a_stuck_run(
     with manager.store.engine.connect() as conn:
         assert conn.execute(select(runs.c.status)).scalars().all() == [STOPPED]
     assert session.send("what is 2+2") == "2+2 = 4"  # the chat is not stuck
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_start_from_any_thread_is_written_on_the_worker_loop(make_manager, db_url,
+                                                                monkeypatch):
+    """Threads (Streamlit's script runs) start turns the same way: one hand-off to the
+    worker's loop, whose pass writes them together, no thread of theirs at the database."""
+    manager = make_manager()
+    runs, written_on = manager.store.runs, []
+    original = runs._start
+
+    def spied(*args):
+        work = original(*args)
+
+        def recorded(execute):
+            written_on.append(threading.get_ident())
+            return work(execute)
+        return recorded
+
+    monkeypatch.setattr(runs, "_start", spied)
+    session = manager.create_session()
+    assert session.send("what is 2+2") == "2+2 = 4"
+    run = session.start("what is 3+3")
+    assert run.wait(10) and run.reply == "3+3 = 6"
+    assert written_on == [manager.worker._thread.ident] * 2
