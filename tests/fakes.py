@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -88,13 +89,16 @@ class ScriptedModel(BaseChatModel):
     ``enqueue(text, pause_after=k, pause=30)`` queues a reply streamed word by word; after
     the k-th word (before the first, for 0) it stalls for ``pause`` seconds (a slow provider: a stop must cut it).
     ``fail(error)`` queues a failure. ``history`` records what each call was sent. With
-    the script empty it answers ``answer(messages)``, or "ok". Both the sync and the async paths follow it.
+    the script empty it answers ``answer(messages)``, or "ok". With a ``gate`` (an event)
+    each call waits for it to be set before its first word: the test holds the slots
+    until it has queued what it needs. Both the sync and the async paths follow it.
     """
 
     script: list[Any] = []
     history: list[list[BaseMessage]] = []
     delay: float = 0.0  # seconds between words
     answer: Callable[[list[BaseMessage]], str] | None = None  # when the script is empty
+    gate: threading.Event | None = None  # each call waits for it before answering
 
     model_config = {"arbitrary_types_allowed": True}
 
@@ -150,6 +154,8 @@ class ScriptedModel(BaseChatModel):
                 yield self.delay
 
     def _stream(self, messages, stop=None, run_manager=None, **kwargs):
+        if self.gate:
+            self.gate.wait()
         for item in self._plan(messages):
             if isinstance(item, ChatGenerationChunk):
                 yield item
@@ -157,6 +163,8 @@ class ScriptedModel(BaseChatModel):
                 time.sleep(item)
 
     async def _astream(self, messages, stop=None, run_manager=None, **kwargs):
+        if self.gate:
+            await asyncio.to_thread(self.gate.wait)
         for item in self._plan(messages):
             if not isinstance(item, ChatGenerationChunk):
                 await asyncio.sleep(item)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import statistics
+import threading
 
 import pytest
 
@@ -112,17 +113,19 @@ def test_at_low_load_conversations_are_shared_by_weight_too(make_manager, fakes)
 
 
 def test_one_owner_flooding_does_not_hold_back_the_others(make_manager):
-    model = ScriptedModel(answer=lambda _: "done", delay=0.3)
+    gate = threading.Event()  # the first two flood turns hold both slots until it opens
+    model = ScriptedModel(answer=lambda _: "done", delay=0.3, gate=gate)
     manager = make_manager(agent_factory=scripted_factory(model), AGENT_POOL_SIZE=1,
                            AGENT_MAX_CONCURRENCY=2, MAX_RUNS_PER_USER=2,
                            RATE_LIMIT_PER_MINUTE=0)
     flood = [manager.create_session(owner="flood").start("go") for _ in range(40)]
-    while manager.pool.queued() < 38:
+    while manager.pool.queued() < 38:  # however slowly the 40 starts were stored
         flood[0].wait(0.01)
     late = [manager.create_session(owner=f"user{i}").start("go") for i in range(5)]
     while (place := manager.queue_place(late[-1])) is None:  # queued on the worker
         late[-1].wait(0.01)
     assert place.position == 6  # one flood turn and four latecomers ahead, not 38
+    gate.set()
     ends: dict[str, float] = {}
     for run in [*late, *flood]:
         assert run.wait(60) and run.status == COMPLETE
