@@ -4,7 +4,8 @@ It speaks just enough of ``POST /v1/chat/completions`` (plain and streaming SSE,
 calls) for ChatOpenAI, and each request takes the next scripted ``mode``: ``ok``,
 ``401``, ``429`` (Retry-After: 1; ``429:S`` for S seconds, ``429:S:D`` answered after D
 seconds), ``500``, ``hang`` (past the client's timeout), ``drop`` (closes mid-stream),
-``slow`` (a word every ``word_pause`` seconds) or ``malformed`` (invalid JSON). With
+``slow`` (a word every ``word_pause`` seconds), ``stall`` (the first word, then the rest
+once the test sets ``proceed``) or ``malformed`` (invalid JSON). With
 ``keys`` set, a request with another key gets a 401. Replies report token usage (in the
 stream's last chunk when asked to, as OpenAI does).
 """
@@ -26,6 +27,7 @@ class FakeOpenAI:
         self.release = threading.Event()  # ends any "hang"
         self.keys: set[str] = set()  # accepted API keys (empty: any)
         self.word_pause = 0.4  # seconds between words in "slow" mode
+        self.proceed = threading.Event()  # lets a "stall" reply go on past its first word
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -76,7 +78,8 @@ class FakeOpenAI:
             self.raw(handler, 200, b"{not json", "application/json")
         elif body.get("stream"):
             self.stream(handler, body, drop=(mode == "drop"),
-                        pause=self.word_pause if mode == "slow" else 0.0)
+                        pause=self.word_pause if mode == "slow" else 0.0,
+                        stall=(mode == "stall"))
         else:
             message, finish = self.reply(body)
             self.json(handler, 200, {
@@ -108,7 +111,7 @@ class FakeOpenAI:
         return {"role": "assistant", "content": "Hello from the fake model, all good."}, "stop"
 
     def stream(self, handler: BaseHTTPRequestHandler, body: dict, drop: bool,
-               pause: float = 0.0) -> None:
+               pause: float = 0.0, stall: bool = False) -> None:
         message, finish = self.reply(body)
         handler.send_response(200)
         handler.send_header("Content-Type", "text/event-stream")
@@ -130,6 +133,9 @@ class FakeOpenAI:
             for word in re.findall(r"\S+\s*", message["content"]):
                 chunk({"content": word})
                 time.sleep(pause)  # a slow provider (mode "slow")
+                if stall:  # the slot stays busy until the test is done looking
+                    self.proceed.wait(60)
+                    stall = False
                 if drop:  # the connection dies after the first words, with no error
                     handler.close_connection = True
                     return

@@ -87,7 +87,8 @@ class ScriptedModel(BaseChatModel):
     """A chat model that answers from a script, as llm's MockModel does.
 
     ``enqueue(text, pause_after=k, pause=30)`` queues a reply streamed word by word; after
-    the k-th word (before the first, for 0) it stalls for ``pause`` seconds (a slow provider: a stop must cut it).
+    the k-th word (before the first, for 0) it stalls for ``pause`` seconds, or until
+    ``pause`` (an event) is set (a slow provider: a stop must cut it).
     ``fail(error)`` queues a failure. ``history`` records what each call was sent. With
     the script empty it answers ``answer(messages)``, or "ok". With a ``gate`` (an event)
     each call waits for it to be set before its first word: the test holds the slots
@@ -109,8 +110,8 @@ class ScriptedModel(BaseChatModel):
     def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
         return self
 
-    def enqueue(self, text: str, pause_after: int | None = None, pause: float = 30.0
-                ) -> ScriptedModel:
+    def enqueue(self, text: str, pause_after: int | None = None,
+                pause: float | threading.Event = 30.0) -> ScriptedModel:
         self.script.append(("reply", text, pause_after, pause))
         return self
 
@@ -159,6 +160,8 @@ class ScriptedModel(BaseChatModel):
         for item in self._plan(messages):
             if isinstance(item, ChatGenerationChunk):
                 yield item
+            elif isinstance(item, threading.Event):
+                item.wait()
             else:
                 time.sleep(item)
 
@@ -166,6 +169,9 @@ class ScriptedModel(BaseChatModel):
         if self.gate:
             await asyncio.to_thread(self.gate.wait)
         for item in self._plan(messages):
+            if isinstance(item, threading.Event):
+                await asyncio.to_thread(item.wait)
+                continue
             if not isinstance(item, ChatGenerationChunk):
                 await asyncio.sleep(item)
                 continue

@@ -25,7 +25,7 @@ WAIT_MS = 20_000
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    server = start_app(tmp_path_factory.mktemp("browser-data"), OFFLINE_STREAM_DELAY="0.1")
+    server = start_app(tmp_path_factory.mktemp("browser-data"), OFFLINE_STREAM_DELAY="0.15")
     yield server
     stop_app(server)
 
@@ -162,7 +162,7 @@ def test_stop_keeps_exactly_what_was_shown_marked_stopped(server, new_page):
     expect(messages(page).nth(1)).to_contain_text("offline", timeout=WAIT_MS)
     page.get_by_role("button", name="Stop").click()
     reply = messages(page).nth(1)
-    expect(reply).to_contain_text("Stopped by you", timeout=3_000)  # no reload needed
+    expect(reply).to_contain_text("Stopped by you", timeout=WAIT_MS)  # no reload needed
     expect(page.get_by_role("button", name="Regenerate")).to_be_visible()
     shown = reply.get_by_test_id("stMarkdown").first.inner_text()
     stored = stored_messages(server, page)
@@ -247,7 +247,7 @@ def test_a_reload_mid_reply_shows_it_so_far_and_keeps_streaming(server, new_page
     expect(messages(page).nth(1)).to_contain_text("offline demo", timeout=WAIT_MS)
     page.wait_for_url("**session=*")
     page.reload()
-    expect(messages(page).nth(1)).to_contain_text("offline demo", timeout=3_000)
+    expect(messages(page).nth(1)).to_contain_text("offline demo", timeout=WAIT_MS)
     expect(page.get_by_role("button", name="Retry")).to_have_count(0)
     expect(page.get_by_role("button", name="Stop")).to_be_visible()
     expect(messages(page).nth(0)).not_to_contain_text("No reply")  # it is coming
@@ -267,7 +267,7 @@ def test_a_second_tab_follows_the_reply_live(server, new_page):
     page.wait_for_url("**session=*")
     second = page.context.new_page()  # same browser, same cookie
     second.goto(page.url)
-    expect(messages(second).nth(1)).to_contain_text("offline demo", timeout=3_000)
+    expect(messages(second).nth(1)).to_contain_text("offline demo", timeout=WAIT_MS)
     expect(second.get_by_test_id("stChatInputTextArea")).to_be_disabled()
     wait_for_reply(second, 1, "and restart.")
     wait_for_reply(page, 1, "and restart.")
@@ -322,7 +322,7 @@ def test_regenerate_can_be_stopped_and_never_leaves_two_answers(server, new_page
     expect(page.get_by_role("button", name="Stop")).to_be_visible(timeout=WAIT_MS)
     expect(messages(page).nth(1)).to_contain_text("offline demo", timeout=WAIT_MS)
     page.get_by_role("button", name="Stop").click()
-    expect(messages(page).nth(1)).to_contain_text("Stopped by you", timeout=3_000)
+    expect(messages(page).nth(1)).to_contain_text("Stopped by you", timeout=WAIT_MS)
     page.get_by_role("button", name="Regenerate").click()
     wait_for_reply(page, 1, "and restart.")
     expect(messages(page)).to_have_count(2)

@@ -63,9 +63,11 @@ def unlock_stats(page: Page, url: str) -> None:
 
 
 def queue_behind(server, fake, new_page, text: str):  # noqa: F811
-    """A first browser holds the only slot with a slow reply; a second asks ``text`` and
-    waits: both pages, and the second's place-in-the-queue note (visible)."""
-    fake.modes.append("slow")
+    """A first browser holds the only slot with a reply stalled after its first word
+    (until ``fake.proceed`` is set); a second asks ``text`` and waits: both pages, and
+    the second's place-in-the-queue note (visible)."""
+    fake.proceed.clear()
+    fake.modes.append("stall")
     first, second = new_page(server.url), new_page(server.url)
     send(first, "hello")
     expect(messages(first).nth(1)).to_contain_text("Hello", timeout=WAIT_MS)
@@ -97,6 +99,7 @@ def test_a_429_is_a_visible_wait_and_the_pool_view_shows_the_cooldown(server, fa
 def test_a_waiting_user_sees_their_place_in_the_queue(server, fake, new_page):  # noqa: F811
     first, second, _ = queue_behind(server, fake, new_page, "hello too")
     shot(second, "router-queue-position")
+    fake.proceed.set()
     wait_for_reply(first, 1, REPLY)
     wait_for_reply(second, 1, REPLY)
 
@@ -128,7 +131,6 @@ def test_usage_cost_and_a_live_member_change_on_the_stats_page(server, fake, new
 
 def test_a_reload_while_queued_keeps_the_place_and_stop_leaves_the_queue(server, fake,
                                                                          new_page):  # noqa: F811
-    fake.word_pause = 1.0  # the only slot stays busy for about 7 s
     try:
         first, second, place = queue_behind(server, fake, new_page, "are you free?")
         second.reload()  # the run goes on waiting; the page finds it again
@@ -138,9 +140,10 @@ def test_a_reload_while_queued_keeps_the_place_and_stop_leaves_the_queue(server,
         expect(messages(second).first).to_contain_text("are you free?")
         shot(second, "router-stopped-in-queue")
         send(second, "and now?")  # the next message is taken at once and waits its turn
-        wait_for_reply(second, 2, REPLY)
-        wait_for_reply(first, 1, REPLY)
+        expect(place).to_be_visible(timeout=WAIT_MS)
     finally:
-        fake.word_pause = 0.4
+        fake.proceed.set()
+    wait_for_reply(second, 2, REPLY)
+    wait_for_reply(first, 1, REPLY)
     rows = server.get_json("/api/stats.json", PASSWORD)
     assert rows["pool_queued"] == 0 and rows["pool_in_flight"] == 0

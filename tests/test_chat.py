@@ -78,8 +78,7 @@ class TestLifecycle:
 
     def test_leaving_a_stream_early_leaves_the_run_going(self, scripted):
         manager, model = scripted
-        model.delay = 0.01
-        model.enqueue(STORY)
+        model.enqueue(STORY, pause_after=1, pause=3)  # still going once the reader left
         session = manager.create_session()
         stream = session.stream("tell me")
         next(stream)

@@ -17,7 +17,9 @@ from tests.servers import ROOT
 
 CHILD = """
 import sys
+import core.chat
 from core import ChatbotSessionManager
+core.chat.CHECKPOINT_EVERY = 3600  # no partial saved before the kill: nothing to race
 manager = ChatbotSessionManager(DATABASE_URL=sys.argv[1], OFFLINE_STREAM_DELAY=0.5)
 session = manager.create_session()
 print(session.session_id, flush=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -47,10 +48,12 @@ def test_a_database_restart_mid_reply_loses_no_acknowledged_message(pg_manager):
     pg_manager, model = pg_manager
     session = pg_manager.create_session()
     assert session.send("My name is Ada.") == "My name is Ada. (1)"
-    model.enqueue("Once upon a time", pause_after=1, pause=3)  # ends while it is down
+    down = threading.Event()
+    model.enqueue("Once upon a time", pause_after=1, pause=down)  # ends while it is down
     events = session.stream("Tell me about yourself")  # stored: acknowledged
     assert isinstance(next(events), Token)
     cluster("stop")
+    down.set()
     try:
         with pytest.raises(ChatError, match="database is unavailable"):
             for _ in events:

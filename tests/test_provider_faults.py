@@ -25,7 +25,7 @@ def fake():
 def chat(fake, make_manager):
     def build(**settings):
         settings = {"OPENAI_API_KEY": "sk-test-secret", "OPENAI_BASE_URL": fake.url,
-                    "OPENAI_TIMEOUT": 1, "OPENAI_MAX_RETRIES": 0, "CHAT_MODEL": "fake-1",
+                    "OPENAI_TIMEOUT": 10, "OPENAI_MAX_RETRIES": 0, "CHAT_MODEL": "fake-1",
                     **settings}
         manager = make_manager(**settings)
         return manager, manager.create_session()
@@ -59,7 +59,7 @@ class TestWireProtocol:
 @pytest.mark.parametrize("streaming", [False, True])
 def test_a_fault_is_a_clear_error_and_the_next_message_works(chat, fake, mode, message,
                                                              streaming):
-    manager, session = chat()
+    manager, session = chat(**({"OPENAI_TIMEOUT": 1} if mode == "hang" else {}))
     fake.modes.append(mode)
     with pytest.raises(ChatError, match=message) as error:
         if streaming:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import statistics
 import threading
+import time
 
 import pytest
 
@@ -28,7 +29,7 @@ def member(name, url, key="sk-one", **extra):
 
 
 def routed(make_manager, *members, **settings):
-    return make_manager(MEMBERS=list(members), OPENAI_TIMEOUT=2, RATE_LIMIT_PER_MINUTE=0,
+    return make_manager(MEMBERS=list(members), OPENAI_TIMEOUT=10, RATE_LIMIT_PER_MINUTE=0,
                         **settings)
 
 
@@ -44,12 +45,11 @@ def test_one_429_makes_every_session_wait_and_one_request_probes(make_manager, f
     manager = routed(make_manager, member("only", fake.url))
     fake.modes.append("429:2")
     first = manager.create_session().start("hello")
-    while not fake.requests:  # the 429 has been answered ...
+    deadline = time.monotonic() + 10
+    while (place := manager.queue_place(first)) is None or not place.cooldown:
+        assert time.monotonic() < deadline, "the 429 never put the run back in the queue"
         first.wait(0.01)
-    while manager.get_stats()["pool"][0]["state"] != "cooling down":
-        first.wait(0.01)
-    place = manager.queue_place(first)
-    assert place is not None and place.cooldown > 1  # ... and the run waits, not fails
+    assert first.status == "running"  # the 429 answered, the run waits out the cooldown
     runs = [manager.create_session().start("hello") for _ in range(20)]
     for run in [first, *runs]:
         assert run.wait(20)
@@ -183,7 +183,7 @@ def test_a_request_queued_while_the_429_was_coming_waits_out_the_cooldown(make_m
                                                                          fakes):
     fake, _ = fakes
     manager = routed(make_manager, member("only", fake.url, max_concurrency=1))
-    fake.modes.append("429:2:0.5")  # the provider takes 0.5 s to say "wait 2 s"
+    fake.modes.append("429:2:1.5")  # the provider takes 1.5 s to say "wait 2 s"
     first = manager.create_session().start("hello")
     while not fake.requests:
         first.wait(0.01)
@@ -192,7 +192,7 @@ def test_a_request_queued_while_the_429_was_coming_waits_out_the_cooldown(make_m
         second.wait(0.01)
     assert first.wait(20) and second.wait(20)
     assert first.reply == second.reply == REPLY
-    limited = fake.requests[0]["at"] + 0.5
+    limited = fake.requests[0]["at"] + 1.5
     assert all(r["at"] >= limited + 1.95 for r in fake.requests[1:])
 
 

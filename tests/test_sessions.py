@@ -76,10 +76,11 @@ class TestChatting:
         assert session.messages[-1].text == "6*7 = 42"
 
     def test_a_stopped_reply_keeps_the_partial_marked_stopped(self, make_manager):
-        manager = make_manager(OFFLINE_STREAM_DELAY=0.05)
+        model = ScriptedModel().enqueue("Once upon a time", pause_after=1, pause=60)
+        manager = make_manager(agent_factory=scripted_factory(model))
         session = manager.create_session()
         stream = session.stream("tell me a story")
-        first = next(stream)
+        first = next(stream)  # then the model stalls: the stop, not the clock, ends it
         assert isinstance(first, Token)
         session.stop()
         stored = manager.store.load_messages_with_status(session.session_id)
@@ -313,7 +314,7 @@ class TestConcurrency:
     def test_hundreds_of_sessions_from_asyncio_and_threads_at_once(self, make_manager):
         model = ScriptedModel(answer=first_words, delay=0.001)
         manager = make_manager(agent_factory=scripted_factory(model), pool_size=2,
-                               AGENT_MAX_CONCURRENCY=8)
+                               AGENT_MAX_CONCURRENCY=8, AGENT_QUEUE_TIMEOUT=600)
         async_sessions = [manager.create_session() for _ in range(150)]
         thread_sessions = [manager.create_session() for _ in range(50)]
         results: dict[str, str] = {}
