@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from core import turns
 from core.config import Price
 from core.errors import ChatError, MessageRejected, describe_error
+from core.group_commit import running_loop
 from core.ids import new_run_id, replica_is_gone
 from core.limits import HISTORY_WINDOW
 from core.pool import Lease, Ticket
@@ -174,7 +175,7 @@ class ChatEngine:
         rather than a thousand threads taking turns at the database and the GIL. On a
         server database each thread writes its own transaction, concurrently.
         """
-        if self.store.runs.batched and _running_loop() is not self.worker.loop:
+        if self.store.runs.batched and running_loop() is not self.worker.loop:
             return self.worker.submit(
                 self._launch_carried_through(session, text, stop=False)).result()
         return self._launch(session, HumanMessage(self.check_message(text)))
@@ -509,7 +510,7 @@ class ChatEngine:
                     del self._active[run.session_id]
             run.reply = message.text if (status == COMPLETE and message is not None) else ""
             run.end(status, error, retryable)
-            if _running_loop() is loop:
+            if running_loop() is loop:
                 told.set_result(None)
             else:
                 loop.call_soon_threadsafe(told.set_result, None)
@@ -586,13 +587,6 @@ class ChatEngine:
     def in_flight(self) -> int:
         with self._lock:
             return len(self._active)
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:  # a thread without one
-        return None
 
 
 def outcome(run: Run) -> str:

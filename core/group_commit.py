@@ -103,7 +103,7 @@ class GroupCommit:
         stored = loop.create_future()
 
         def done(value: Any, error: BaseException | None) -> None:
-            if _running_loop() is loop:
+            if running_loop() is loop:
                 _settle(stored, value, error)
             else:
                 loop.call_soon_threadsafe(_settle, stored, value, error)
@@ -193,7 +193,8 @@ class GroupCommit:
                     log.exception("a stored write's follow-up failed")
 
 
-def _running_loop() -> asyncio.AbstractEventLoop | None:
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, or None."""
     try:
         return asyncio.get_running_loop()
     except RuntimeError:  # a thread without one
