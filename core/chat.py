@@ -305,8 +305,11 @@ class ChatEngine:
         history = turns.model_input(recent.messages, self.history_max_tokens, recent.tokens)
         with self._lock:
             self._active[sid] = run
-        run.future = self.worker.submit(
-            self._execute(turn.session, run, history, started.reply_id, recent))
+        execute = self._execute(turn.session, run, history, started.reply_id, recent)
+        if running_loop() is self.worker.loop:  # no hand-off through the loop's pipe
+            run.task = self.worker.loop.create_task(execute)
+        else:
+            run.future = self.worker.submit(execute)
         return run
 
     def _extended(self, sid: str, human: HumanMessage | None, started: TurnStart
@@ -378,8 +381,8 @@ class ChatEngine:
 
     async def _answer(self, session: Conversation, text: object) -> str:
         run = await self._launch_carried_through(session, text, stop=True)
-        assert run.future is not None
-        await asyncio.wrap_future(run.future)
+        assert run.task is not None  # started here, on the worker's loop
+        await run.task  # cancelled (the caller gave up): the run is stopped
         return outcome(run)
 
     def stream(self, session: Conversation, text: object) -> Iterator[turns.Event]:

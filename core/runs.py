@@ -52,6 +52,7 @@ class Run:
     _changed: threading.Condition = field(default_factory=threading.Condition, repr=False)
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
     future: concurrent.futures.Future[None] | None = field(default=None, repr=False)
+    task: asyncio.Task[None] | None = field(default=None, repr=False)  # started on the loop
 
     # -- written by the worker --------------------------------------------------------
     def wait_in(self, ticket: Any) -> None:

@@ -143,6 +143,27 @@ def test_an_asend_given_up_while_its_start_is_stored_is_a_stop_not_a_stuck_run(
     assert session.send("what is 2+2") == "2+2 = 4"  # the chat is not stuck
 
 
+def test_an_asend_given_up_mid_reply_stops_the_reply_and_keeps_what_was_written(
+        make_manager):
+    model = ScriptedModel().enqueue("Once upon a time", pause_after=2, pause=60)
+    manager = make_manager(agent_factory=scripted_factory(model))
+    session = manager.create_session()
+
+    async def give_up():
+        sent = asyncio.create_task(session.asend("tell me a story"))
+        await asyncio.to_thread(until, lambda: (run := manager.chat.active_run(
+            session.session_id)) is not None and run.text == "Once upon ")
+        sent.cancel()  # then the model stalls: only the cancel can end the reply
+        with pytest.raises(asyncio.CancelledError):
+            await sent
+
+    asyncio.run(give_up())
+    until(lambda: manager.chat.active_run(session.session_id) is None)
+    assert stored(manager, session) == [("human", "tell me a story", COMPLETE),
+                                        ("ai", "Once upon ", STOPPED)]
+    assert session.send("hello") == "ok"  # the chat is not stuck
+
+
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_a_start_from_any_thread_is_written_on_the_worker_loop(make_manager, db_url,
                                                                 monkeypatch):
