@@ -297,37 +297,53 @@ def concurrency(sessions: int, pool_sizes: list[int], latency: float = 0.1,
 
     Besides the pools and the old design, each mode measures the floor: the same turns
     on one agent with no pool, store or limit. Its wall time is about what this process
-    needs whatever the design (CPU); a target well below it cannot be met here.
+    needs whatever the design (CPU); a target well below it cannot be met here. The
+    machine's speed drifts by a quarter between minutes here, so each pool run is paired
+    with a floor run next to it (floor first, then run first, alternately) and compared
+    with that one: ``vs_floor`` is the median of the pairs' ratios.
     Each pool runs with the app's garbage-collector settings and with Python's defaults,
     alternately, so both see the same machine.
     """
     rows, with_defaults = [], []
     for mode in ("threads", "asyncio"):
-        floor = _median_run([_concurrent_floor(mode, sessions, latency)
-                             for _ in range(repeats)])
+        floors = []
         for size in pool_sizes:
             settled, default = [], []
-            for _ in range(repeats):
-                settled.append(_concurrent_run(mode, size, sessions, latency, limit))
+            for i in range(repeats):
+                floor_first = i % 2 == 0
+                if floor_first:
+                    floor = _concurrent_floor(mode, sessions, latency)
+                run = _concurrent_run(mode, size, sessions, latency, limit)
+                if not floor_first:
+                    floor = _concurrent_floor(mode, sessions, latency)
                 with python_gc_defaults():
-                    default.append({**_concurrent_run(mode, size, sessions, latency, limit),
-                                    "gc": "python defaults"})
-            rows.append(_with_floor(_median_run(settled), floor))
-            with_defaults.append(_with_floor(_median_run(default), floor))
+                    other = {**_concurrent_run(mode, size, sessions, latency, limit),
+                             "gc": "python defaults"}
+                floors.append(floor)
+                settled.append(_paired(run, floor))
+                default.append(_paired(other, floor))
+            rows.append(_median_paired(settled))
+            with_defaults.append(_median_paired(default))
         rows.append(_median_run([_concurrent_old(mode, sessions, latency)
                                  for _ in range(repeats)]))
-        rows.append(floor)
+        rows.append(_median_run(floors))
     return rows + with_defaults
+
+
+def _paired(run: dict[str, Any], floor: dict[str, Any]) -> dict[str, Any]:
+    return {**run, "floor_s": floor["wall_s"], "vs_floor": run["wall_s"] / floor["wall_s"]}
+
+
+def _median_paired(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median run, with the median of the runs' ratios to their own floors."""
+    return {**_median_run(runs), "vs_floor": statistics.median(r["vs_floor"] for r in runs),
+            "vs_floor_runs": sorted(round(r["vs_floor"], 3) for r in runs)}
 
 
 def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     runs = sorted(runs, key=lambda r: r["wall_s"])
     return {**runs[len(runs) // 2], "wall_s_runs": [round(r["wall_s"], 3) for r in runs],
             "cpu_s_median": statistics.median(r["cpu_s"] for r in runs)}
-
-
-def _with_floor(row: dict[str, Any], floor: dict[str, Any]) -> dict[str, Any]:
-    return {**row, "floor_s": floor["wall_s"]}
 
 
 @contextmanager

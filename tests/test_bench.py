@@ -17,6 +17,8 @@ def test_a_quick_benchmark_run_writes_results_and_a_chart(tmp_path):
     data = json.loads((tmp_path / "latest.json").read_text())
     assert {"creation", "memory", "overhead", "concurrency", "long_history", "targets"} <= set(data)
     assert all(row["replies_in_own_session"] == row["sessions"] for row in data["concurrency"])
+    pools = [row for row in data["concurrency"] if row["design"] == "new"]
+    assert pools and all(row["vs_floor"] > 0 and row["floor_s"] > 0 for row in pools)
     assert len(data["targets"]) == 8
     assert (tmp_path / "latest.png").stat().st_size > 10_000
     assert "Targets" in result.stdout
