@@ -41,6 +41,8 @@ from core.usage import cost_of, count_tokens, owner_key
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # Cc but tab and line breaks
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 BUSY = "A reply is still being written in this chat. Wait for it, or stop it first."
+MOVED_ON = ("This chat changed in another tab or window since this page showed it; "
+            "here is the latest.")
 SWEEP_EVERY = 10  # checkpoints between sweeps for runs whose owner died
 
 
@@ -186,8 +188,17 @@ class ChatEngine:
         text = self.check_message(text)
         return self._launch(session, HumanMessage(text), edit_of=message_id)
 
-    def regenerate(self, session: Conversation) -> Run:
-        """Answer the last user message again, replacing whatever followed it."""
+    def regenerate(self, session: Conversation, shown_last: int | None = None) -> Run:
+        """Answer the last user message again, replacing whatever followed it.
+
+        ``shown_last``: the last message the page showed. If the chat has moved on since
+        (another tab sent or answered), it is refused: a page must not redo an answer
+        its user never saw.
+        """
+        if shown_last is not None:
+            latest = self.store.load_stored(session.session_id, last=1)
+            if not latest or latest[-1].id != shown_last:
+                raise MessageRejected(MOVED_ON)
         return self._launch(session, None)
 
     def _launch(self, session: Conversation, human: HumanMessage | None,

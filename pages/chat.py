@@ -132,15 +132,17 @@ def stop_reply(session: ChatbotSession) -> None:
     session.stop()
 
 
-def request_regenerate() -> None:
-    st.session_state.regenerate = True
+def request_regenerate(shown_last: int) -> None:
+    """The Regenerate (Retry) button's callback: what it was shown under goes with it."""
+    st.session_state.regenerate = shown_last
 
 
 def start_run(session: ChatbotSession, prompt: str | None) -> tuple[Run | None, str | None]:
     """Store the user's message (or rewind for a regenerate) and start the reply."""
     try:
-        if st.session_state.pop("regenerate", False):
-            return manager.chat.regenerate(session), None
+        shown_last = st.session_state.pop("regenerate", None)
+        if shown_last is not None:
+            return manager.chat.regenerate(session, shown_last=shown_last), None
         if prompt is not None:
             return session.start(prompt), None
     except (MessageRejected, ChatError) as exc:
@@ -223,10 +225,12 @@ if sent and (run is not None or elsewhere is not None):
     keep_refused(sent, BUSY)  # sent from a tab that had not seen this reply start
 if "restore" in st.session_state:
     st.session_state.chat_box, refusal = st.session_state.pop("restore")
-prompt = st.chat_input("Message PoolChat", submit_mode="disable", key="chat_box",
-                       disabled=run is not None or elsewhere is not None)
+busy = run is not None or elsewhere is not None
+prompt = st.chat_input("A reply is being written… wait for it, or stop it" if busy
+                       else "Message PoolChat", submit_mode="disable", key="chat_box",
+                       disabled=busy)
 prompt = st.session_state.pop("example", None) or prompt
-if prompt is not None and run is None and elsewhere is None:
+if prompt is not None and not busy:
     run, refused = start_run(session, prompt)
     if refused:
         keep_refused(prompt, refused)
@@ -260,7 +264,7 @@ if elsewhere is not None:
 elif rows:
     label = "Retry" if isinstance(rows[-1].message, HumanMessage) else "Regenerate"
     st.button(label, icon=":material/refresh:", key="regenerate-button",
-              on_click=request_regenerate)
+              on_click=request_regenerate, args=(rows[-1].id,))
 elif run is None:
     example_prompts()
 

@@ -268,8 +268,11 @@ def test_a_second_tab_follows_the_reply_live(server, new_page):
     second = page.context.new_page()  # same browser, same cookie
     second.goto(page.url)
     expect(messages(second).nth(1)).to_contain_text("offline demo", timeout=WAIT_MS)
-    expect(second.get_by_test_id("stChatInputTextArea")).to_be_disabled()
+    box = second.get_by_test_id("stChatInputTextArea")
+    expect(box).to_be_disabled()
+    assert "A reply is being written" in box.get_attribute("placeholder")  # says why
     wait_for_reply(second, 1, "and restart.")
+    assert box.get_attribute("placeholder") == "Message PoolChat"
     wait_for_reply(page, 1, "and restart.")
     assert len(stored_messages(server, page)) == 2
 
@@ -297,6 +300,33 @@ def test_a_message_sent_from_a_second_tab_mid_reply_goes_back_into_its_box(serve
     assert [m["content"] for m in stored_messages(server, page)
             if m["role"] == "human"] == ["what is 2+2", "Tell me about yourself",
                                          "what is 6*7"]
+
+
+def test_regenerate_in_a_tab_that_missed_a_turn_redoes_nothing_it_did_not_show(server,
+                                                                              new_page):
+    page = new_page(server.url)
+    send(page, "what is 2+2")
+    wait_for_reply(page, 1, "2+2 = 4")
+    page.wait_for_url("**session=*")
+    second = page.context.new_page()  # the same chat in another tab
+    second.goto(page.url)
+    expect(messages(second)).to_have_count(2, timeout=WAIT_MS)
+    send(second, "what is 6*7")
+    wait_for_reply(second, 3, "6*7 = 42")
+    page.get_by_role("button", name="Regenerate").click()  # under "2+2", all it shows
+    expect(page.get_by_text("This chat changed in another tab")).to_be_visible(
+        timeout=WAIT_MS)
+    expect(messages(page)).to_have_count(4)  # and now it shows the latest
+    expect(messages(page).nth(3)).to_contain_text("6*7 = 42")
+    shot(page, "regenerate-refused-in-a-stale-tab")
+    stored = stored_messages(server, page)
+    assert [(m["role"], m["content"]) for m in stored if m["role"] != "tool"
+            and m["content"]] == [("human", "what is 2+2"), ("ai", "2+2 = 4"),
+                                  ("human", "what is 6*7"), ("ai", "6*7 = 42")]
+    assert {m["status"] for m in stored} == {"complete"}
+    page.get_by_role("button", name="Regenerate").click()  # now it is the answer shown
+    wait_for_reply(page, 3, "6*7 = 42")
+    expect(page.get_by_text("This chat changed in another tab")).to_have_count(0)
 
 
 def test_closing_the_tab_mid_reply_lets_the_reply_finish(server, new_page):

@@ -197,6 +197,22 @@ class TestOneRunPerConversation:
             session.stop()
 
 
+    def test_a_regenerate_from_a_page_that_missed_a_turn_is_refused(self, scripted):
+        manager, model = scripted
+        session = manager.create_session()
+        session.send("first")
+        shown_last = manager.store.load_stored(session.session_id)[-1].id  # a tab shows this
+        session.send("second")  # ... while another tab asks and gets an answer
+        before = stored(manager, session)
+        with pytest.raises(MessageRejected, match="changed in another tab"):
+            manager.chat.regenerate(session, shown_last=shown_last)
+        assert stored(manager, session) == before  # the answer it never showed is kept
+        latest = manager.store.load_stored(session.session_id)[-1].id
+        run = manager.chat.regenerate(session, shown_last=latest)  # the page caught up
+        assert run.wait(10) and run.status == COMPLETE
+        assert [kind for kind, _, _ in stored(manager, session)] == ["human", "ai"] * 2
+
+
 class TestAcrossProcesses:
     def test_a_run_is_seen_in_progress_and_stopped_from_another_replica(self, scripted,
                                                                         db_url):
