@@ -196,6 +196,8 @@ class ChatEngine:
         its user never saw.
         """
         if shown_last is not None:
+            if self.active_run(session.session_id) is not None:
+                raise MessageRejected(BUSY)  # e.g. a button left from before it started
             latest = self.store.load_stored(session.session_id, last=1)
             if not latest or latest[-1].id != shown_last:
                 raise MessageRejected(MOVED_ON)

@@ -179,6 +179,9 @@ class TestOneRunPerConversation:
             session.send("two")
         with pytest.raises(MessageRejected, match="still being written"):
             manager.chat.regenerate(session)
+        shown = manager.store.load_stored(session.session_id)[0].id  # a page's old button
+        with pytest.raises(MessageRejected, match="still being written"):
+            manager.chat.regenerate(session, shown_last=shown)
         session.stop()
         assert [text for kind, text, _ in stored(manager, session) if kind == "human"] == [
             "one"]
