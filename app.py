@@ -12,6 +12,7 @@ import logging
 import secrets
 
 import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request, cookie_parser
@@ -76,6 +77,12 @@ async def stats_json(request: Request) -> JSONResponse:
 
 logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 logging.getLogger("poolchat").setLevel(logging.INFO)
+
+# A fresh server whose first request is a deep link (/stats, /chat) would run that page
+# file alone in Streamlit's old pages-directory mode, every module of pages/ listed in
+# the sidebar, until somebody opened "/" (st.navigation switches the mode off for the
+# process). The pages are declared below with st.navigation, always.
+PagesManager.uses_pages_directory = False
 
 app = st.App("app.py", routes=[Route("/api/stats.json", stats_json)],
              middleware=[Middleware(BrowserIdCookie)])

@@ -361,6 +361,23 @@ def test_regenerate_can_be_stopped_and_never_leaves_two_answers(server, new_page
                                                           ("ai", "complete")]
 
 
+def test_a_deep_link_as_a_fresh_servers_first_request_gets_the_apps_pages(tmp_path,
+                                                                          browser):
+    fresh = start_app(tmp_path, OFFLINE_STREAM_DELAY="0")  # nobody has opened "/" yet
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(f"{fresh.url}/stats")
+        expect(page.get_by_text("Stats password").or_(page.get_by_text("Pool members"))
+               ).to_be_visible(timeout=WAIT_MS)  # the stats page itself
+        links = page.get_by_test_id("stSidebarNav").get_by_role("link")
+        expect(links).to_have_count(2, timeout=WAIT_MS)  # not every module of pages/
+        assert [text.split()[-1] for text in links.all_inner_texts()] == ["Chat", "Stats"]
+    finally:
+        context.close()
+        stop_app(fresh)
+
+
 def test_page_views_and_reloads_are_not_counted_as_sessions(server, new_page):
     before = server.get_json("/api/stats.json")
     page = new_page(server.url)
