@@ -558,9 +558,11 @@ class ChatEngine:
                 "input_tokens": tokens.input, "output_tokens": tokens.output,
                 "estimated": tokens.estimated,
                 "cost": cost_of(self.prices, progress.model, tokens),
+                # the member's times; the wait in the queue is its own figure
                 "ttft": None if progress.first_token is None
-                else progress.first_token - progress.began,
-                "total_seconds": now - progress.began, "queue_seconds": progress.queued,
+                else progress.first_token - progress.began - progress.queued,
+                "total_seconds": now - progress.began - progress.queued,
+                "queue_seconds": progress.queued,
                 "finished_at": time.time()}
 
     async def _checkpoints(self) -> None:

@@ -368,8 +368,8 @@ def test_a_deep_link_as_a_fresh_servers_first_request_gets_the_apps_pages(tmp_pa
     try:
         page = context.new_page()
         page.goto(f"{fresh.url}/stats")
-        expect(page.get_by_text("Stats password").or_(page.get_by_text("Pool members"))
-               ).to_be_visible(timeout=WAIT_MS)  # the stats page itself
+        expect(page.get_by_label("Stats password").or_(page.get_by_text(
+            "Pool members, live")).first).to_be_visible(timeout=WAIT_MS)  # the stats page
         links = page.get_by_test_id("stSidebarNav").get_by_role("link")
         expect(links).to_have_count(2, timeout=WAIT_MS)  # not every module of pages/
         assert [text.split()[-1] for text in links.all_inner_texts()] == ["Chat", "Stats"]
