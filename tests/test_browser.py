@@ -277,8 +277,8 @@ def test_a_second_tab_follows_the_reply_live(server, new_page):
     assert len(stored_messages(server, page)) == 2
 
 
-def test_a_message_sent_from_a_second_tab_mid_reply_goes_back_into_its_box(server,
-                                                                          new_page):
+def answered_chat_in_two_tabs(server, new_page) -> tuple[Page, Page]:
+    """A chat with one answered question, open in a second tab of the same browser too."""
     page = new_page(server.url)
     send(page, "what is 2+2")
     wait_for_reply(page, 1, "2+2 = 4")
@@ -286,6 +286,12 @@ def test_a_message_sent_from_a_second_tab_mid_reply_goes_back_into_its_box(serve
     second = page.context.new_page()  # the same chat open in another tab, idle
     second.goto(page.url)
     expect(messages(second)).to_have_count(2, timeout=WAIT_MS)
+    return page, second
+
+
+def test_a_message_sent_from_a_second_tab_mid_reply_goes_back_into_its_box(server,
+                                                                          new_page):
+    page, second = answered_chat_in_two_tabs(server, new_page)
     send(page, "Tell me about yourself")
     expect(messages(page).nth(3)).to_contain_text("offline demo", timeout=WAIT_MS)
     send(second, "what is 6*7")  # it had not seen the reply start
@@ -304,13 +310,7 @@ def test_a_message_sent_from_a_second_tab_mid_reply_goes_back_into_its_box(serve
 
 def test_regenerate_in_a_tab_that_missed_a_turn_redoes_nothing_it_did_not_show(server,
                                                                               new_page):
-    page = new_page(server.url)
-    send(page, "what is 2+2")
-    wait_for_reply(page, 1, "2+2 = 4")
-    page.wait_for_url("**session=*")
-    second = page.context.new_page()  # the same chat in another tab
-    second.goto(page.url)
-    expect(messages(second)).to_have_count(2, timeout=WAIT_MS)
+    page, second = answered_chat_in_two_tabs(server, new_page)
     send(second, "what is 6*7")
     wait_for_reply(second, 3, "6*7 = 42")
     page.get_by_role("button", name="Regenerate").click()  # under "2+2", all it shows
