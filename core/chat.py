@@ -572,21 +572,26 @@ class ChatEngine:
         while True:
             await asyncio.sleep(CHECKPOINT_EVERY)
             beats += 1
-            progress = list(self._progress.values())
-            changed = [p for p in progress if len(p.done.partial) != p.saved_chunks]
-            replies = [(p.reply_id, p.run.id, AIMessage(p.text)) for p in changed]
-            sizes = [len(p.done.partial) for p in changed]
-            try:
-                stops = await asyncio.to_thread(self.store.runs.checkpoint, replies,
-                                                [p.run.id for p in progress])
-                if beats % SWEEP_EVERY == 0:
-                    await asyncio.to_thread(self.sweep)
-            except Exception:  # noqa: BLE001 - a database outage must not end checkpoints
-                continue
-            for p, size in zip(changed, sizes):
-                p.saved_chunks = size
-            for run_id in stops:
-                self._cancel(run_id)
+            await self._checkpoint(sweep=beats % SWEEP_EVERY == 0)
+
+    async def _checkpoint(self, sweep: bool) -> None:
+        """One checkpoint. A call of its own: what it saw of the runs (their histories
+        among it) is let go when it returns, not held through the next second's sleep."""
+        progress = list(self._progress.values())
+        changed = [p for p in progress if len(p.done.partial) != p.saved_chunks]
+        replies = [(p.reply_id, p.run.id, AIMessage(p.text)) for p in changed]
+        sizes = [len(p.done.partial) for p in changed]
+        try:
+            stops = await asyncio.to_thread(self.store.runs.checkpoint, replies,
+                                            [p.run.id for p in progress])
+            if sweep:
+                await asyncio.to_thread(self.sweep)
+        except Exception:  # noqa: BLE001 - a database outage must not end checkpoints
+            return
+        for p, size in zip(changed, sizes):
+            p.saved_chunks = size
+        for run_id in stops:
+            self._cancel(run_id)
 
     def sweep(self) -> int:
         """End runs left running by a dead process: one of this host that is gone, or

@@ -111,7 +111,9 @@ def test_sessions_chatting_at_once_lose_nothing_and_leave_no_memory_behind(manag
     grown = tracemalloc.get_traced_memory()[0] - baseline
     tracemalloc.stop()
     assert manager.sessions_in_memory == 0 and manager.cached_messages == 0
-    assert grown < 2_000_000, f"{grown} bytes still held after eviction"
+    # about 0.3-0.5 MB here; a checkpoint that held its last look at the runs (their
+    # histories) through its sleep made it 0.7-2.4 MB, at random
+    assert grown < 1_000_000, f"{grown} bytes still held after eviction"
     print(f"\nsoak: {SESSIONS} sessions x {MESSAGES} messages in {elapsed:.1f} s "
           f"({SESSIONS * MESSAGES / elapsed:.0f} turns/s); traced memory peak "
           f"+{peak / 1e6:.1f} MB, after eviction +{grown / 1e3:.0f} kB")
