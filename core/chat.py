@@ -32,7 +32,7 @@ from core.ids import new_run_id, replica_is_gone
 from core.limits import HISTORY_WINDOW
 from core.pool import Lease, Ticket
 from core.recent import Recent, RecentHistory
-from core.run_log import NothingToAnswer, RunInProgress, TurnStart
+from core.run_log import ChatMovedOn, NothingToAnswer, RunInProgress, TurnStart
 from core.runs import CHECKPOINT_EVERY, STALE_AFTER, STOP_WAIT, Run, RunWorker
 from core.schema import COMPLETE, INTERRUPTED, STOPPED
 from core.store import SessionStore
@@ -195,18 +195,12 @@ class ChatEngine:
         (another tab sent or answered), it is refused: a page must not redo an answer
         its user never saw.
         """
-        if shown_last is not None:
-            if self.active_run(session.session_id) is not None:
-                raise MessageRejected(BUSY)  # e.g. a button left from before it started
-            latest = self.store.load_stored(session.session_id, last=1)
-            if not latest or latest[-1].id != shown_last:
-                raise MessageRejected(MOVED_ON)
-        return self._launch(session, None)
+        return self._launch(session, None, shown_last=shown_last)
 
     def _launch(self, session: Conversation, human: HumanMessage | None,
-                edit_of: int | None = None) -> Run:
+                edit_of: int | None = None, shown_last: int | None = None) -> Run:
         with self._admitted(session, charge=human is not None):
-            return self._begin(session, human, edit_of)
+            return self._begin(session, human, edit_of, shown_last)
 
     async def _launch_here(self, session: Conversation, text: object) -> Run:
         """``start`` on the worker's loop, which it never blocks: the turn's writes go
@@ -264,8 +258,8 @@ class ChatEngine:
                 self._launching.discard(sid)
 
     def _begin(self, session: Conversation, human: HumanMessage | None,
-               edit_of: int | None) -> Run:
-        turn = self._turn(session, human, edit_of)
+               edit_of: int | None, shown_last: int | None) -> Run:
+        turn = self._turn(session, human, edit_of, shown_last)
         with self._start_errors(edit_of):
             try:
                 started = self.store.runs.start_turn(turn.sid, human,
@@ -281,7 +275,7 @@ class ChatEngine:
         return self._launched(turn, started, recent)
 
     def _turn(self, session: Conversation, human: HumanMessage | None,
-              edit_of: int | None) -> _Turn:
+              edit_of: int | None, shown_last: int | None = None) -> _Turn:
         """What storing a turn's start needs, before the store is asked."""
         self.conversations.touch(session)
         model, custom = self.conversations.answered_by(session)
@@ -290,7 +284,8 @@ class ChatEngine:
         turn.begin = dict(run={"id": turn.run_id, "agent": "", "replica": self.replica},
                           title=self.conversations.title_for(human.text) if human else "",
                           reply={"model": model, "custom_agent": custom},
-                          stale_before=time.time() - STALE_AFTER, edit_of=edit_of)
+                          stale_before=time.time() - STALE_AFTER, edit_of=edit_of,
+                          shown_last=shown_last)
         return turn
 
     @staticmethod
@@ -301,6 +296,8 @@ class ChatEngine:
             yield
         except RunInProgress:
             raise MessageRejected(BUSY) from None
+        except ChatMovedOn:
+            raise MessageRejected(MOVED_ON) from None
         except NothingToAnswer:
             raise MessageRejected("There is no such message to answer." if edit_of
                                   else "There is no message to answer again.") from None

@@ -35,6 +35,10 @@ class NothingToAnswer(RuntimeError):
     """The conversation has no user message to answer."""
 
 
+class ChatMovedOn(RuntimeError):
+    """The conversation's last message is not the one the asker was shown."""
+
+
 @dataclass(frozen=True, slots=True)
 class TurnStart:
     """Ids a started turn needs: the user message answered, the newest message before it
@@ -63,20 +67,22 @@ class RunLog:
     def start_turn(self, session_id: str, human: BaseMessage | None, run: dict[str, Any],
                    reply: dict[str, Any], stale_before: float,
                    new_session: dict[str, Any] | None = None, title: str = "",
-                   edit_of: int | None = None) -> TurnStart:
+                   edit_of: int | None = None, shown_last: int | None = None) -> TurnStart:
         """Store the user's message (or, with ``human`` None, rewind to the last one), the
         run that answers it and its reply row (status running), in one transaction.
 
         The message follows the end of the branch shown; ``edit_of`` (a user message of
         this conversation) makes it a new version of that one instead: a new branch,
-        now the one shown. A rewind removes the reply below the branch's last question.
+        now the one shown. A rewind removes the reply below the branch's last question;
+        with ``shown_last``, only if that is still the branch's last message (else
+        ChatMovedOn: another tab or replica added to it since).
 
         A run of this conversation still running refuses it (RunInProgress), unless its
         owner stopped checkpointing before ``stale_before``, or it is ``run["replica"]``'s
         own (the caller runs none here): then it was interrupted.
         """
         work = self._start(session_id, human, run, reply, stale_before, new_session, title,
-                           edit_of)
+                           edit_of, shown_last)
         try:
             return self._commits.run(work)
         except IntegrityError:
@@ -86,10 +92,11 @@ class RunLog:
     async def astart_turn(self, session_id: str, human: BaseMessage | None,
                           run: dict[str, Any], reply: dict[str, Any], stale_before: float,
                           new_session: dict[str, Any] | None = None, title: str = "",
-                          edit_of: int | None = None) -> TurnStart:
+                          edit_of: int | None = None, shown_last: int | None = None
+                          ) -> TurnStart:
         """``start_turn`` from an event loop, which it never blocks."""
         work = self._start(session_id, human, run, reply, stale_before, new_session, title,
-                           edit_of)
+                           edit_of, shown_last)
         try:
             return await self._commits.write(work)
         except IntegrityError:
@@ -103,8 +110,8 @@ class RunLog:
 
     def _start(self, session_id: str, human: BaseMessage | None, run: dict[str, Any],
                reply: dict[str, Any], stale_before: float,
-               new_session: dict[str, Any] | None, title: str, edit_of: int | None
-               ) -> Callable[[Execute], TurnStart]:
+               new_session: dict[str, Any] | None, title: str, edit_of: int | None,
+               shown_last: int | None = None) -> Callable[[Execute], TurnStart]:
         sql = self._sql
 
         def start(execute: Execute) -> TurnStart:
@@ -135,12 +142,18 @@ class RunLog:
                 if edit_of is not None:
                     execute(sql.set_branch, {"sid": session_id, "bid": answered})
             elif branch is None:
+                if shown_last is not None and shown_last != execute(
+                        sql.last_id, {"sid": session_id}).fetchone()[0]:
+                    raise ChatMovedOn()
                 answered = execute(sql.last_human, {"sid": session_id}).fetchone()[0]
                 if answered is None:
                     raise NothingToAnswer()
                 execute(sql.delete_after, {"sid": session_id, "after": answered})
                 previous = None
             else:
+                if shown_last is not None and shown_last not in shown_path(
+                        [(i, up) for i, up, _ in links], branch)[-1:]:
+                    raise ChatMovedOn()
                 answered = self._last_question(links, branch)
                 for below in descendants([(i, up) for i, up, _ in links], answered):
                     execute(sql.delete_one, {"mid": below})

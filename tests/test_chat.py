@@ -195,6 +195,8 @@ class TestOneRunPerConversation:
         try:
             with pytest.raises(MessageRejected, match="still being written"):
                 other.get_session(session.session_id).send("two")
+            with pytest.raises(MessageRejected, match="still being written"):  # not "changed"
+                other.chat.regenerate(other.get_session(session.session_id), shown_last=1)
         finally:
             other.close()
             session.stop()
@@ -214,6 +216,24 @@ class TestOneRunPerConversation:
         run = manager.chat.regenerate(session, shown_last=latest)  # the page caught up
         assert run.wait(10) and run.status == COMPLETE
         assert [kind for kind, _, _ in stored(manager, session)] == ["human", "ai"] * 2
+
+    def test_on_an_edited_chat_the_check_is_against_the_branch_shown(self, scripted):
+        manager, model = scripted
+        session = manager.create_session()
+        session.send("first")
+        asked = manager.store.load_stored(session.session_id)[0].id
+        assert manager.chat.edit(session, asked, "first, edited").wait(10)
+        branch_end = manager.store.load_stored(session.session_id)[-1].id
+        run = manager.chat.regenerate(session, shown_last=branch_end)
+        assert run.wait(10) and run.status == COMPLETE
+        shown = manager.store.load_stored(session.session_id)[-1].id
+        session.send("second")
+        with pytest.raises(MessageRejected, match="changed in another tab"):
+            manager.chat.regenerate(session, shown_last=shown)
+        manager.store.choose_branch(session.session_id, asked)  # the old version shown:
+        old_end = manager.store.load_stored(session.session_id)[-1].id  # not the newest row
+        run = manager.chat.regenerate(session, shown_last=old_end)
+        assert run.wait(10) and run.status == COMPLETE
 
 
 class TestAcrossProcesses:
