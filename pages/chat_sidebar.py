@@ -25,9 +25,21 @@ def switch_to(session: ChatbotSession) -> None:
 
 
 def new_chat_button(manager: ChatbotSessionManager, owner: str) -> None:
-    if st.sidebar.button("New chat", icon=":material/add:", use_container_width=True):
-        switch_to(manager.create_session(owner=owner))
-        st.rerun()
+    st.sidebar.button("New chat", icon=":material/add:", use_container_width=True,
+                      on_click=start_new_chat, args=(manager, owner))
+
+
+def start_new_chat(manager: ChatbotSessionManager, owner: str) -> None:
+    """A callback, so it runs before the page: a message sent right after the click
+    (the same rerun) goes to the new chat, not the one being left."""
+    switch_to(manager.create_session(owner=owner))
+
+
+def open_chat(manager: ChatbotSessionManager, owner: str, session_id: str) -> None:
+    """A callback, like ``start_new_chat``: the page runs on the chat chosen."""
+    resumed = manager.get_session(session_id, owner=owner)
+    if resumed is not None:
+        switch_to(resumed)
 
 
 def conversation_list(manager: ChatbotSessionManager, session: ChatbotSession,
@@ -48,14 +60,11 @@ def conversation_list(manager: ChatbotSessionManager, session: ChatbotSession,
             st.sidebar.caption(when)
             group = when
         current = info["session_id"] == session.session_id
-        if st.sidebar.button(escape_markdown(info["title"]) or "Untitled",
-                             key=f"open-{info['session_id']}",
-                             type="primary" if current else "tertiary",
-                             use_container_width=True) and not current:
-            resumed = manager.get_session(info["session_id"], owner=owner)
-            if resumed is not None:
-                switch_to(resumed)
-            st.rerun()
+        st.sidebar.button(escape_markdown(info["title"]) or "Untitled",
+                          key=f"open-{info['session_id']}",
+                          type="primary" if current else "tertiary",
+                          use_container_width=True, on_click=open_chat,
+                          args=(manager, owner, info["session_id"]))
 
 
 def day_group(seconds: float) -> str:

@@ -122,6 +122,19 @@ class TestConversations:
         say(at, "What is my name?")
         assert at.chat_message[-1].markdown[0].value == "Your name is Lin Ortega."
 
+    def test_a_message_sent_with_a_click_on_another_chat_goes_to_that_chat(self):
+        # a fast user: the click and the message reach the server in one rerun
+        at = say(open_app(), "first chat")
+        first = at.query_params["session"]
+        sidebar_button(at, "New chat").click()
+        say(at, "second chat")
+        assert at.query_params["session"] != first
+        assert user_texts(at) == ["second chat"]
+        sidebar_button(at, "first chat").click()
+        say(at, "more for the first")
+        assert at.query_params["session"] == first
+        assert user_texts(at) == ["first chat", "more for the first"]
+
     def test_another_browsers_link_opens_a_fresh_chat_with_a_notice(self):
         mine = say(open_app(), "My secret is 42")
         theirs = open_app(session=mine.query_params["session"])
