@@ -110,6 +110,9 @@ class Settings(BaseModel):
     OPENAI_TIMEOUT: float = _setting(60.0, "a number of seconds from 1 to 600", ge=1, le=600)
     OPENAI_MAX_RETRIES: int = _setting(2, "an integer from 0 to 10", ge=0, le=10)
     MAX_RUNS_PER_USER: int = _setting(2, "an integer from 1 to 1000", ge=1, le=1000)
+    TAB_SYNC_SECONDS: float = _setting(
+        2.0, "a number of seconds from 0 (off) to 3600", ge=0, le=3600
+    )
     MEMBERS: tuple[MemberConfig, ...] = _setting((), "a list of members")
     PRICES: dict[str, Price] = _setting({}, "a table of prices")
 

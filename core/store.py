@@ -160,6 +160,22 @@ class SessionStore:
             row = conn.execute(select(sessions).where(sessions.c.id == session_id)).first()
         return _session_dict(row) if row else None
 
+    def change_mark(self, session_id: str, owner: str | None) -> tuple[Any, ...]:
+        """A value that changes whenever what a chat page shows changes in the database:
+        the chat's row (title, branch, agent, last use), its newest message, and the
+        owner's list of chats. An idle tab compares it to catch up with other tabs and
+        replicas; two indexed lookups, cheap enough to ask every few seconds."""
+        chat = select(sessions.c.updated_at, sessions.c.title, sessions.c.branch_id,
+                      sessions.c.agent_spec,
+                      select(func.max(messages.c.id)).where(
+                          messages.c.session_id == session_id).scalar_subquery()
+                      ).where(sessions.c.id == session_id)
+        mine = select(func.count(), func.max(sessions.c.updated_at)).where(
+            sessions.c.owner == owner)
+        with self.engine.connect() as conn:
+            return (tuple(conn.execute(chat).first() or ()),
+                    tuple(conn.execute(mine).one()) if owner is not None else ())
+
     def list_sessions(self, owner: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Newest first; only ``owner``'s sessions when an owner is given."""
         query = select(sessions).order_by(sessions.c.updated_at.desc()).limit(limit)

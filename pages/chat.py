@@ -127,6 +127,22 @@ def watch_elsewhere(session: ChatbotSession) -> None:
     st.rerun()
 
 
+def keep_in_step(session: ChatbotSession, shown: tuple) -> None:
+    """An idle page catches up with other tabs and replicas: every ``TAB_SYNC_SECONDS``
+    it compares the chat's change mark with the one it was drawn from and, if it moved,
+    runs again (a reply started elsewhere is then followed live, a new chat listed)."""
+    @st.fragment(run_every=manager.settings.TAB_SYNC_SECONDS)
+    def look() -> None:
+        try:
+            moved = manager.store.change_mark(session.session_id, owner) != shown
+        except Exception:  # noqa: BLE001 - a database outage: look again next time
+            return
+        if moved:
+            st.rerun(scope="app")
+
+    look()
+
+
 def stop_reply(session: ChatbotSession) -> None:
     """The Stop button's callback: runs before the page, so the partial is stored first."""
     session.stop()
@@ -214,6 +230,7 @@ manager = manager_or_stop()
 owner = browser_id()
 count_page_view(manager)
 session = open_session(manager, owner)
+shown = manager.store.change_mark(session.session_id, owner)  # before anything is read
 run, refusal = start_run(session, None)  # a Regenerate clicked in the last run
 run = run or manager.chat.active_run(session.session_id)
 elsewhere = None if run else manager.store.runs.running_run(session.session_id)
@@ -234,6 +251,7 @@ if prompt is not None and not busy:
     run, refused = start_run(session, prompt)
     if refused:
         keep_refused(prompt, refused)
+    st.rerun()  # drawn again as busy: the chat box, disabled, says why
 
 stored = manager.store.get_session(session.session_id)
 title = stored["title"] if stored else ""
@@ -267,4 +285,6 @@ elif rows:
               on_click=request_regenerate, args=(rows[-1].id,))
 elif run is None:
     example_prompts()
+if run is None and elsewhere is None and manager.settings.TAB_SYNC_SECONDS:
+    keep_in_step(session, shown)
 

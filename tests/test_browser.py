@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,15 @@ WAIT_MS = 20_000
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     server = start_app(tmp_path_factory.mktemp("browser-data"), OFFLINE_STREAM_DELAY="0.15")
+    yield server
+    stop_app(server)
+
+
+@pytest.fixture(scope="module")
+def unsynced_server(tmp_path_factory):
+    """Idle tabs do not catch up on their own: a tab stays as stale as its page."""
+    server = start_app(tmp_path_factory.mktemp("browser-unsynced"),
+                       OFFLINE_STREAM_DELAY="0.15", TAB_SYNC_SECONDS="0")
     yield server
     stop_app(server)
 
@@ -245,6 +255,8 @@ def test_a_reload_mid_reply_shows_it_so_far_and_keeps_streaming(server, new_page
     page = new_page(server.url)
     send(page, "Tell me about yourself")
     expect(messages(page).nth(1)).to_contain_text("offline demo", timeout=WAIT_MS)
+    expect(page.get_by_test_id("stChatInputTextArea")).to_have_attribute(
+        "placeholder", re.compile("A reply is being written"))  # it says why it waits
     page.wait_for_url("**session=*")
     page.reload()
     expect(messages(page).nth(1)).to_contain_text("offline demo", timeout=WAIT_MS)
@@ -289,8 +301,41 @@ def answered_chat_in_two_tabs(server, new_page) -> tuple[Page, Page]:
     return page, second
 
 
-def test_a_message_sent_from_a_second_tab_mid_reply_goes_back_into_its_box(server,
-                                                                          new_page):
+def test_an_idle_tab_follows_a_reply_started_in_another_tab_and_keeps_its_draft(
+        server, new_page):
+    page, second = answered_chat_in_two_tabs(server, new_page)
+    box = second.get_by_test_id("stChatInputTextArea")
+    box.fill("a draft not sent yet")
+    send(page, "Tell me about yourself")
+    # nothing is done in the second tab: it sees the reply start and follows it live
+    expect(messages(second).nth(3)).to_contain_text("offline demo", timeout=WAIT_MS)
+    expect(second.get_by_role("button", name="Stop")).to_be_visible()
+    expect(box).to_be_disabled()
+    shot(second, "idle-tab-follows-a-reply")
+    wait_for_reply(second, 3, "and restart.")
+    expect(box).to_have_value("a draft not sent yet")  # what was typed is still there
+    expect(messages(second)).to_have_count(4)
+    shot(second, "idle-tab-after-the-reply")
+
+
+def test_a_new_chat_in_one_tab_is_listed_in_the_others(server, new_page):
+    page, second = answered_chat_in_two_tabs(server, new_page)
+    first_chat = page.url
+    page.get_by_role("button", name="New chat").click()
+    send(page, "what is 9*9")  # at once: it goes to the new chat, not the one left
+    wait_for_reply(page, 1, "9*9 = 81")
+    expect(messages(page)).to_have_count(2)
+    assert page.url != first_chat
+    expect(second.get_by_test_id("stSidebar").get_by_role(
+        "button", name="what is 9*9")).to_be_visible(timeout=WAIT_MS)
+    expect(messages(second)).to_have_count(2)  # still its own chat, 2+2
+    assert [m["content"] for m in stored_messages(server, second)
+            if m["role"] == "human"] == ["what is 2+2"]
+
+
+def test_a_message_sent_from_a_second_tab_mid_reply_goes_back_into_its_box(
+        unsynced_server, new_page):
+    server = unsynced_server
     page, second = answered_chat_in_two_tabs(server, new_page)
     send(page, "Tell me about yourself")
     expect(messages(page).nth(3)).to_contain_text("offline demo", timeout=WAIT_MS)
@@ -308,8 +353,9 @@ def test_a_message_sent_from_a_second_tab_mid_reply_goes_back_into_its_box(serve
                                          "what is 6*7"]
 
 
-def test_regenerate_in_a_tab_that_missed_a_turn_redoes_nothing_it_did_not_show(server,
-                                                                              new_page):
+def test_regenerate_in_a_tab_that_missed_a_turn_redoes_nothing_it_did_not_show(
+        unsynced_server, new_page):
+    server = unsynced_server
     page, second = answered_chat_in_two_tabs(server, new_page)
     send(second, "what is 6*7")
     wait_for_reply(second, 3, "6*7 = 42")

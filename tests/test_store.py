@@ -191,3 +191,28 @@ def test_a_deleted_chats_run_ending_late_never_touches_another_chats_rows(db_url
     assert [(i, m.type, m.text) for i, m, _ in rows] == [
         (bob.user_message_id, "human", "bob question"), (bob.reply_id, "ai", "")]
     store.close()
+
+
+def test_the_change_mark_moves_with_anything_a_chat_page_shows_and_nothing_else(store):
+    store.ensure_session("chat-a", owner="me", title="A")
+    ids = store.append_messages("chat-a", [HumanMessage("hi"), AIMessage("hello")])
+    mark = store.change_mark("chat-a", "me")
+    assert store.change_mark("chat-a", "me") == mark  # nothing happened
+
+    store.ensure_session("chat-of-someone-else", owner="you", title="B")
+    store.append_messages("chat-of-someone-else", [HumanMessage("hey")])
+    assert store.change_mark("chat-a", "me") == mark  # another browser's chats
+
+    changes = [
+        lambda: store.append_messages("chat-a", [HumanMessage("more")], touch=False),
+        lambda: store.choose_branch("chat-a", ids[0]),
+        lambda: store.update_session("chat-a", title="Renamed"),
+        lambda: store.update_session("chat-a", agent_spec={"model": "m2"}),
+        lambda: store.ensure_session("chat-c", owner="me"),  # a new chat in the list
+        lambda: store.delete_session("chat-c"),
+    ]
+    for change in changes:
+        change()
+        moved = store.change_mark("chat-a", "me")
+        assert moved != mark
+        mark = moved
