@@ -150,6 +150,7 @@ class AgentPool:
         self._lock = threading.Lock()
         self._queues: OrderedDict[str | None, deque[Ticket]] = OrderedDict()
         self._held: Counter[str | None] = Counter()
+        self._since: dict[Ticket, float] = {}  # each slot's holder: when it was served
         self._quotas: dict[str, _Quota] = {m.quota: _Quota() for m in self._members}
         self._cursor = 0
         self.timeouts = 0
@@ -226,6 +227,7 @@ class AgentPool:
         quota = self._quotas[member.quota]
         member.in_flight += 1
         self._held[ticket.owner] += 1
+        self._since[ticket] = self._clock()
         ticket.index = index
         if quota.probe_due:
             quota.probe_due, quota.probe, ticket.probe = False, ticket, True
@@ -276,6 +278,7 @@ class AgentPool:
         member = self._members[ticket.index]
         member.in_flight -= 1
         self._held[ticket.owner] -= 1
+        self._since.pop(ticket, None)
         if self._held[ticket.owner] <= 0:
             del self._held[ticket.owner]
         if ticket.probe:
@@ -537,5 +540,21 @@ class AgentPool:
             usable = [m for m in self._members if m.name not in ticket.exclude]
             lefts = [self._quotas[m.quota].until - now for m in usable]
             cooldown = min(lefts) if lefts and min(lefts) > 0 else 0.0
-            estimate = cooldown + (ahead + 1) * per_reply / max(1, slots)
+            running = [self._clock() - since for since in self._since.values()]
+            estimate = cooldown + _starts_in(ahead + 1, slots, per_reply, running)
             return Place(ahead + 1, waiting, estimate, cooldown, self._capped(ticket.owner))
+
+
+def _starts_in(turn: int, slots: int, per_reply: float, running: list[float]) -> float:
+    """Seconds until the ``turn``-th waiting request likely starts.
+
+    A slot frees when its reply has run ``per_reply`` seconds (one already past that:
+    in a quarter of that), then serves the next request every ``per_reply``; so the
+    estimate counts down while the replies ahead are written, rather than standing
+    still.
+    """
+    slots = max(1, slots)
+    frees = sorted(max(per_reply - ran, per_reply / 4) for ran in running)[:slots]
+    frees += [0.0] * (slots - len(frees))
+    rounds, index = divmod(turn - 1, slots)
+    return sorted(frees)[index] + rounds * per_reply

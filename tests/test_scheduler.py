@@ -8,7 +8,7 @@ import asyncio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.pool import AgentPool, Ticket
+from core.pool import DEFAULT_SERVICE, AgentPool, Ticket
 
 OWNERS = ["a", "b", "c", "d"]
 CAP = 2
@@ -74,6 +74,8 @@ class Watcher:
             held = sum(t.owner == owner for t in self.granted)
             assert held == self.pool.held(owner) <= CAP
         assert self.pool.queued() == len(self.waiting())
+        places = [self.pool.place(t) for t in self.waiting()]
+        assert all(p is not None and 0 <= p.estimate < 10**6 for p in places)
         # a head of line, eligible, is passed by each other owner at most once
         assert all(count <= len(OWNERS) - 1 for count in self.bypassed.values())
         # work-conserving: nobody waits while a slot is free and their owner may take it
@@ -125,6 +127,23 @@ def test_a_queued_request_knows_its_place_and_an_estimate():
     assert [pool.place(t).position for t in mine] == [1, 3]
     assert pool.place(other).position == 2  # round-robin: b goes before a's second
     assert pool.place(other).waiting == 3 and pool.place(other).estimate > 0
+
+
+def test_the_estimate_counts_down_while_the_replies_ahead_are_written():
+    now = [100.0]
+    pool = AgentPool(["agent"], max_concurrency=1, clock=lambda: now[0])
+    holder, next_one, then = Ticket(owner="a"), Ticket(owner="b"), Ticket(owner="c")
+    for ticket in (holder, next_one, then):
+        pool.enqueue(ticket)
+    assert pool.place(next_one).estimate == DEFAULT_SERVICE  # a reply has just begun
+    assert pool.place(then).estimate == 2 * DEFAULT_SERVICE
+    now[0] += 3
+    assert pool.place(next_one).estimate == DEFAULT_SERVICE - 3
+    now[0] += 60  # far past the usual time: soon, but not "now"
+    assert pool.place(next_one).estimate == DEFAULT_SERVICE / 4
+    pool.withdraw(holder)  # it ends; the next is served and the count starts again
+    assert pool.place(next_one) is None
+    assert pool.place(then).estimate == DEFAULT_SERVICE
 
 
 def test_a_timed_out_or_cancelled_lease_leaks_no_slot():
