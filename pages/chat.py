@@ -231,6 +231,12 @@ owner = browser_id()
 count_page_view(manager)
 session = open_session(manager, owner)
 shown = manager.store.change_mark(session.session_id, owner)  # before anything is read
+if not shown[0] and session.saved:  # its row is gone: deleted in another tab or window
+    st.toast("This chat was deleted in another tab or window; here is a new one.",
+             icon=":material/delete:")
+    session = manager.create_session(owner=owner)
+    switch_to(session)
+    shown = manager.store.change_mark(session.session_id, owner)
 run, refusal = start_run(session, None)  # a Regenerate clicked in the last run
 run = run or manager.chat.active_run(session.session_id)
 elsewhere = None if run else manager.store.runs.running_run(session.session_id)

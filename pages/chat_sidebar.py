@@ -96,11 +96,17 @@ def conversation_actions(manager: ChatbotSessionManager, session: ChatbotSession
                            file_name=file_name(title, "json"), mime="application/json",
                            icon=":material/data_object:", disabled=not has_messages)
         confirm = st.checkbox("Yes, delete this conversation", key="confirm-delete")
-        if st.button("Delete", icon=":material/delete:", disabled=not confirm):
-            manager.delete_session(session.session_id, owner=owner)
-            st.session_state.pop("confirm-delete", None)
-            switch_to(manager.create_session(owner=owner))
-            st.rerun()
+        st.button("Delete", icon=":material/delete:", disabled=not confirm,
+                  on_click=delete_chat, args=(manager, session, owner))
+
+
+def delete_chat(manager: ChatbotSessionManager, session: ChatbotSession, owner: str
+                ) -> None:
+    """A callback, like ``start_new_chat``: a message sent right after the click goes to
+    the new chat, not into the one deleted."""
+    manager.delete_session(session.session_id, owner=owner)
+    st.session_state.pop("confirm-delete", None)
+    switch_to(manager.create_session(owner=owner))
 
 
 def agent_settings(manager: ChatbotSessionManager, session: ChatbotSession) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
+from urllib.parse import parse_qs, urlparse
 from pathlib import Path
 
 import pytest
@@ -331,6 +333,27 @@ def test_a_new_chat_in_one_tab_is_listed_in_the_others(server, new_page):
     expect(messages(second)).to_have_count(2)  # still its own chat, 2+2
     assert [m["content"] for m in stored_messages(server, second)
             if m["role"] == "human"] == ["what is 2+2"]
+
+
+def test_a_chat_deleted_in_one_tab_is_not_brought_back_from_another(server, new_page):
+    page, second = answered_chat_in_two_tabs(server, new_page)
+    deleted = page.url
+    page.get_by_text("This conversation", exact=True).click()
+    page.get_by_text("Yes, delete this conversation").click()
+    page.get_by_role("button", name="Delete").click()
+    expect(messages(page)).to_have_count(0, timeout=WAIT_MS)
+    # the other tab notices by itself and moves to a new chat
+    expect(second.get_by_text("This chat was deleted in another tab")).to_be_visible(
+        timeout=WAIT_MS)
+    expect(messages(second)).to_have_count(0)
+    shot(second, "chat-deleted-in-another-tab")
+    send(second, "what is 5+5")
+    wait_for_reply(second, 1, "5+5 = 10")
+    assert second.url != deleted
+    with sqlite3.connect(server.database) as db:
+        left = db.execute("SELECT count(*) FROM messages WHERE session_id = ?",
+                          (parse_qs(urlparse(deleted).query)["session"][0],)).fetchone()
+    assert left == (0,)
 
 
 def test_a_message_sent_from_a_second_tab_mid_reply_goes_back_into_its_box(
