@@ -38,7 +38,7 @@ def time_chart(data: pd.DataFrame, value: str, series: str, title: str,
     """A line per series over wall-clock time (HH:MM:SS axis)."""
     return alt.Chart(data, title=title, height=height).mark_line(point=len(data) < 40).encode(
         x=alt.X("time:T", title=None, axis=alt.Axis(format="%H:%M:%S")),
-        y=alt.Y(f"{value}:Q", title=None),
+        y=alt.Y(f"{value}:Q", title=None, axis=alt.Axis(format="~g")),  # 0, not 0.000000
         color=alt.Color(f"{series}:N", title=None, legend=alt.Legend(orient="bottom")),
         tooltip=["time:T", f"{series}:N", f"{value}:Q"],
     )
@@ -51,19 +51,21 @@ def money(value: float | None) -> str:
 
 
 def seconds(p50: float | None, p95: float | None) -> str:
-    return "—" if p50 is None or p95 is None else f"{p50:.2f} / {p95:.2f} s"
+    return "—" if p50 is None or p95 is None else f"{p50:.2f} / {p95:.2f}"
 
 
 def members_frame(members: list[dict]) -> pd.DataFrame:
-    """The live pool view as people read it: one row per member."""
+    """The live pool view as people read it: one row per member (its weight after its
+    name, when not 1), narrow enough for a laptop's screen beside the sidebar."""
     return pd.DataFrame([{
-        "Member": m["member"], "Model": f"{m['model']} (v{m['version']})",
+        "Member": m["member"] + (f" ×{m['weight']:g}" if m["weight"] != 1 else ""),
+        "Model": f"{m['model']} (v{m['version']})",
         "State": m["state"] + (f", {m['cooldown_s']:.0f} s left" if m["cooldown_s"] else ""),
-        "In flight": m["in_flight"], "Weight": m["weight"], "Served": m["served"],
+        "In flight": m["in_flight"], "Served": m["served"],
         "Errors": m["errors"], "429s": m["rate_limited"],
-        "First token p50 / p95": seconds(m["ttft_p50_s"], m["ttft_p95_s"]),
-        "Whole reply p50 / p95": seconds(m["total_p50_s"], m["total_p95_s"]),
-        "Tokens / min": round(m["tokens_per_min"]),
+        "First token p50/p95 (s)": seconds(m["ttft_p50_s"], m["ttft_p95_s"]),
+        "Reply p50/p95 (s)": seconds(m["total_p50_s"], m["total_p95_s"]),
+        "Tokens/min": round(m["tokens_per_min"]),
     } for m in members])
 
 
@@ -72,8 +74,8 @@ def usage_table(groups: dict[str, dict], label: str) -> pd.DataFrame:
     return pd.DataFrame([{
         label: key, "replies": g["replies"], "input tokens": g["input_tokens"],
         "output tokens": g["output_tokens"], "cost": money(g["cost"]),
-        "first token p50 / p95": seconds(g["ttft_p50"], g["ttft_p95"]),
-        "whole reply p50 / p95": seconds(g["total_p50"], g["total_p95"]),
+        "first token p50/p95 (s)": seconds(g["ttft_p50"], g["ttft_p95"]),
+        "reply p50/p95 (s)": seconds(g["total_p50"], g["total_p95"]),
         "errors": g["errors"],
         "estimated": f"{g['estimated_replies']} of {g['replies']}",
     } for key, g in sorted(groups.items(), key=lambda kv: -kv[1]["tokens"])])
@@ -92,6 +94,9 @@ def pool_view() -> None:
     cols[2].metric("Cooling down", len(cooling), help="Members whose provider answered 429; "
                    "requests wait for the cooldown or go to other members.")
     cols[3].metric("Failing", sum(m["state"] == "failing" for m in members))
+    st.caption(f"Replies being written in this process: {manager.chat.in_flight()} "
+               "(custom agents' included; a reply holds a pool slot only while the model "
+               "answers).")
     st.dataframe(members_frame(members), hide_index=True)
     st.caption(f"Refreshes every {POOL_REFRESH_SECONDS} s. Latency percentiles over the "
                "latest 1,000 replies of each member.")
@@ -132,21 +137,18 @@ def live_stats() -> None:
     cols[1].metric("Messages", stats["total_messages"])
     cols[2].metric("Agent pool size", stats["agent_pool_size"])
     cols[3].metric("Custom-agent sessions", stats["sessions_with_custom_agents"])
+    runs = stats["runs"]  # (what is in flight or queued now: the live pool view above)
     cols = st.columns(4)
-    cols[0].metric("Active (5 min)", stats["active_sessions"])
-    cols[1].metric("Requests in flight", stats["pool_in_flight"])
-    cols[2].metric("Queued", stats["pool_queued"])
-    cols[3].metric("Queue time-outs", stats["pool_timeouts"])
-    runs = stats["runs"]
-    cols = st.columns(4)
-    cols[0].metric("Replies being written", stats["runs_in_flight"],
-                   help="Runs in flight in this process.")
+    cols[0].metric("Active (5 min)", stats["active_sessions"],
+                   help="Browser sessions that used the chat in the last 5 minutes, in "
+                        "this process (a session with no message yet included).")
     cols[1].metric("Replies stopped by users", runs.get("stopped", 0))
     cols[2].metric("Replies interrupted", runs.get("interrupted", 0),
                    help="Provider failures, cut-off streams and crashed processes.")
-    cols[3].metric("Page views", stats["page_views"],
-                   help="Browser tabs that opened the chat, in this process; a "
-                        "conversation counts as a session only once it has a message.")
+    cols[3].metric("Queue time-outs", stats["pool_timeouts"])
+    st.caption(f"Page views: {stats['page_views']:,} (browser tabs that opened the chat, "
+               "in this process; a conversation counts as a session only once it has a "
+               "message).")
 
     series = stats.get("series", {"sessions": [], "pool": []})
     st.subheader("Sessions over time")
@@ -208,11 +210,10 @@ def live_stats() -> None:
     if total["replies"]:
         st.caption("Custom agents vs the shared pool")
         st.dataframe(usage_table(report["kind"], "agents"), hide_index=True)
-        left, right = st.columns(2)
-        left.caption("Per model")
-        left.dataframe(usage_table(report["model"], "model"), hide_index=True)
-        right.caption("Per user (anonymised)")
-        right.dataframe(usage_table(report["owner"], "user"), hide_index=True)
+        st.caption("Per model")  # full width: nine columns do not fit in half a page
+        st.dataframe(usage_table(report["model"], "model"), hide_index=True)
+        st.caption("Per user (anonymised)")
+        st.dataframe(usage_table(report["owner"], "user"), hide_index=True)
 
     st.subheader("Feedback on replies")
     votes = pd.DataFrame(stats["feedback"])
