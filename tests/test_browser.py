@@ -320,6 +320,27 @@ def test_an_idle_tab_follows_a_reply_started_in_another_tab_and_keeps_its_draft(
     shot(second, "idle-tab-after-the-reply")
 
 
+def test_a_regenerate_in_one_tab_is_followed_and_can_be_stopped_from_the_other(
+        server, new_page):
+    page, second = answered_chat_in_two_tabs(server, new_page)
+    send(page, "Tell me about yourself")
+    wait_for_reply(page, 3, "and restart.")
+    expect(messages(second)).to_have_count(4, timeout=WAIT_MS)  # it caught up, idle
+    page.get_by_role("button", name="Regenerate").click()
+    expect(second.get_by_role("button", name="Stop")).to_be_visible(timeout=WAIT_MS)
+    expect(messages(second).nth(3)).to_contain_text("offline demo", timeout=WAIT_MS)
+    second.get_by_role("button", name="Stop").click()  # stopped from the tab that follows
+    for tab in (page, second):
+        expect(messages(tab).nth(3)).to_contain_text("Stopped by you", timeout=WAIT_MS)
+        expect(messages(tab)).to_have_count(4)  # one answer, the stopped one
+    shot(page, "regenerate-stopped-from-the-other-tab")
+    stored = stored_messages(server, page)
+    assert [(m["role"], m["status"]) for m in stored if m["role"] != "tool"
+            and m["content"]] == [("human", "complete"), ("ai", "complete"),
+                                  ("human", "complete"), ("ai", "stopped")]
+    assert "and restart." not in stored[-1]["content"]
+
+
 def test_a_new_chat_in_one_tab_is_listed_in_the_others(server, new_page):
     page, second = answered_chat_in_two_tabs(server, new_page)
     first_chat = page.url
