@@ -540,7 +540,8 @@ class AgentPool:
             usable = [m for m in self._members if m.name not in ticket.exclude]
             lefts = [self._quotas[m.quota].until - now for m in usable]
             cooldown = min(lefts) if lefts and min(lefts) > 0 else 0.0
-            running = [self._clock() - since for since in self._since.values()]
+            clock = self._clock()
+            running = [clock - since for since in self._since.values()]
             estimate = cooldown + _starts_in(ahead + 1, slots, per_reply, running)
             return Place(ahead + 1, waiting, estimate, cooldown, self._capped(ticket.owner))
 
@@ -554,7 +555,7 @@ def _starts_in(turn: int, slots: int, per_reply: float, running: list[float]) ->
     still.
     """
     slots = max(1, slots)
-    frees = sorted(max(per_reply - ran, per_reply / 4) for ran in running)[:slots]
-    frees += [0.0] * (slots - len(frees))
+    busy = sorted(max(per_reply - ran, per_reply / 4) for ran in running)[:slots]
+    frees = [0.0] * (slots - len(busy)) + busy  # idle slots first: still in order
     rounds, index = divmod(turn - 1, slots)
-    return sorted(frees)[index] + rounds * per_reply
+    return frees[index] + rounds * per_reply

@@ -111,7 +111,7 @@ class RunLog:
     def _start(self, session_id: str, human: BaseMessage | None, run: dict[str, Any],
                reply: dict[str, Any], stale_before: float,
                new_session: dict[str, Any] | None, title: str, edit_of: int | None,
-               shown_last: int | None = None) -> Callable[[Execute], TurnStart]:
+               shown_last: int | None) -> Callable[[Execute], TurnStart]:
         sql = self._sql
 
         def start(execute: Execute) -> TurnStart:
@@ -151,11 +151,12 @@ class RunLog:
                 execute(sql.delete_after, {"sid": session_id, "after": answered})
                 previous = None
             else:
-                if shown_last is not None and shown_last not in shown_path(
-                        [(i, up) for i, up, _ in links], branch)[-1:]:
+                pairs = [(i, up) for i, up, _ in links]
+                path = shown_path(pairs, branch)
+                if shown_last is not None and shown_last not in path[-1:]:
                     raise ChatMovedOn()
-                answered = self._last_question(links, branch)
-                for below in descendants([(i, up) for i, up, _ in links], answered):
+                answered = self._last_question(links, path)
+                for below in descendants(pairs, answered):
                     execute(sql.delete_one, {"mid": below})
                 previous = None
             execute(sql.insert_run, {
@@ -183,9 +184,8 @@ class RunLog:
         raise NothingToAnswer()
 
     @staticmethod
-    def _last_question(links: list[Any], branch: int) -> int:
+    def _last_question(links: list[Any], path: list[int]) -> int:
         roles = {i: role for i, _, role in links}
-        path = shown_path([(i, up) for i, up, _ in links], branch)
         asked = [i for i in path if roles[i] == "human"]
         if not asked:
             raise NothingToAnswer()
