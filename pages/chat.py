@@ -10,6 +10,7 @@ import math
 import time
 
 import streamlit as st
+from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
 from langchain_core.messages import HumanMessage
 
 from core.chat import BUSY
@@ -42,7 +43,11 @@ def open_session(manager: ChatbotSessionManager, owner: str) -> ChatbotSession:
     """The conversation in the URL if it is this browser's, else a new one (with a notice)."""
     wanted = st.query_params.get(SESSION_PARAM)
     current = st.session_state.get("chat_session")
-    if current is not None and current.session_id == wanted:
+    if current is not None and (current.session_id == wanted or not navigated_in_history()):
+        # Any other request's URL can predate this page's last switch: a message sent
+        # right after "New chat" comes with the old chat's URL. The switch stands.
+        if current.session_id != wanted:
+            st.query_params[SESSION_PARAM] = current.session_id
         return current
     session = manager.get_session(wanted, owner=owner) if wanted else None
     if session is None:
@@ -52,6 +57,16 @@ def open_session(manager: ChatbotSessionManager, owner: str) -> ChatbotSession:
         session = manager.create_session(owner=owner)
     switch_to(session)
     return session
+
+
+def navigated_in_history() -> bool:
+    """This run is the browser's Back or Forward: the URL is what the user asked for.
+
+    Streamlit tells its own widgets the same way that the URL wins then, and only then
+    (``SessionState`` in 1.67); it is not public API, so a missing flag reads False.
+    """
+    ctx = get_script_run_ctx()
+    return bool(getattr(ctx, "is_history_navigation", False))
 
 
 def follow(run: Run, session: ChatbotSession) -> None:

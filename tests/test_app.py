@@ -5,11 +5,12 @@ AppTest cannot send cookies, so each AppTest is one browser tab with its own ide
 the cookie itself is covered by the browser tests.
 """
 
+from functools import partial
 from pathlib import Path
 
 import pytest
 from langchain_core.messages import HumanMessage
-from streamlit.testing.v1 import AppTest
+from streamlit.testing.v1 import AppTest, local_script_runner
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -32,6 +33,15 @@ def say(at: AppTest, text: str) -> AppTest:
 
 def user_texts(at: AppTest) -> list[str]:
     return [m.text[0].value for m in at.chat_message if m.name == "user"]
+
+
+def go_back(at: AppTest, monkeypatch) -> AppTest:
+    """A rerun as the browser's Back or Forward button asks for it (the frontend flags
+    such a rerun; AppTest has no history to flag)."""
+    with monkeypatch.context() as patch:
+        patch.setattr(local_script_runner, "RerunData",
+                      partial(local_script_runner.RerunData, is_history_navigation=True))
+        return at.run()
 
 
 def sidebar_button(at: AppTest, label: str):
@@ -111,13 +121,13 @@ class TestChat:
 
 
 class TestConversations:
-    def test_the_url_names_the_conversation_and_resumes_it(self):
+    def test_the_url_names_the_conversation_and_back_resumes_it(self, monkeypatch):
         at = say(open_app(), "My name is Lin Ortega.")
         first = at.query_params["session"]
         sidebar_button(at, "New chat").click().run()
         assert at.query_params["session"] != first and not at.chat_message
         at.query_params["session"] = first
-        at.run()
+        go_back(at, monkeypatch)
         assert user_texts(at) == ["My name is Lin Ortega."]
         say(at, "What is my name?")
         assert at.chat_message[-1].markdown[0].value == "Your name is Lin Ortega."
@@ -134,6 +144,22 @@ class TestConversations:
         say(at, "more for the first")
         assert at.query_params["session"] == first
         assert user_texts(at) == ["first chat", "more for the first"]
+
+    def test_a_message_sent_before_the_url_caught_up_goes_to_the_chat_switched_to(self):
+        # the click's rerun has switched chats; the message's request still carries the
+        # URL the browser had before (it had not yet heard of the switch)
+        at = say(open_app(), "first chat")
+        first = at.query_params["session"]
+        sidebar_button(at, "New chat").click().run()
+        second = at.query_params["session"]
+        at.query_params["session"] = first
+        say(at, "meant for the new chat")
+        assert at.query_params["session"] == second
+        assert user_texts(at) == ["meant for the new chat"]
+        at.query_params["session"] = first
+        at.run()  # any other request with the stale URL: the chat stays
+        assert user_texts(at) == ["meant for the new chat"]
+        assert at.query_params["session"] == second
 
     def test_another_browsers_link_opens_a_fresh_chat_with_a_notice(self):
         mine = say(open_app(), "My secret is 42")

@@ -356,6 +356,23 @@ def test_a_new_chat_in_one_tab_is_listed_in_the_others(server, new_page):
             if m["role"] == "human"] == ["what is 2+2"]
 
 
+def test_back_and_forward_move_between_chats(server, new_page):
+    page = new_page(server.url)
+    send(page, "what is 3+3")
+    wait_for_reply(page, 1, "3+3 = 6")
+    first_chat = page.url
+    page.get_by_role("button", name="New chat").click()
+    page.wait_for_url(lambda url: url != first_chat)
+    expect(messages(page)).to_have_count(0, timeout=WAIT_MS)
+    new_chat = page.url
+    page.go_back()
+    expect(messages(page).nth(1)).to_contain_text("3+3 = 6", timeout=WAIT_MS)
+    assert page.url == first_chat
+    page.go_forward()
+    expect(messages(page)).to_have_count(0, timeout=WAIT_MS)
+    assert page.url == new_chat
+
+
 def test_a_chat_deleted_in_one_tab_is_not_brought_back_from_another(server, new_page):
     page, second = answered_chat_in_two_tabs(server, new_page)
     deleted = page.url
