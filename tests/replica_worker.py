@@ -51,7 +51,9 @@ def continue_chat(url: str, session_id: str, text: str) -> tuple[str, list[str]]
 
 
 def write_many(url: str, session_id: str, prefix: str, count: int, go) -> None:
-    manager = ChatbotSessionManager(DATABASE_URL=url, RATE_LIMIT_PER_MINUTE=0)
+    # replies of about 0.1 s: long enough to overlap the other replica's sends
+    manager = ChatbotSessionManager(DATABASE_URL=url, RATE_LIMIT_PER_MINUTE=0,
+                                    OFFLINE_STREAM_DELAY=0.002)
     try:
         session = manager.get_session(session_id)
         go.wait(30)
