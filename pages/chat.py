@@ -302,8 +302,11 @@ if elsewhere is not None:
     watch_elsewhere(session)
 elif rows:
     label = "Retry" if isinstance(rows[-1].message, HumanMessage) else "Regenerate"
-    st.button(label, icon=":material/refresh:", key="regenerate-button",
-              on_click=request_regenerate, args=(rows[-1].id,))
+    # In a container: Streamlit keeps a widget that a later run draws over in sight until
+    # that run ends (a whole reply); a container drawn over goes at once.
+    with st.container():
+        st.button(label, icon=":material/refresh:", key="regenerate-button",
+                  on_click=request_regenerate, args=(rows[-1].id,))
 elif run is None:
     example_prompts()
 if run is None and elsewhere is None and manager.settings.TAB_SYNC_SECONDS:

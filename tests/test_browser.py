@@ -458,6 +458,9 @@ def test_regenerate_can_be_stopped_and_never_leaves_two_answers(server, new_page
     page.get_by_role("button", name="Regenerate").click()
     expect(page.get_by_role("button", name="Stop")).to_be_visible(timeout=WAIT_MS)
     expect(messages(page).nth(1)).to_contain_text("offline demo", timeout=WAIT_MS)
+    # the page before had a Regenerate button: Streamlit kept such a widget in sight
+    # (faded, clickable) under the new reply until it was done
+    assert page.get_by_role("button", name="Regenerate").count() == 0
     page.get_by_role("button", name="Stop").click()
     expect(messages(page).nth(1)).to_contain_text("Stopped by you", timeout=WAIT_MS)
     page.get_by_role("button", name="Regenerate").click()
