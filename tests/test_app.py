@@ -44,6 +44,10 @@ def go_back(at: AppTest, monkeypatch) -> AppTest:
         return at.run()
 
 
+def confirm_delete(at: AppTest):
+    return next(c for c in at.sidebar.checkbox if c.label == "Yes, delete this conversation")
+
+
 def sidebar_button(at: AppTest, label: str):
     return next(b for b in at.sidebar.button if b.label == label)
 
@@ -186,11 +190,22 @@ class TestConversations:
         at.sidebar.text_input[0].input("Renamed chat").run()
         sidebar_button(at, "Rename").click().run()
         assert at.title[0].value == "Renamed chat"
-        at.sidebar.checkbox(key="confirm-delete").check().run()
+        confirm_delete(at).check().run()
         sidebar_button(at, "Delete").click().run()
         titles = [b.label for b in at.sidebar.button if b.key and b.key.startswith("open-")]
         assert titles == ["second chat"]
         assert not at.chat_message
+
+    def test_a_delete_confirmed_in_one_chat_does_not_carry_over_to_another(self):
+        at = say(open_app(), "keep me")
+        sidebar_button(at, "New chat").click().run()
+        say(at, "delete me")
+        confirm_delete(at).check().run()
+        sidebar_button(at, "keep me").click().run()  # changed their mind: another chat
+        assert not confirm_delete(at).value
+        assert sidebar_button(at, "Delete").disabled
+        sidebar_button(at, "delete me").click().run()  # and back: not confirmed either
+        assert not confirm_delete(at).value
 
     def test_a_conversation_offers_markdown_and_json_exports(self):
         at = say(open_app(), "what is 12*7?")
