@@ -36,6 +36,8 @@ from pages.common import browser_id, manager_or_stop
 FRAME = 0.05          # seconds between updates of a streaming reply (at most 20 a second)
 IDLE_TICK = 0.25      # seconds between updates while no token arrives
 ELSEWHERE_POLL = 1.0  # seconds between looks at a reply written by another replica
+RESUME_AFTER = 0.2    # seconds from a page showing a reply so far to following it live
+DRAWN = "drawn_chat"  # the chat the last page run that ended showed
 
 
 # -- which conversation --------------------------------------------------------------
@@ -69,12 +71,13 @@ def navigated_in_history() -> bool:
     return bool(getattr(ctx, "is_history_navigation", False))
 
 
-def follow(run: Run, session: ChatbotSession) -> None:
+def follow(run: Run, session: ChatbotSession, live: bool = True) -> None:
     """Show the run live: tool steps, finished blocks once each, the growing tail.
 
     At most ``1 / FRAME`` updates a second, and only the tail is re-sent, so a long reply
     costs the browser O(length). Leaving (a reload, a closed tab) leaves the run going;
     only the Stop button stops it. When the run ends the page re-runs from the store.
+    Not ``live``: what it has written so far, once.
     """
     # Streamlit keeps an element of the previous page run until this run writes over
     # it, and a button drawn where another button was ignored clicks here: shift the
@@ -88,7 +91,7 @@ def follow(run: Run, session: ChatbotSession) -> None:
     splitter, calls, seen, started = BlockSplitter(), {}, 0, time.monotonic()
     waiting = True
     while True:
-        events, done = run.read(seen, timeout=IDLE_TICK)
+        events, done = run.read(seen, timeout=IDLE_TICK if live else 0)
         seen += len(events)
         text = ""
         for event in events:
@@ -112,10 +115,30 @@ def follow(run: Run, session: ChatbotSession) -> None:
                 status.caption(waiting_note(manager.queue_place(run), started))
             else:  # e.g. a tool or the model's next step is slow: the tail as it is
                 tail.markdown(splitter.tail)
-        if done:
+        if done or not live:
             break
         time.sleep(FRAME)  # coalesce: what streams meanwhile goes out in the next frame
-    st.rerun()
+    if live:
+        st.rerun()
+
+
+def follow_after_this_run(run: Run, session: ChatbotSession) -> None:
+    """The last page shown was another chat's: show this reply so far and let this run end,
+    then follow it live in the next.
+
+    A page run that follows a reply lasts as long as the reply, and until a run ends
+    Streamlit keeps in sight what the page before drew where this one draws nothing
+    (another chat's longer history, its buttons, bits of its bubbles inside the live
+    one). Ending this run clears them; the fragment starts the next one.
+    """
+    follow(run, session, live=False)
+
+    @st.fragment(run_every=RESUME_AFTER)
+    def resume() -> None:
+        if st.session_state.get(DRAWN) == session.session_id:  # not in this run
+            st.rerun(scope="app")
+
+    resume()
 
 
 def waiting_note(place: Place | None, started: float) -> str:
@@ -246,6 +269,7 @@ owner = browser_id()
 count_page_view(manager)
 session = open_session(manager, owner)
 shown = manager.store.change_mark(session.session_id, owner)  # before anything is read
+drawn_before = st.session_state.get(DRAWN)
 if not shown[0] and session.saved:  # its row is gone: deleted in another tab or window
     st.toast("This chat was deleted in another tab or window; here is a new one.",
              icon=":material/delete:")
@@ -293,22 +317,26 @@ if run is not None:  # its reply streams below, live: history up to its user mes
                  answering=True)
     if refusal:  # e.g. sent from a tab that had not seen this reply start
         st.toast(refusal, icon=":material/block:", duration="long")
-    follow(run, session)
+    if drawn_before == session.session_id:
+        follow(run, session)
+    else:
+        follow_after_this_run(run, session)
 else:
     show_history(rows, last_run, session)
-if refusal:
-    st.warning(refusal, icon=":material/block:")
-if elsewhere is not None:
-    watch_elsewhere(session)
-elif rows:
-    label = "Retry" if isinstance(rows[-1].message, HumanMessage) else "Regenerate"
-    # In a container: Streamlit keeps a widget that a later run draws over in sight until
-    # that run ends (a whole reply); a container drawn over goes at once.
-    with st.container():
-        st.button(label, icon=":material/refresh:", key="regenerate-button",
-                  on_click=request_regenerate, args=(rows[-1].id,))
-elif run is None:
-    example_prompts()
-if run is None and elsewhere is None and manager.settings.TAB_SYNC_SECONDS:
-    keep_in_step(session, shown)
+    if refusal:
+        st.warning(refusal, icon=":material/block:")
+    if elsewhere is not None:
+        watch_elsewhere(session)
+    elif rows:
+        label = "Retry" if isinstance(rows[-1].message, HumanMessage) else "Regenerate"
+        # In a container: Streamlit keeps a widget that a later run draws over in sight
+        # until that run ends (a whole reply); a container drawn over goes at once.
+        with st.container():
+            st.button(label, icon=":material/refresh:", key="regenerate-button",
+                      on_click=request_regenerate, args=(rows[-1].id,))
+    else:
+        example_prompts()
+    if elsewhere is None and manager.settings.TAB_SYNC_SECONDS:
+        keep_in_step(session, shown)
+st.session_state[DRAWN] = session.session_id
 

@@ -81,9 +81,13 @@ def day_group(seconds: float) -> str:
 def conversation_actions(manager: ChatbotSessionManager, session: ChatbotSession,
                          owner: str, title: str, has_messages: bool) -> None:
     with st.sidebar.expander("This conversation", icon=":material/edit_note:"):
-        new_title = st.text_input("Title", value=title, max_chars=TITLE_MAX_CHARS,
-                                  key=f"title-{session.session_id}")
-        if st.button("Rename", key="rename", disabled=new_title.strip() in ("", title)):
+        # a form: the title typed goes with the click (a button enabled only once the
+        # field had been sent lost the first click after typing)
+        with st.form(f"rename-{session.session_id}", border=False):
+            new_title = st.text_input("Title", value=title, max_chars=TITLE_MAX_CHARS,
+                                      key=f"title-{session.session_id}")
+            renamed = st.form_submit_button("Rename")
+        if renamed and new_title.strip() not in ("", title):
             manager.rename_session(session, new_title)
             st.rerun()
         def everything():  # read only when a download is clicked, not on every rerun

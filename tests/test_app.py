@@ -144,6 +144,12 @@ class TestConversations:
         say(at, "second chat")
         assert at.query_params["session"] != first
         assert user_texts(at) == ["second chat"]
+        # the page had shown another chat: this run showed the reply so far and ended
+        # (clearing that chat from the page); the next one, which a timer starts in a
+        # browser, follows it to the end
+        at.run()
+        assert at.chat_message[-1].markdown[0].value.startswith("I am PoolChat")
+        assert not at.chat_input[0].disabled
         sidebar_button(at, "first chat").click()
         say(at, "more for the first")
         assert at.query_params["session"] == first
@@ -187,8 +193,8 @@ class TestConversations:
         assert titles == ["second chat", "first chat"]  # newest first
         sidebar_button(at, "first chat").click().run()
         assert user_texts(at) == ["first chat"]
-        at.sidebar.text_input[0].input("Renamed chat").run()
-        sidebar_button(at, "Rename").click().run()
+        at.sidebar.text_input[0].input("Renamed chat")
+        sidebar_button(at, "Rename").click().run()  # the title typed goes with the click
         assert at.title[0].value == "Renamed chat"
         confirm_delete(at).check().run()
         sidebar_button(at, "Delete").click().run()

@@ -373,6 +373,33 @@ def test_back_and_forward_move_between_chats(server, new_page):
     assert page.url == new_chat
 
 
+def test_a_chat_reopened_mid_reply_shows_nothing_of_the_chat_left(server, new_page):
+    page = new_page(server.url)
+    send(page, "what is 1+1")
+    wait_for_reply(page, 1, "1+1 = 2")
+    send(page, "what is 2+2")
+    wait_for_reply(page, 3, "2+2 = 4")
+    longer_chat = page.url
+    page.get_by_role("button", name="New chat").click()
+    page.wait_for_url(lambda url: url != longer_chat)
+    send(page, "Tell me about yourself")
+    expect(messages(page).nth(1)).to_contain_text("offline", timeout=WAIT_MS)
+    sidebar = page.get_by_test_id("stSidebar")
+    sidebar.get_by_role("button", name="what is 1+1").click()
+    expect(messages(page)).to_have_count(4, timeout=WAIT_MS)
+    sidebar.get_by_role("button", name="Tell me about yourself").click()
+    expect(page.get_by_role("button", name="Stop")).to_be_visible(timeout=WAIT_MS)
+    # the page left had more bubbles and buttons; Streamlit kept them in sight (in the
+    # live bubble too) for as long as a page run lasted: the whole reply
+    expect(messages(page)).to_have_count(2, timeout=2000)
+    expect(messages(page).nth(1).get_by_test_id("stPopover")).to_have_count(0, timeout=2000)
+    expect(page.get_by_role("button", name="Regenerate")).to_have_count(0, timeout=2000)
+    expect(page.locator('input[aria-label="Title"]')).to_have_count(1, timeout=2000)
+    expect(page.get_by_role("button", name="Stop")).to_be_visible()  # still mid-reply
+    shot(page, "reopened-mid-reply")
+    wait_for_reply(page, 1, "and restart.")  # and it is followed to the end
+
+
 def test_a_chat_deleted_in_one_tab_is_not_brought_back_from_another(server, new_page):
     page, second = answered_chat_in_two_tabs(server, new_page)
     deleted = page.url
