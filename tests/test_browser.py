@@ -190,15 +190,15 @@ def test_stop_keeps_exactly_what_was_shown_marked_stopped(server, new_page):
 
 def test_the_stats_page_and_json_show_aggregates_only(server, new_page):
     page = new_page(server.url)
-    send(page, "My secret is swordfish")
-    wait_for_reply(page, 1, "offline")
+    send(page, "My name is Swordfish.")
+    wait_for_reply(page, 1, "Nice to meet you, Swordfish")
     stats = server.get_json("/api/stats.json")
     assert stats["total_sessions"] >= 1 and stats["agent_pool_size"] == 1
-    assert "swordfish" not in str(stats)
+    assert "Swordfish" not in str(stats)
     page.goto(f"{server.url}/stats")
     metric = page.get_by_test_id("stMetric").filter(has_text="Sessions").first
     expect(metric).to_contain_text(str(stats["total_sessions"]), timeout=WAIT_MS)
-    expect(page.locator("main")).not_to_contain_text("swordfish")
+    expect(page.locator("main")).not_to_contain_text("Swordfish")
     expect(page.get_by_test_id("stVegaLiteChart")).to_have_count(7, timeout=WAIT_MS)
     page.set_viewport_size({"width": 1280, "height": 2000})
     shot(page, "stats")
@@ -481,7 +481,9 @@ def test_closing_the_tab_mid_reply_lets_the_reply_finish(server, new_page):
 def test_regenerate_can_be_stopped_and_never_leaves_two_answers(server, new_page):
     page = new_page(server.url)
     send(page, "Tell me about yourself")
-    wait_for_reply(page, 1, "and restart.")
+    expect(messages(page).nth(1)).to_contain_text("offline", timeout=WAIT_MS)
+    page.get_by_role("button", name="Stop").click()  # stopped, regenerated, stopped again
+    expect(messages(page).nth(1)).to_contain_text("Stopped by you", timeout=WAIT_MS)
     page.get_by_role("button", name="Regenerate").click()
     expect(page.get_by_role("button", name="Stop")).to_be_visible(timeout=WAIT_MS)
     expect(messages(page).nth(1)).to_contain_text("offline demo", timeout=WAIT_MS)
@@ -622,10 +624,10 @@ def test_settings_before_the_first_message_still_give_the_chat_a_title(server, n
     sidebar.get_by_label("System prompt").fill("Be brief.")
     sidebar.get_by_role("button", name="Use these settings").click()
     expect(page.locator("main")).to_contain_text("custom agent", timeout=WAIT_MS)
-    send(page, "Plan a trip to Lisbon")
-    wait_for_reply(page, 1, "offline")
-    expect(page.get_by_role("heading", name="Plan a trip to Lisbon")).to_be_visible()
-    expect(sidebar.get_by_role("button", name="Plan a trip to Lisbon")).to_be_visible()
+    send(page, "My name is Lisbon")
+    wait_for_reply(page, 1, "Nice to meet you, Lisbon")
+    expect(page.get_by_role("heading", name="My name is Lisbon")).to_be_visible()
+    expect(sidebar.get_by_role("button", name="My name is Lisbon")).to_be_visible()
     page.get_by_role("button", name="Reset to shared agent").first.click()
     expect(page.locator("main")).to_contain_text("shared pool", timeout=WAIT_MS)
 
