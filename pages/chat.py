@@ -48,7 +48,10 @@ def open_session(manager: ChatbotSessionManager, owner: str) -> ChatbotSession:
     if current is not None and (current.session_id == wanted or not navigated_in_history()):
         # Any other request's URL can predate this page's last switch: a message sent
         # right after "New chat" comes with the old chat's URL. The switch stands.
-        if current.session_id != wanted:
+        # Back from another page, the URL names no chat and is left so: written in that
+        # run, Streamlit 1.67 files the chat under the page left's path
+        # ("/stats?session=..."), which a reload would open.
+        if wanted is not None and current.session_id != wanted:
             st.query_params[SESSION_PARAM] = current.session_id
         return current
     session = manager.get_session(wanted, owner=owner) if wanted else None
