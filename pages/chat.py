@@ -48,9 +48,9 @@ def open_session(manager: ChatbotSessionManager, owner: str) -> ChatbotSession:
     if current is not None and (current.session_id == wanted or not navigated_in_history()):
         # Any other request's URL can predate this page's last switch: a message sent
         # right after "New chat" comes with the old chat's URL. The switch stands.
-        # Back from another page, the URL names no chat and is left so: written in that
-        # run, Streamlit 1.67 files the chat under the page left's path
-        # ("/stats?session=..."), which a reload would open.
+        # Back from another page, the URL names no chat and is left so in this run:
+        # written here, Streamlit 1.67 files the chat under the page left's path
+        # ("/stats?session=..."), which a reload would open. keep_in_step writes it.
         if wanted is not None and current.session_id != wanted:
             st.query_params[SESSION_PARAM] = current.session_id
         return current
@@ -174,6 +174,8 @@ def keep_in_step(session: ChatbotSession, shown: tuple) -> None:
     runs again (a reply started elsewhere is then followed live, a new chat listed)."""
     @st.fragment(run_every=manager.settings.TAB_SYNC_SECONDS)
     def look() -> None:
+        if st.query_params.get(SESSION_PARAM) is None:  # back from Stats (open_session)
+            st.query_params[SESSION_PARAM] = session.session_id  # a reload keeps the chat
         try:
             moved = manager.store.change_mark(session.session_id, owner) != shown
         except Exception:  # noqa: BLE001 - a database outage: look again next time

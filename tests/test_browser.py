@@ -373,32 +373,58 @@ def test_back_and_forward_move_between_chats(server, new_page):
     assert page.url == new_chat
 
 
-def test_a_chat_reopened_mid_reply_shows_nothing_of_the_chat_left(server, new_page):
+def test_back_on_the_chat_page_from_stats_the_chat_stays_and_a_reload_keeps_it(
+        server, new_page):
     page = new_page(server.url)
-    send(page, "what is 1+1")
-    wait_for_reply(page, 1, "1+1 = 2")
-    send(page, "what is 2+2")
-    wait_for_reply(page, 3, "2+2 = 4")
-    longer_chat = page.url
-    page.get_by_role("button", name="New chat").click()
-    page.wait_for_url(lambda url: url != longer_chat)
-    send(page, "Tell me about yourself")
-    expect(messages(page).nth(1)).to_contain_text("offline", timeout=WAIT_MS)
-    sidebar = page.get_by_test_id("stSidebar")
-    sidebar.get_by_role("button", name="what is 1+1").click()
-    expect(messages(page)).to_have_count(4, timeout=WAIT_MS)
-    sidebar.get_by_role("button", name="Tell me about yourself").click()
-    expect(page.get_by_role("button", name="Stop")).to_be_visible(timeout=WAIT_MS)
-    # the page left had more bubbles and buttons; Streamlit kept them in sight (in the
-    # live bubble too) for as long as a page run lasted: the whole reply
-    expect(messages(page)).to_have_count(2, timeout=2000)
-    expect(messages(page).nth(1).get_by_test_id("stPopover").filter(visible=True)
-           ).to_have_count(0, timeout=2000)
-    expect(page.get_by_role("button", name="Regenerate")).to_have_count(0, timeout=2000)
-    expect(page.locator('input[aria-label="Title"]')).to_have_count(1, timeout=2000)
-    expect(page.get_by_role("button", name="Stop")).to_be_visible()  # still mid-reply
-    shot(page, "reopened-mid-reply")
-    wait_for_reply(page, 1, "and restart.")  # and it is followed to the end
+    send(page, "what is 7+7")
+    wait_for_reply(page, 1, "7+7 = 14")
+    chat = parse_qs(urlparse(page.url).query)["session"]
+    nav = page.get_by_test_id("stSidebarNav")
+    nav.get_by_role("link", name="Stats").click()
+    page.wait_for_url("**/stats")
+    nav.get_by_role("link", name="Chat").click()
+    expect(messages(page)).to_have_count(2, timeout=WAIT_MS)  # not a new, empty chat
+    page.wait_for_url(lambda url: "session=" in url and "/stats" not in url,
+                      timeout=WAIT_MS)
+    assert parse_qs(urlparse(page.url).query)["session"] == chat
+    page.reload()
+    expect(messages(page).nth(1)).to_contain_text("7+7 = 14", timeout=WAIT_MS)
+
+
+def test_a_chat_reopened_mid_reply_shows_nothing_of_the_chat_left(tmp_path, new_page):
+    server = start_app(tmp_path, OFFLINE_STREAM_DELAY="0.5")  # a 22 s reply: time to
+    try:                                                       # leave and come back
+        page = new_page(server.url)
+        send(page, "what is 1+1")
+        wait_for_reply(page, 1, "1+1 = 2")
+        send(page, "what is 2+2")
+        wait_for_reply(page, 3, "2+2 = 4")
+        longer_chat = page.url
+        page.get_by_role("button", name="New chat").click()
+        page.wait_for_url(lambda url: url != longer_chat)
+        send(page, "Tell me about yourself")
+        expect(messages(page).nth(1)).to_contain_text("offline", timeout=WAIT_MS)
+        sidebar = page.get_by_test_id("stSidebar")
+        sidebar.get_by_role("button", name="what is 1+1").click()
+        expect(messages(page)).to_have_count(4, timeout=WAIT_MS)
+        sidebar.get_by_role("button", name="Tell me about yourself").click()
+        expect(page.get_by_role("button", name="Stop")).to_be_visible(timeout=WAIT_MS)
+        # the page left had more bubbles and buttons; Streamlit kept them in sight (in
+        # the live bubble too) for as long as a page run lasted: the whole reply
+        expect(messages(page)).to_have_count(2, timeout=5000)
+        expect(messages(page).nth(1).get_by_test_id("stPopover").filter(visible=True)
+               ).to_have_count(0, timeout=5000)
+        expect(page.get_by_role("button", name="Regenerate")).to_have_count(0, timeout=5000)
+        expect(page.locator('input[aria-label="Title"]')).to_have_count(1, timeout=5000)
+        shot(page, "reopened-mid-reply")
+        words = len(messages(page).nth(1).inner_text().split())
+        page.wait_for_function(  # and it is followed live: more words come in
+            "([n]) => document.querySelectorAll('[data-testid=stChatMessage]')[1]"
+            ".innerText.split(/\\s+/).length > n", arg=[words], timeout=WAIT_MS)
+        page.get_by_role("button", name="Stop").click()
+        expect(messages(page).nth(1)).to_contain_text("Stopped by you", timeout=WAIT_MS)
+    finally:
+        stop_app(server)
 
 
 def test_a_chat_deleted_in_one_tab_is_not_brought_back_from_another(server, new_page):
