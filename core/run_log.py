@@ -10,7 +10,7 @@ share the next transaction (``core.group_commit``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -321,6 +321,18 @@ class RunLog:
     def latest_run(self, session_id: str) -> dict[str, Any] | None:
         """The conversation's newest run, to tell why a message has no reply."""
         return self._one_run(runs.c.session_id == session_id)
+
+    def runs_answering(self, session_id: str, message_ids: Collection[int]
+                       ) -> dict[int, dict[str, Any]]:
+        """The newest run that answered each of these user messages (if any), to tell
+        why one has no reply: stopped, failed, or lost."""
+        if not message_ids:
+            return {}
+        query = (select(runs).where(runs.c.session_id == session_id,
+                                    runs.c.user_message_id.in_(list(message_ids)))
+                 .order_by(runs.c.started_at))
+        with self.engine.connect() as conn:
+            return {row.user_message_id: dict(row._mapping) for row in conn.execute(query)}
 
     def _one_run(self, *where: Any) -> dict[str, Any] | None:
         query = select(runs).where(*where).order_by(runs.c.started_at.desc()).limit(1)

@@ -319,15 +319,19 @@ class SessionStore:
         return found is not None
 
     def set_feedback(self, session_id: str, message_id: int, score: int | None,
-                     comment: str = "") -> bool:
+                     comment: str | None = None) -> bool:
         """Record (or, with ``score`` None, clear) feedback on one of the session's
-        replies. False when the message is not a reply of this session."""
+        replies; ``comment`` None keeps the one stored (a thumb turned keeps what was
+        written). False when the message is not a reply of this session."""
         with self._writing() as conn:
             owned = conn.execute(select(messages.c.id).where(
                 messages.c.id == message_id, messages.c.session_id == session_id,
                 messages.c.role == "ai")).first()
             if owned is None:
                 return False
+            if comment is None:
+                comment = conn.execute(select(feedback.c.comment).where(
+                    feedback.c.message_id == message_id)).scalar() or ""
             conn.execute(delete(feedback).where(feedback.c.message_id == message_id))
             if score is not None:
                 conn.execute(insert(feedback).values(

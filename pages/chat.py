@@ -20,9 +20,10 @@ from core.pool import Place
 from core.reply_blocks import BlockSplitter
 from core.runs import STALE_AFTER, Run
 from core.sessions import ChatbotSession, ChatbotSessionManager
+from core.store import StoredMessage
 from core.text import escape_markdown
 from core.turns import Token, ToolCall, ToolResult
-from pages.chat_messages import show_history, tool_step
+from pages.chat_messages import group_turns, show_history, tool_step
 from pages.chat_sidebar import (
     SESSION_PARAM,
     agent_settings,
@@ -37,7 +38,8 @@ FRAME = 0.05          # seconds between updates of a streaming reply (at most 20
 IDLE_TICK = 0.25      # seconds between updates while no token arrives
 ELSEWHERE_POLL = 1.0  # seconds between looks at a reply written by another replica
 RESUME_AFTER = 0.2    # seconds from a page showing a reply so far to following it live
-DRAWN = "drawn_chat"  # the chat the last page run that ended showed
+DRAWN = "drawn_chat"  # what the last page run that ended showed: (chat, bubbles)
+Drawn = tuple[str, tuple[int, ...]]
 
 
 # -- which conversation --------------------------------------------------------------
@@ -125,20 +127,36 @@ def follow(run: Run, session: ChatbotSession, live: bool = True) -> None:
         st.rerun()
 
 
-def follow_after_this_run(run: Run, session: ChatbotSession) -> None:
-    """The last page shown was another chat's: show this reply so far and let this run end,
-    then follow it live in the next.
+def drawing(session: ChatbotSession, rows: list[StoredMessage]) -> Drawn:
+    """What a page shows, as ``drawn_over`` compares it: the chat and its bubbles (each
+    named by its first message)."""
+    return session.session_id, tuple(turn[0].id for turn in group_turns(rows))
+
+
+def drawn_over(before: Drawn | None, now: Drawn) -> bool:
+    """Whether a page showing ``now`` and a live reply draws over all that the last one
+    (``before``) showed: the same chat with the same bubbles, and more (a message sent)
+    or one less (the reply being written again, drawn over by the live bubble's shift,
+    see ``follow``). Not so after another chat, an edit, a branch switched."""
+    if before is None or before[0] != now[0]:
+        return False
+    return now[1][:len(before[1])] == before[1] or before[1][:-1] == now[1]
+
+
+def follow_after_this_run(run: Run, session: ChatbotSession, shown: Drawn) -> None:
+    """The last page shown is not drawn over by this one (``drawn_over``): show this reply
+    so far and let this run end, then follow it live in the next.
 
     A page run that follows a reply lasts as long as the reply, and until a run ends
     Streamlit keeps in sight what the page before drew where this one draws nothing
-    (another chat's longer history, its buttons, bits of its bubbles inside the live
-    one). Ending this run clears them; the fragment starts the next one.
+    (another chat's or branch's longer history, its buttons, bits of its bubbles inside
+    the live one). Ending this run clears them; the fragment starts the next one.
     """
     follow(run, session, live=False)
 
     @st.fragment(run_every=RESUME_AFTER)
     def resume() -> None:
-        if st.session_state.get(DRAWN) == session.session_id:  # not in this run
+        if st.session_state.get(DRAWN) == shown:  # this run has ended
             st.rerun(scope="app")
 
     resume()
@@ -318,15 +336,17 @@ if len(rows) == SHOWN_MESSAGES:
     st.caption(f"Showing the latest {SHOWN_MESSAGES} messages; export to see them all.")
 refusal = refusal or st.session_state.pop("edit_refused", None)
 if run is not None:  # its reply streams below, live: history up to its user message
-    show_history([r for r in rows if r.id <= run.user_message_id], None, session,
-                 answering=True)
+    history = [r for r in rows if r.id <= run.user_message_id]
+    drawn = drawing(session, history)
+    show_history(history, None, session, answering=True)
     if refusal:  # e.g. sent from a tab that had not seen this reply start
         st.toast(refusal, icon=":material/block:", duration="long")
-    if drawn_before == session.session_id:
+    if drawn_over(drawn_before, drawn):
         follow(run, session)
     else:
-        follow_after_this_run(run, session)
+        follow_after_this_run(run, session, drawn)
 else:
+    drawn = drawing(session, rows)
     show_history(rows, last_run, session)
     if refusal:
         st.warning(refusal, icon=":material/block:")
@@ -343,5 +363,5 @@ else:
         example_prompts()
     if elsewhere is None and manager.settings.TAB_SYNC_SECONDS:
         keep_in_step(session, shown)
-st.session_state[DRAWN] = session.session_id
+st.session_state[DRAWN] = drawn
 

@@ -46,6 +46,10 @@ def show_history(rows: list[StoredMessage], last_run: dict | None,
     results = {r.message.tool_call_id: r.message.text for r in rows
                if isinstance(r.message, ToolMessage)}
     grouped = group_turns(rows)
+    unanswered = {turn[0].id for index, turn in enumerate(grouped)
+                  if isinstance(turn[0].message, HumanMessage)
+                  and _left_unanswered(grouped, index, answering)}
+    runs = get_manager().store.runs.runs_answering(session.session_id, unanswered)
     for index, turn in enumerate(grouped):
         first = turn[0]
         if isinstance(first.message, HumanMessage):
@@ -54,10 +58,8 @@ def show_history(rows: list[StoredMessage], last_run: dict | None,
                 message_footer(first.message.text, first.created_at, before=lambda row=first: (
                     version_switcher(session, row.id, versions.get(row.id), busy),
                     edit_button(session, row, busy)))
-                following = grouped[index + 1][0].message if index + 1 < len(grouped) else None
-                if isinstance(following, HumanMessage) or (following is None
-                                                           and not answering):
-                    unanswered_note(first.id, last_run)
+                if first.id in unanswered:
+                    unanswered_note(runs.get(first.id))
             continue
         with st.chat_message("assistant"):
             texts, answer = [], None
@@ -157,15 +159,24 @@ def save_feedback(session: ChatbotSession, message_id: int, key: str) -> None:
     get_manager().set_feedback(session, message_id, st.session_state.get(key))
 
 
-def unanswered_note(message_id: int, last_run: dict | None) -> None:
-    if last_run is None or last_run["user_message_id"] != message_id:
+def _left_unanswered(grouped: list[list[StoredMessage]], index: int, answering: bool
+                     ) -> bool:
+    """The user message at ``index`` has no reply after it (and none is coming live)."""
+    following = grouped[index + 1][0].message if index + 1 < len(grouped) else None
+    return isinstance(following, HumanMessage) or (following is None and not answering)
+
+
+def unanswered_note(run: dict | None) -> None:
+    """Why a user message has no reply, from the run that answered it (None: no run
+    was stored, or it was lost with its process)."""
+    if run is None:
         st.caption(UNANSWERED)
-    elif last_run["status"] == RUNNING:
+    elif run["status"] == RUNNING:
         st.caption(STATUS_NOTES[RUNNING])
-    elif last_run["status"] == STOPPED:
+    elif run["status"] == STOPPED:
         st.caption("Stopped by you before any reply.")
-    elif last_run["error"]:
-        st.error(last_run["error"], icon=":material/error:")
+    elif run["error"]:
+        st.error(run["error"], icon=":material/error:")
     else:
         st.caption(UNANSWERED)
 

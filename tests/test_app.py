@@ -316,6 +316,27 @@ def test_a_message_left_without_a_reply_is_marked_not_silently_skipped():
     assert at.button(key="regenerate-button").label == "Retry"
 
 
+def test_a_reply_stopped_before_it_began_stays_so_after_the_next_message():
+    import time
+
+    from core.ids import new_run_id
+    from core.runtime import shared_manager
+
+    at = say(open_app(), "first question")
+    manager = shared_manager(lambda: None)
+    sid = at.query_params["session"]
+    run_id = new_run_id()  # stopped while it waited in the queue: no reply at all
+    started = manager.store.runs.start_turn(
+        sid, HumanMessage("stopped in the queue"), run={"id": run_id, "agent": "",
+                                                        "replica": "elsewhere"},
+        reply={"model": "offline-demo"}, stale_before=time.time() - 10)
+    manager.store.runs.finish_turn(sid, run_id, started.reply_id, None, "stopped")
+    say(at, "what is 5+6")
+    notes = [[c.value for c in m.caption if "reply" in c.value]
+             for m in at.chat_message if m.name == "user"]
+    assert notes == [[], ["Stopped by you before any reply."], []]
+
+
 def test_the_app_settles_the_garbage_collector_when_it_builds_the_shared_manager():
     import gc
 

@@ -698,3 +698,27 @@ def test_editing_a_message_forks_the_chat_and_the_switcher_keeps_the_branch(serv
     expect(messages(page).nth(0)).to_contain_text("1 / 2")
     send(page, "What is my name?")
     wait_for_reply(page, 3, "Your name is Ada.")
+
+
+def test_a_reply_to_an_edit_shows_nothing_of_the_branch_left(server, new_page):
+    page = new_page(server.url)
+    send(page, "My name is Ada.")
+    wait_for_reply(page, 1, "Nice to meet you, Ada")
+    send(page, "what is 2+2")
+    wait_for_reply(page, 3, "2+2 = 4")
+    messages(page).nth(0).get_by_role("button", name="edit").click()
+    editor = page.get_by_test_id("stPopoverBody")
+    editor.get_by_label("Edit your message").fill("Tell me about yourself")
+    editor.get_by_role("button", name="Send the new version").click()
+    expect(page.get_by_role("button", name="Stop")).to_be_visible(timeout=WAIT_MS)
+    # the branch left had more bubbles; Streamlit kept its buttons in sight, inside the
+    # live bubble too, for as long as the page run lasted: the whole reply
+    expect(messages(page)).to_have_count(2, timeout=5000)
+    expect(messages(page).nth(1).get_by_test_id("stPopover").filter(visible=True)
+           ).to_have_count(0, timeout=5000)
+    expect(page.get_by_role("button", name="Regenerate")).to_have_count(0, timeout=5000)
+    expect(page.get_by_role("button", name="Stop")).to_be_visible()  # still mid-reply
+    shot(page, "edited-mid-reply")
+    wait_for_reply(page, 1, "remember your name")
+    expect(messages(page).nth(0)).to_contain_text("2 / 2")
+    expect(page.get_by_role("button", name="Regenerate")).to_have_count(1)

@@ -395,6 +395,18 @@ class TestFeedback:
         assert manager.set_feedback(shared, reply(shared), None)  # cleared
         assert manager.store.load_stored(shared.session_id)[-1].score is None
 
+    def test_turning_the_thumb_keeps_the_comment_written(self, make_manager):
+        manager = make_manager()
+        session = manager.create_session()
+        session.send("what is 9*9")
+        reply_id = manager.store.load_stored(session.session_id)[-1].id
+        manager.set_feedback(session, reply_id, 1, "Very helpful answer")
+        manager.set_feedback(session, reply_id, 0)  # the thumb turned, no comment sent
+        stored = manager.store.load_stored(session.session_id)[-1]
+        assert (stored.score, stored.comment) == (0, "Very helpful answer")
+        manager.set_feedback(session, reply_id, 0, "")  # the comment emptied on purpose
+        assert manager.store.load_stored(session.session_id)[-1].comment == ""
+
     def test_feedback_on_another_chats_or_a_users_message_is_refused(self, make_manager):
         manager = make_manager()
         mine, theirs = manager.create_session(), manager.create_session()
