@@ -9,6 +9,7 @@ from the store on demand. Everything here is thread-safe and usable from asyncio
 
 from __future__ import annotations
 
+import textwrap
 import threading
 import time
 from collections import OrderedDict
@@ -316,8 +317,14 @@ class ChatbotSessionManager:
 
     @staticmethod
     def title_for(text: str) -> str:
-        """A conversation's title taken from its first message."""
-        return _one_line(text)[:AUTO_TITLE_CHARS]
+        """A conversation's title taken from its first message: when longer, cut at a
+        word with an ellipsis (inside a word if that would lose half the title)."""
+        line = _one_line(text)
+        if len(line) <= AUTO_TITLE_CHARS:
+            return line
+        short = textwrap.shorten(line, AUTO_TITLE_CHARS, placeholder="…")
+        return short if len(short) > AUTO_TITLE_CHARS // 2 else (
+            line[:AUTO_TITLE_CHARS - 1].rstrip() + "…")
 
     def answered_by(self, session: ChatbotSession) -> tuple[str, bool]:
         """The model recorded on the session's replies, and whether it is custom."""

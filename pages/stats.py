@@ -38,7 +38,8 @@ def time_chart(data: pd.DataFrame, value: str, series: str, title: str,
     """A line per series over wall-clock time (HH:MM:SS axis)."""
     return alt.Chart(data, title=title, height=height).mark_line(point=len(data) < 40).encode(
         x=alt.X("time:T", title=None, axis=alt.Axis(format="%H:%M:%S")),
-        y=alt.Y(f"{value}:Q", title=None, axis=alt.Axis(format="~g")),  # 0, not 0.000000
+        # plain decimals with thousands separators: 0, 0.25, 10, 1,500 (not 1e+1)
+        y=alt.Y(f"{value}:Q", title=None, axis=alt.Axis(format=",~r")),
         color=alt.Color(f"{series}:N", title=None, legend=alt.Legend(orient="bottom")),
         tooltip=["time:T", f"{series}:N", f"{value}:Q"],
     )

@@ -368,6 +368,19 @@ class TestEdges:
         (listed,) = manager.list_sessions(owner="me")
         assert listed["title"] == "Plan a trip to Lisbon"
 
+    @pytest.mark.parametrize("first_message, title", [
+        ("Plan a trip to Lisbon " * 5,
+         "Plan a trip to Lisbon Plan a trip to Lisbon Plan a trip to…"),  # at a word
+        ("see https://example.com/" + "a" * 80,
+         "see https://example.com/" + "a" * 35 + "…"),  # one long word: cut inside it
+    ])
+    def test_a_long_first_message_gives_a_title_cut_with_an_ellipsis(
+            self, make_manager, first_message, title):
+        manager = make_manager()
+        manager.create_session(owner="me").send(first_message)
+        (listed,) = manager.list_sessions(owner="me")
+        assert listed["title"] == title and len(title) <= 60
+
     def test_renaming_does_not_move_a_chat_to_the_top(self, make_manager):
         manager = make_manager()
         older, newer = manager.create_session(owner="me"), manager.create_session(owner="me")
