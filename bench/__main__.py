@@ -86,7 +86,9 @@ def _why(target: str, results: dict[str, Any]) -> str:
         missed = [r for r in _pools(results) if r["wall_vs_ideal"] > 1.2]
         return "; ".join(
             f"{r['mode']} pool {r['pool_size']}: {r['wall_s']:.2f} s, ideal {r['ideal_s']:.2f} s, "
-            f"the agent alone with no pool or store needs {r['floor_s']:.2f} s"
+            f"the agent alone with no pool or store needs {r['floor_s']:.2f} s of CPU "
+            f"(with a fixed-latency model a wave's turns start and end together, so each "
+            f"wave also waits for their CPU: ideal plus that, {r['ideal_s'] + r['floor_s']:.2f} s)"
             for r in missed)
     return ""
 

@@ -8,11 +8,13 @@ the agent they borrowed, new ones get the new agent and the member's next versio
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 
 from core.agents import AgentFactory, AgentSpec, agent_factory_for
 from core.config import MemberConfig, Settings
+from core.offline_model import OFFLINE_MODEL_NAME
 from core.pool import AgentPool, Member
 
 log = logging.getLogger("poolchat")
@@ -66,9 +68,12 @@ class PoolMembers:
         """Give a member a new model, prompt or temperature, without a restart.
 
         Returns the member's new version (recorded with each reply). A spec whose agent
-        cannot be built fails here and changes nothing.
+        cannot be built fails here and changes nothing. Offline, the offline model is
+        the only one: a model name given is not recorded as if it answered.
         """
         self.pool.member(name)
+        if self._given_factory is None and self.settings.offline:
+            spec = dataclasses.replace(spec, model=OFFLINE_MODEL_NAME)
         agent = self.factory(name)(spec)
         with self._lock:
             self._specs[name] = spec

@@ -23,12 +23,15 @@ from langchain_core.messages import (
     messages_from_dict,
 )
 from sqlalchemy import (
+    String,
+    cast,
     create_engine,
     delete,
     event,
     exists,
     func,
     insert,
+    literal,
     select,
     update,
 )
@@ -377,15 +380,19 @@ class SessionStore:
             return int(conn.execute(query).scalar_one())
 
     def usage_by_agent(self, shared_model: str = "") -> list[dict[str, Any]]:
-        """Sessions and assistant messages per (custom or shared, model).
+        """Sessions and replies per (custom or shared, model).
 
         Sessions on the shared pool have no model of their own: they count under
-        ``shared_model``.
+        ``shared_model``. A reply is a run's assistant rows (a tool step and the answer
+        after it are one reply); an assistant row stored without a run is one of its own.
         """
         by_session = select(sessions.c.agent_model, func.count()).group_by(
             sessions.c.agent_model)
-        by_message = select(messages.c.custom_agent, messages.c.model, func.count()).where(
-            messages.c.role == "ai").group_by(messages.c.custom_agent, messages.c.model)
+        reply = func.coalesce(messages.c.run_id, literal("#") + cast(messages.c.id, String))
+        by_message = (select(messages.c.custom_agent, messages.c.model,
+                             func.count(func.distinct(reply)))
+                      .where(messages.c.role == "ai")
+                      .group_by(messages.c.custom_agent, messages.c.model))
         usage: dict[tuple[bool, str], dict[str, Any]] = {}
 
         def entry(custom: bool, model: str | None) -> dict[str, Any]:

@@ -55,17 +55,26 @@ def seconds(p50: float | None, p95: float | None) -> str:
     return "—" if p50 is None or p95 is None else f"{p50:.2f} / {p95:.2f}"
 
 
+MEMBER_COLUMNS = {  # wide enough for "cooling down · 12 s" and "model (v2)"
+    "Member · model": st.column_config.TextColumn(width=160),
+    "State": st.column_config.TextColumn(width=115),
+    "Requests": st.column_config.NumberColumn(
+        help="Requests sent to this member, failed ones included (see Errors, 429s)"),
+}
+
+
 def members_frame(members: list[dict]) -> pd.DataFrame:
     """The live pool view as people read it: one row per member (its weight after its
-    name, when not 1), narrow enough for a laptop's screen beside the sidebar."""
+    name, when not 1, then its model and version), narrow enough for a laptop's screen
+    beside the sidebar."""
     return pd.DataFrame([{
-        "Member": m["member"] + (f" ×{m['weight']:g}" if m["weight"] != 1 else ""),
-        "Model": f"{m['model']} (v{m['version']})",
-        "State": m["state"] + (f", {m['cooldown_s']:.0f} s left" if m["cooldown_s"] else ""),
-        "In flight": m["in_flight"], "Served": m["served"],
+        "Member · model": m["member"] + (f" ×{m['weight']:g}" if m["weight"] != 1 else "")
+        + f" · {m['model']} (v{m['version']})",
+        "State": m["state"] + (f" · {m['cooldown_s']:.0f} s" if m["cooldown_s"] else ""),
+        "In flight": m["in_flight"], "Requests": m["served"],
         "Errors": m["errors"], "429s": m["rate_limited"],
-        "First token p50/p95 (s)": seconds(m["ttft_p50_s"], m["ttft_p95_s"]),
-        "Reply p50/p95 (s)": seconds(m["total_p50_s"], m["total_p95_s"]),
+        "First token p50/p95": seconds(m["ttft_p50_s"], m["ttft_p95_s"]),
+        "Reply p50/p95": seconds(m["total_p50_s"], m["total_p95_s"]),
         "Tokens/min": round(m["tokens_per_min"]),
     } for m in members])
 
@@ -98,9 +107,9 @@ def pool_view() -> None:
     st.caption(f"Replies being written in this process: {manager.chat.in_flight()} "
                "(custom agents' included; a reply holds a pool slot only while the model "
                "answers).")
-    st.dataframe(members_frame(members), hide_index=True)
-    st.caption(f"Refreshes every {POOL_REFRESH_SECONDS} s. Latency percentiles over the "
-               "latest 1,000 replies of each member.")
+    st.dataframe(members_frame(members), hide_index=True, column_config=MEMBER_COLUMNS)
+    st.caption(f"Refreshes every {POOL_REFRESH_SECONDS} s. Latency percentiles, in seconds, "
+               "over the latest 1,000 replies of each member.")
 
 
 def reconfigure_form() -> None:
@@ -113,7 +122,10 @@ def reconfigure_form() -> None:
     name = st.selectbox("Member", names, key="reconfigure_member")
     spec = manager.members.spec_of(name)
     with st.form("reconfigure", border=True):
-        model = st.text_input("Model", spec.model, max_chars=MODEL_NAME_MAX_CHARS)
+        offline = manager.settings.offline
+        model = st.text_input("Model", spec.model, max_chars=MODEL_NAME_MAX_CHARS,
+                              disabled=offline,
+                              help="Offline demo mode has one model." if offline else None)
         prompt = st.text_area("System prompt", spec.system_prompt, max_chars=PROMPT_MAX_CHARS)
         temperature = st.slider("Temperature", 0.0, 2.0, spec.temperature, 0.1)
         if st.form_submit_button("Apply", icon=":material/published_with_changes:"):
@@ -126,7 +138,8 @@ def reconfigure_form() -> None:
                 st.error(f"{name} was not changed: the agent could not be built "
                          f"({type(exc).__name__}).")
             else:
-                st.success(f"{name} now answers with {model.strip()} (version {version}). "
+                st.success(f"{name} now answers with {manager.members.spec_of(name).model} "
+                           f"(version {version}). "
                            "Replies in progress finish on the previous version.")
 
 
@@ -178,7 +191,7 @@ def live_stats() -> None:
             "replica": r["replica"] + (" (this one)" if r["this_replica"] else ""),
             "status": "stopped reporting" if r["stale"] else "live",
             "last seen (s ago)": round(now - r["last_seen"], 1),
-            "in flight": r["in_flight"], "served": r["served"], "errors": r["errors"],
+            "in flight": r["in_flight"], "requests": r["served"], "errors": r["errors"],
             "sessions in memory": r["sessions_in_memory"],
         } for r in replicas]), hide_index=True)
 

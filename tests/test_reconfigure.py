@@ -55,3 +55,17 @@ def test_a_bad_spec_changes_nothing(make_manager):
     with pytest.raises(KeyError):
         manager.members.reconfigure("nobody", AgentSpec("m", "", 0.5))
     assert manager.get_stats()["pool"][0]["version"] == 1
+
+
+def test_offline_a_member_keeps_the_offline_models_name_whatever_is_asked(make_manager):
+    manager = make_manager(RATE_LIMIT_PER_MINUTE=0)  # no key: the offline model answers
+    manager.members.reconfigure("pool:0", AgentSpec("gpt-4o", "Be terse.", 0.3))
+    assert manager.members.spec_of("pool:0").model == "offline-demo"
+    session = manager.create_session()
+    assert session.send("what is 2+3") == "2+3 = 5"
+    with manager.store.engine.connect() as conn:
+        models = {m for (m,) in conn.execute(select(messages.c.model)
+                                             .where(messages.c.role == "ai"))}
+        used = {m for (m,) in conn.execute(select(usage.c.model))}
+    assert models == used == {"offline-demo"}  # never labelled as a model that did not answer
+    assert manager.get_stats()["pool"][0]["model"] == "offline-demo"

@@ -216,3 +216,13 @@ def test_the_change_mark_moves_with_anything_a_chat_page_shows_and_nothing_else(
         moved = store.change_mark("chat-a", "me")
         assert moved != mark
         mark = moved
+
+
+def test_a_reply_with_a_tool_step_counts_as_one_reply(make_manager):
+    manager = make_manager(RATE_LIMIT_PER_MINUTE=0)
+    session = manager.create_session()
+    assert session.send("what is 6*7?") == "6*7 = 42"  # a tool call, its result, the answer
+    roles = [m.message.type for m in manager.store.load_stored(session.session_id)]
+    assert roles == ["human", "ai", "tool", "ai"]
+    (shared,) = manager.store.usage_by_agent(shared_model="offline-demo")
+    assert (shared["sessions"], shared["messages"]) == (1, 1)
