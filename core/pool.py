@@ -325,7 +325,8 @@ class AgentPool:
         if left > 0:
             return PoolTimeout(f"the model provider asked us to slow down for longer than "
                                f"{timeout:g} s; try again in {left:.0f} s")
-        return PoolTimeout(f"all {self.size} agents were busy for {timeout:g} s; try again")
+        agents = "the agent was" if self.size == 1 else f"all {self.size} agents were"
+        return PoolTimeout(f"{agents} busy for {timeout:g} s; try again")
 
     @contextmanager
     def lease(self, timeout: float | None = None, prefer: int | None = None,

@@ -374,8 +374,11 @@ class SessionStore:
             return int(conn.execute(query).scalar_one())
 
     def count_custom_sessions(self) -> int:
+        """Conversations on a custom agent, counted as ``count_sessions`` counts: once
+        they have a message (settings chosen in an empty chat make no session yet)."""
         query = select(func.count()).select_from(sessions).where(
-            sessions.c.agent_spec.is_not(None))
+            sessions.c.agent_spec.is_not(None),
+            exists().where(messages.c.session_id == sessions.c.id))
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 

@@ -345,7 +345,11 @@ def test_a_new_chat_in_one_tab_is_listed_in_the_others(server, new_page):
     page, second = answered_chat_in_two_tabs(server, new_page)
     first_chat = page.url
     page.get_by_role("button", name="New chat").click()
-    send(page, "what is 9*9")  # at once: it goes to the new chat, not the one left
+    # once the click's run has drawn the new chat (a message sent within milliseconds of
+    # the click is the AppTest's case: test_app, ...before_the_url_caught_up...)
+    page.wait_for_url(lambda url: url != first_chat, timeout=WAIT_MS)
+    expect(messages(page)).to_have_count(0, timeout=WAIT_MS)
+    send(page, "what is 9*9")
     wait_for_reply(page, 1, "9*9 = 81")
     expect(messages(page)).to_have_count(2)
     assert page.url != first_chat

@@ -53,7 +53,7 @@ def test_a_preferred_agent_wins_ties_only():
 def test_a_full_pool_times_out_with_a_clear_error():
     pool = AgentPool(["a"], max_concurrency=1)
     with pool.lease():
-        with pytest.raises(PoolTimeout, match="all 1 agents were busy"):
+        with pytest.raises(PoolTimeout, match="the agent was busy"):
             with pool.lease(timeout=0.05):
                 pass
     assert pool.timeouts == 1

@@ -91,7 +91,8 @@ class ManagerModel(RuleBasedStateMachine):
         stats = self.manager.get_stats()
         # a conversation counts once it has a message; an opened, empty chat does not
         assert stats["total_sessions"] == sum(e["turns"] > 0 for e in self.model.values())
-        assert stats["sessions_with_custom_agents"] == sum(e["custom"] for e in self.model.values())
+        assert stats["sessions_with_custom_agents"] == sum(
+            e["custom"] and e["turns"] > 0 for e in self.model.values())
         for owner in ("browser-a", "browser-b"):
             listed = {s["session_id"] for s in self.manager.list_sessions(owner=owner)}
             assert listed == {sid for sid, e in self.model.items()

@@ -139,6 +139,9 @@ class TestCustomAgents:
         session.agent = AgentSpec("offline-demo", "Be terse.", 0.1)
         assert session.agent is not manager.pool.agents[0]
         assert other.agent is manager.pool.agents[0]
+        # counted as sessions are: once the chat has a message
+        assert manager.get_stats()["sessions_with_custom_agents"] == 0
+        session.send("hello")
         assert manager.get_stats()["sessions_with_custom_agents"] == 1
         session.agent = None
         assert session.agent is manager.pool.agents[0]
