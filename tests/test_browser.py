@@ -98,6 +98,16 @@ def stored_messages(server, page: Page) -> list[dict]:
             (session_id,))]
 
 
+def expect_only_the_question_and_its_live_reply(page: Page) -> None:
+    """A reply being written, with nothing of the page drawn before it left in sight: two
+    bubbles, no buttons of another message inside the live one, no Regenerate."""
+    expect(page.get_by_role("button", name="Stop")).to_be_visible(timeout=WAIT_MS)
+    expect(messages(page)).to_have_count(2, timeout=5000)
+    expect(messages(page).nth(1).get_by_test_id("stPopover").filter(visible=True)
+           ).to_have_count(0, timeout=5000)
+    expect(page.get_by_role("button", name="Regenerate")).to_have_count(0, timeout=5000)
+
+
 def shot(page: Page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True, animations="disabled")
@@ -412,13 +422,9 @@ def test_a_chat_reopened_mid_reply_shows_nothing_of_the_chat_left(tmp_path, new_
         sidebar.get_by_role("button", name="what is 1+1").click()
         expect(messages(page)).to_have_count(4, timeout=WAIT_MS)
         sidebar.get_by_role("button", name="Tell me about yourself").click()
-        expect(page.get_by_role("button", name="Stop")).to_be_visible(timeout=WAIT_MS)
         # the page left had more bubbles and buttons; Streamlit kept them in sight (in
         # the live bubble too) for as long as a page run lasted: the whole reply
-        expect(messages(page)).to_have_count(2, timeout=5000)
-        expect(messages(page).nth(1).get_by_test_id("stPopover").filter(visible=True)
-               ).to_have_count(0, timeout=5000)
-        expect(page.get_by_role("button", name="Regenerate")).to_have_count(0, timeout=5000)
+        expect_only_the_question_and_its_live_reply(page)
         expect(page.locator('input[aria-label="Title"]')).to_have_count(1, timeout=5000)
         shot(page, "reopened-mid-reply")
         words = len(messages(page).nth(1).inner_text().split())
@@ -714,13 +720,9 @@ def test_a_reply_to_an_edit_shows_nothing_of_the_branch_left(server, new_page):
     editor = page.get_by_test_id("stPopoverBody")
     editor.get_by_label("Edit your message").fill("Tell me about yourself")
     editor.get_by_role("button", name="Send the new version").click()
-    expect(page.get_by_role("button", name="Stop")).to_be_visible(timeout=WAIT_MS)
     # the branch left had more bubbles; Streamlit kept its buttons in sight, inside the
     # live bubble too, for as long as the page run lasted: the whole reply
-    expect(messages(page)).to_have_count(2, timeout=5000)
-    expect(messages(page).nth(1).get_by_test_id("stPopover").filter(visible=True)
-           ).to_have_count(0, timeout=5000)
-    expect(page.get_by_role("button", name="Regenerate")).to_have_count(0, timeout=5000)
+    expect_only_the_question_and_its_live_reply(page)
     expect(page.get_by_role("button", name="Stop")).to_be_visible()  # still mid-reply
     shot(page, "edited-mid-reply")
     wait_for_reply(page, 1, "remember your name")
