@@ -22,6 +22,7 @@ from starlette.routing import Route
 from core.auth import password_matches
 from core.runtime import shared_manager, shared_recorder
 from core.stats import public_stats
+from pages.clicks import keep_clicks
 from pages.common import BROWSER_COOKIE, BROWSER_COOKIE_MAX_AGE, load_app_settings
 
 
@@ -83,6 +84,7 @@ logging.getLogger("poolchat").setLevel(logging.INFO)
 # the sidebar, until somebody opened "/" (st.navigation switches the mode off for the
 # process). The pages are declared below with st.navigation, always.
 PagesManager.uses_pages_directory = False
+keep_clicks()  # a click followed at once by a message is not lost (pages/clicks.py)
 
 app = st.App("app.py", routes=[Route("/api/stats.json", stats_json)],
              middleware=[Middleware(BrowserIdCookie)])
