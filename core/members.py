@@ -67,13 +67,16 @@ class PoolMembers:
     def reconfigure(self, name: str, spec: AgentSpec) -> int:
         """Give a member a new model, prompt or temperature, without a restart.
 
-        Returns the member's new version (recorded with each reply). A spec whose agent
-        cannot be built fails here and changes nothing. Offline, the offline model is
-        the only one: a model name given is not recorded as if it answered.
+        Returns the member's new version (recorded with each reply); the spec it has
+        already changes nothing (same version, same health). A spec whose agent cannot be
+        built fails here and changes nothing. Offline, the offline model is the only one:
+        a model name given is not recorded as if it answered.
         """
-        self.pool.member(name)
+        member = self.pool.member(name)
         if self._given_factory is None and self.settings.offline:
             spec = dataclasses.replace(spec, model=OFFLINE_MODEL_NAME)
+        if spec == self.spec_of(name):
+            return member.version
         agent = self.factory(name)(spec)
         with self._lock:
             self._specs[name] = spec

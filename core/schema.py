@@ -40,7 +40,7 @@ sessions = Table(
     Column("owner", String(64), nullable=True),
     Column("title", String(TITLE_MAX_CHARS), nullable=False, default=""),
     Column("agent_spec", Text, nullable=True),  # JSON of AgentSpec when custom
-    Column("agent_model", String(MODEL_NAME_MAX_CHARS), nullable=True),  # for usage stats
+    Column("agent_model", String(MODEL_NAME_MAX_CHARS), nullable=True),  # a custom agent's
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("branch_id", ID, nullable=True),  # the message last chosen, once edited

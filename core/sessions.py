@@ -413,11 +413,11 @@ class ChatbotSessionManager:
             for session in reversed(self._sessions.values()):
                 if session.last_used < now - ACTIVE_WINDOW:
                     break
-                active += 1
+                active += session.saved  # as Sessions: an empty chat is not one yet
         pool = self.pool.snapshot()
         return {
             "total_sessions": self.store.count_sessions(),
-            "total_messages": self.store.count_messages(),
+            "total_messages": self.store.count_chat_messages(),
             "page_views": self.page_views,
             "empty_chats_open": unsaved,
             "agent_pool_size": self.pool.size,

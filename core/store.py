@@ -366,6 +366,16 @@ class SessionStore:
 
 
     # -- aggregates -----------------------------------------------------------------
+    def count_chat_messages(self) -> int:
+        """What users sent and the replies they got, as a person counts them: a reply's
+        tool steps are part of it (a reply is a run's assistant rows, as in
+        ``usage_by_agent``); a reply being written counts."""
+        sent = select(func.count()).where(messages.c.role == "human").scalar_subquery()
+        replies = select(func.count(func.distinct(_reply_of_row()))).where(
+            messages.c.role == "ai").scalar_subquery()
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(sent + replies)).scalar_one())
+
     def count_sessions(self) -> int:
         """Conversations with at least one message (an opened, empty chat is no session)."""
         query = select(func.count()).select_from(sessions).where(
@@ -383,32 +393,28 @@ class SessionStore:
             return int(conn.execute(query).scalar_one())
 
     def usage_by_agent(self, shared_model: str = "") -> list[dict[str, Any]]:
-        """Sessions and replies per (custom or shared, model).
+        """Sessions and replies per (custom or shared, model that answered).
 
-        Sessions on the shared pool have no model of their own: they count under
-        ``shared_model``. A reply is a run's assistant rows (a tool step and the answer
-        after it are one reply); an assistant row stored without a run is one of its own.
+        A session counts under each model that replied in it: a shared-pool chat answered
+        before and after its member changed model counts under both, a chat with no reply
+        yet under none. A reply is a run's assistant rows (a tool step and the answer
+        after it are one reply); an assistant row stored without a run is one of its own,
+        and one without a model counts under ``shared_model``.
         """
-        by_session = select(sessions.c.agent_model, func.count()).group_by(
-            sessions.c.agent_model)
-        reply = func.coalesce(messages.c.run_id, literal("#") + cast(messages.c.id, String))
-        by_message = (select(messages.c.custom_agent, messages.c.model,
-                             func.count(func.distinct(reply)))
-                      .where(messages.c.role == "ai")
-                      .group_by(messages.c.custom_agent, messages.c.model))
+        query = (select(messages.c.custom_agent, messages.c.model,
+                        func.count(func.distinct(messages.c.session_id)),
+                        func.count(func.distinct(_reply_of_row())))
+                 .where(messages.c.role == "ai")
+                 .group_by(messages.c.custom_agent, messages.c.model))
         usage: dict[tuple[bool, str], dict[str, Any]] = {}
-
-        def entry(custom: bool, model: str | None) -> dict[str, Any]:
-            key = (custom, model or "")
-            return usage.setdefault(key, {"agent": "custom" if custom else "shared",
-                                          "model": model or "", "sessions": 0,
-                                          "messages": 0})
-
         with self.engine.connect() as conn:
-            for model, count in conn.execute(by_session):
-                entry(model is not None, model or shared_model)["sessions"] += count
-            for custom, model, count in conn.execute(by_message):
-                entry(bool(custom), model)["messages"] += count
+            for custom, model, chats, replies in conn.execute(query):
+                key = (bool(custom), model or shared_model)
+                entry = usage.setdefault(key, {"agent": "custom" if custom else "shared",
+                                               "model": key[1], "sessions": 0,
+                                               "messages": 0})
+                entry["sessions"] += chats
+                entry["messages"] += replies
         return sorted(usage.values(), key=lambda u: (u["agent"], u["model"]))
 
     # -- replicas and retention --------------------------------------------------------
@@ -450,3 +456,8 @@ def _session_dict(row: Any) -> dict[str, Any]:
     data["agent_spec"] = json.loads(data["agent_spec"]) if data["agent_spec"] else None
     return data
 
+
+def _reply_of_row():
+    """Which reply an assistant row belongs to: its run, or the row itself if it has none
+    (appended without one)."""
+    return func.coalesce(messages.c.run_id, literal("#") + cast(messages.c.id, String))

@@ -129,9 +129,13 @@ def reconfigure_form() -> None:
         prompt = st.text_area("System prompt", spec.system_prompt, max_chars=PROMPT_MAX_CHARS)
         temperature = st.slider("Temperature", 0.0, 2.0, spec.temperature, 0.1)
         if st.form_submit_button("Apply", icon=":material/published_with_changes:"):
+            wanted = AgentSpec(model.strip(), prompt, temperature)
+            if wanted == spec:
+                st.info(f"Nothing to apply: {name} already answers with this model, "
+                        "prompt and temperature.")
+                return
             try:
-                version = manager.members.reconfigure(
-                    name, AgentSpec(model.strip(), prompt, temperature))
+                version = manager.members.reconfigure(name, wanted)
             except ValueError as exc:
                 st.error(str(exc))
             except Exception as exc:  # noqa: BLE001 - the agent could not be built
@@ -148,14 +152,15 @@ def live_stats() -> None:
     stats = public_stats(manager, shared_recorder(), usage_max_age=USAGE_MAX_AGE)
     cols = st.columns(4)
     cols[0].metric("Sessions", stats["total_sessions"])
-    cols[1].metric("Messages", stats["total_messages"])
+    cols[1].metric("Messages", stats["total_messages"],
+                   help="Messages sent and replies, each reply once (its tool steps included).")
     cols[2].metric("Agent pool size", stats["agent_pool_size"])
     cols[3].metric("Custom-agent sessions", stats["sessions_with_custom_agents"])
     runs = stats["runs"]  # (what is in flight or queued now: the live pool view above)
     cols = st.columns(4)
     cols[0].metric("Active (5 min)", stats["active_sessions"],
-                   help="Browser sessions that used the chat in the last 5 minutes, in "
-                        "this process (a session with no message yet included).")
+                   help="Conversations used in the last 5 minutes, in this process "
+                        "(a chat with nothing in it yet is not counted, as for Sessions).")
     cols[1].metric("Replies stopped by users", runs.get("stopped", 0))
     cols[2].metric("Replies interrupted", runs.get("interrupted", 0),
                    help="Provider failures, cut-off streams and crashed processes.")
@@ -206,7 +211,7 @@ def live_stats() -> None:
         left, right = st.columns(2)
         left.caption("Share of sessions and assistant messages (%)")
         left.bar_chart(shares, stack=False, height=220)
-        right.caption("By model")
+        right.caption("By model that answered (a chat answered by two counts under both)")
         right.bar_chart(usage.set_index("label")[["sessions", "messages"]], stack=False,
                         horizontal=True, height=220)
 

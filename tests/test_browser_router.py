@@ -121,6 +121,9 @@ def test_usage_cost_and_a_live_member_change_on_the_stats_page(server, fake, new
     expect(stats.get_by_text("cloud now answers with fake-2 (version 2)")).to_be_visible(
         timeout=WAIT_MS)
     shot(stats, "router-stats")
+    form.get_by_role("button", name="Apply").click()  # again, nothing changed: no version 3
+    expect(stats.get_by_text("Nothing to apply: cloud already answers")).to_be_visible(
+        timeout=WAIT_MS)
     send(chat, "and now?")
     wait_for_reply(chat, 3, REPLY)
     assert fake.requests[-1]["body"]["model"] == "fake-2"

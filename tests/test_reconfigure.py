@@ -3,6 +3,8 @@ flight finish on the old agent, new ones use the new, each records the version."
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from langchain.agents import create_agent
 from sqlalchemy import select
@@ -69,3 +71,15 @@ def test_offline_a_member_keeps_the_offline_models_name_whatever_is_asked(make_m
         used = {m for (m,) in conn.execute(select(usage.c.model))}
     assert models == used == {"offline-demo"}  # never labelled as a model that did not answer
     assert manager.get_stats()["pool"][0]["model"] == "offline-demo"
+
+
+def test_applying_the_spec_a_member_has_changes_nothing(make_manager):
+    manager = make_manager(RATE_LIMIT_PER_MINUTE=0)
+    same = manager.members.spec_of("pool:0")
+    agent = manager.pool.member("pool:0").agent
+    assert manager.members.reconfigure("pool:0", same) == 1
+    assert manager.pool.member("pool:0").agent is agent  # not rebuilt
+    changed = dataclasses.replace(same, system_prompt="Be terse.")
+    assert manager.members.reconfigure("pool:0", changed) == 2
+    assert manager.members.reconfigure("pool:0", changed) == 2
+    assert manager.get_stats()["pool"][0]["version"] == 2

@@ -126,6 +126,15 @@ class TestChatting:
             session.send(text)
         assert manager.get_stats()["total_messages"] == 0
 
+    def test_messages_counts_what_was_sent_and_each_reply_once_tool_steps_and_all(
+            self, make_manager):
+        manager = make_manager(RATE_LIMIT_PER_MINUTE=0)  # offline: arithmetic is a tool step
+        session = manager.create_session()
+        assert session.send("what is 12*7") == "12*7 = 84"
+        session.send("hello")
+        assert manager.store.count_messages() == 6  # rows: 2 + the call and its result
+        assert manager.get_stats()["total_messages"] == 4
+
     def test_control_characters_are_removed_from_messages(self, make_manager):
         session = make_manager().create_session()
         session.send("My name is\x00 Ada\x07.")
@@ -223,6 +232,21 @@ class TestLifecycle:
         again = manager.get_session(kept.session_id)
         assert again is not kept and again.send("Who am I?") == "I am Ada. (2)"
         assert manager.get_session(empty.session_id) is None
+
+    def test_active_sessions_are_chats_with_a_message_used_in_the_last_5_minutes(
+            self, make_manager):
+        now = [1000.0]
+        manager = make_manager(clock=lambda: now[0], SESSION_IDLE_TTL=3600,
+                               agent_factory=scripted_factory(ScriptedModel(answer=first_words)))
+        earlier = manager.create_session()
+        earlier.send("I am Ada.")
+        now[0] += 301
+        talking, _empty = manager.create_session(), manager.create_session()
+        talking.send("I am Grace.")  # an empty chat open in a tab is not a session yet
+        stats = manager.get_stats()
+        assert (stats["active_sessions"], stats["total_sessions"]) == (1, 2)
+        manager.get_session(earlier.session_id)  # reopened
+        assert manager.get_stats()["active_sessions"] == 2
 
     def test_memory_holds_at_most_the_configured_number_of_sessions(self, make_manager):
         manager = make_manager(MAX_SESSIONS_IN_MEMORY=10)

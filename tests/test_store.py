@@ -4,11 +4,11 @@ import json
 import threading
 
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage, message_to_dict
-from sqlalchemy import insert, inspect
+from sqlalchemy import insert, inspect, select
 
 from core.direct_writes import DirectWriter, every_column
 from core.migrations import MIGRATIONS, applied, migrate
-from core.schema import messages
+from core.schema import messages, sessions
 from core.store import STOPPED, SessionStore, metadata
 
 
@@ -87,9 +87,27 @@ def test_a_first_release_database_is_brought_up_to_date(db_url):
     assert applied(store.engine) == [m.__name__ for m in MIGRATIONS]
     store.ensure_session("m" * 32, agent_spec={"model": "llama3", "system_prompt": "",
                                                "temperature": 0.1})
-    assert store.usage_by_agent()[0]["model"] == "llama3"
+    with store.engine.connect() as conn:
+        assert conn.execute(select(sessions.c.agent_model)).scalar_one() == "llama3"
     store.close()
     engine.dispose()
+
+
+def test_a_shared_chat_counts_under_each_model_that_answered_it(store):
+    """A member changed model mid-conversation (live reconfiguration): the chat's replies
+    and the chat itself are filed under the model of each reply, none under the model
+    configured at start-up; a chat with no reply yet is under none."""
+    store.ensure_session("s" * 32)
+    store.append_messages("s" * 32, [HumanMessage("hi"), AIMessage("hello")],
+                          model="fake-1")
+    store.append_messages("s" * 32, [HumanMessage("and now?"), AIMessage("still here")],
+                          model="fake-2")
+    store.ensure_session("e" * 32, agent_spec={"model": "llama3", "system_prompt": "",
+                                               "temperature": 0.1})
+    assert store.usage_by_agent(shared_model="configured") == [
+        {"agent": "shared", "model": "fake-1", "sessions": 1, "messages": 1},
+        {"agent": "shared", "model": "fake-2", "sessions": 1, "messages": 1},
+    ]
 
 
 def test_usage_is_counted_per_agent_and_model(store):
