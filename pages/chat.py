@@ -324,7 +324,6 @@ if prompt is not None and not busy:
 stored = manager.store.get_session(session.session_id)
 title = stored["title"] if stored else ""
 rows = manager.store.load_stored(session.session_id, last=SHOWN_MESSAGES)
-last_run = manager.store.runs.latest_run(session.session_id) if rows else None
 
 new_chat_button(manager, owner)
 conversation_actions(manager, session, owner, title, has_messages=bool(rows))
@@ -338,7 +337,7 @@ refusal = refusal or st.session_state.pop("edit_refused", None)
 if run is not None:  # its reply streams below, live: history up to its user message
     history = [r for r in rows if r.id <= run.user_message_id]
     drawn = drawing(session, history)
-    show_history(history, None, session, answering=True)
+    show_history(history, session, answering=True)
     if refusal:  # e.g. sent from a tab that had not seen this reply start
         st.toast(refusal, icon=":material/block:", duration="long")
     if drawn_over(drawn_before, drawn):
@@ -347,7 +346,7 @@ if run is not None:  # its reply streams below, live: history up to its user mes
         follow_after_this_run(run, session, drawn)
 else:
     drawn = drawing(session, rows)
-    show_history(rows, last_run, session)
+    show_history(rows, session)
     if refusal:
         st.warning(refusal, icon=":material/block:")
     if elsewhere is not None:

@@ -32,13 +32,14 @@ def tool_step(name: str, args: dict, result: str | None) -> None:
         st.code(result if result is not None else "(no result)", language=None)
 
 
-def show_history(rows: list[StoredMessage], last_run: dict | None,
-                 session: ChatbotSession, answering: bool = False) -> None:
+def show_history(rows: list[StoredMessage], session: ChatbotSession,
+                 answering: bool = False) -> None:
     """One bubble per user message and one per assistant turn (tool steps, then text),
     each with its time, a copy button and, on replies, the model and feedback.
 
-    A user message left without a reply says why, from the run that answered it; the
-    last one is being ``answering`` live below, when it is.
+    A user message left without a reply says why, and a last reply cut off by an error
+    shows it, each from the run that answered its question (one query); the last message
+    is being ``answering`` live below, when it is.
     """
     versions = get_manager().store.versions(
         session.session_id, [r.id for r in rows if isinstance(r.message, HumanMessage)])
@@ -49,7 +50,9 @@ def show_history(rows: list[StoredMessage], last_run: dict | None,
     unanswered = {turn[0].id for index, turn in enumerate(grouped)
                   if isinstance(turn[0].message, HumanMessage)
                   and _left_unanswered(grouped, index, answering)}
-    runs = get_manager().store.runs.runs_answering(session.session_id, unanswered)
+    last_question = _question_of_last_reply(grouped)
+    runs = get_manager().store.runs.runs_answering(
+        session.session_id, unanswered | {last_question} - {None})
     for index, turn in enumerate(grouped):
         first = turn[0]
         if isinstance(first.message, HumanMessage):
@@ -75,7 +78,8 @@ def show_history(rows: list[StoredMessage], last_run: dict | None,
                     answer = row
                 if row.status != COMPLETE:
                     st.caption(STATUS_NOTES.get(row.status, row.status))
-            if last_run and last_run["error"] and index == len(grouped) - 1:
+            last_run = runs.get(last_question) if index == len(grouped) - 1 else None
+            if last_run and last_run["error"]:
                 st.error(last_run["error"], icon=":material/error:")
             if answer is not None:
                 message_footer("\n\n".join(texts), answer.created_at, answer, session)
@@ -164,6 +168,14 @@ def _left_unanswered(grouped: list[list[StoredMessage]], index: int, answering: 
     """The user message at ``index`` has no reply after it (and none is coming live)."""
     following = grouped[index + 1][0].message if index + 1 < len(grouped) else None
     return isinstance(following, HumanMessage) or (following is None and not answering)
+
+
+def _question_of_last_reply(grouped: list[list[StoredMessage]]) -> int | None:
+    """The user message the last bubble answers, if the last bubble is a reply."""
+    if (len(grouped) < 2 or isinstance(grouped[-1][0].message, HumanMessage)
+            or not isinstance(grouped[-2][0].message, HumanMessage)):
+        return None
+    return grouped[-2][0].id
 
 
 def unanswered_note(run: dict | None) -> None:

@@ -99,11 +99,15 @@ def conversation_actions(manager: ChatbotSessionManager, session: ChatbotSession
         st.download_button("Export JSON", lambda: conversation_json(title, everything()),
                            file_name=file_name(title, "json"), mime="application/json",
                            icon=":material/data_object:", disabled=not has_messages)
-        # keyed by chat: a box ticked in one chat must not confirm deleting another
-        confirm = st.checkbox("Yes, delete this conversation",
-                              key=f"confirm-delete-{session.session_id}")
+        confirm = st.checkbox("Yes, delete this conversation", key=confirm_key(session))
         st.button("Delete", icon=":material/delete:", disabled=not confirm,
                   on_click=delete_chat, args=(manager, session, owner))
+
+
+def confirm_key(session: ChatbotSession) -> str:
+    """The delete box's key, by chat: a box ticked in one chat must not confirm deleting
+    another."""
+    return f"confirm-delete-{session.session_id}"
 
 
 def delete_chat(manager: ChatbotSessionManager, session: ChatbotSession, owner: str
@@ -111,7 +115,7 @@ def delete_chat(manager: ChatbotSessionManager, session: ChatbotSession, owner: 
     """A callback, like ``start_new_chat``: a message sent right after the click goes to
     the new chat, not into the one deleted."""
     manager.delete_session(session.session_id, owner=owner)
-    st.session_state.pop(f"confirm-delete-{session.session_id}", None)
+    st.session_state.pop(confirm_key(session), None)
     switch_to(manager.create_session(owner=owner))
 
 

@@ -163,8 +163,12 @@ def live_stats() -> None:
                         "(a chat with nothing in it yet is not counted, as for Sessions).")
     cols[1].metric("Replies stopped by users", runs.get("stopped", 0))
     cols[2].metric("Replies interrupted", runs.get("interrupted", 0),
-                   help="Provider failures, cut-off streams and crashed processes.")
-    cols[3].metric("Queue time-outs", stats["pool_timeouts"])
+                   help="Provider failures, cut-off streams, crashed processes, and "
+                        "replies that waited too long for an agent (also counted in "
+                        "Queue time-outs).")
+    cols[3].metric("Queue time-outs", stats["pool_timeouts"],
+                   help="Replies that waited longer than `AGENT_QUEUE_TIMEOUT` for an "
+                        "agent, in this process.")
     st.caption(f"Page views: {stats['page_views']:,} (browser tabs that opened the chat, "
                "in this process; a conversation counts as a session only once it has a "
                "message).")

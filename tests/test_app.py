@@ -337,6 +337,31 @@ def test_a_reply_stopped_before_it_began_stays_so_after_the_next_message():
     assert notes == [[], ["Stopped by you before any reply."], []]
 
 
+def test_a_reply_cut_off_shows_its_error_under_what_was_written():
+    import time
+
+    from langchain_core.messages import AIMessage
+
+    from core.ids import new_run_id
+    from core.runtime import shared_manager
+
+    at = say(open_app(), "first question")
+    manager = shared_manager(lambda: None)
+    sid = at.query_params["session"]
+    run_id = new_run_id()
+    started = manager.store.runs.start_turn(
+        sid, HumanMessage("tell me more"), run={"id": run_id, "agent": "",
+                                                "replica": "elsewhere"},
+        reply={"model": "offline-demo"}, stale_before=time.time() - 10)
+    manager.store.runs.finish_turn(sid, run_id, started.reply_id, AIMessage("Half of it"),
+                                   "interrupted", "The provider cut the reply short.")
+    at.run()
+    last = at.chat_message[-1]
+    assert last.name == "assistant" and "Half of it" in last.markdown[0].value
+    assert [e.value for e in last.error] == ["The provider cut the reply short."]
+    assert not [e for m in at.chat_message[:-1] for e in m.error]  # only the last one
+
+
 def test_the_app_settles_the_garbage_collector_when_it_builds_the_shared_manager():
     import gc
 
