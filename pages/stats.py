@@ -45,6 +45,20 @@ def time_chart(data: pd.DataFrame, value: str, series: str, title: str,
     )
 
 
+def model_bars(usage: pd.DataFrame) -> alt.Chart:
+    """Sessions and replies per agent and model, side by side, labels in full
+    (Streamlit's bar chart cut "shared · offline-demo" to "shared · offline-d…")."""
+    long = usage.melt(id_vars="label", value_vars=["sessions", "messages"],
+                      var_name="count of", value_name="n")
+    return alt.Chart(long, height=alt.Step(18)).mark_bar().encode(
+        y=alt.Y("label:N", title=None, axis=alt.Axis(labelLimit=0)),
+        yOffset="count of:N",
+        x=alt.X("n:Q", title=None, axis=alt.Axis(format=",~r", tickMinStep=1)),
+        color=alt.Color("count of:N", title=None, legend=alt.Legend(orient="bottom")),
+        tooltip=["label:N", "count of:N", "n:Q"],
+    )
+
+
 def money(value: float | None) -> str:
     if value is None:
         return "no price"
@@ -216,8 +230,7 @@ def live_stats() -> None:
         left.caption("Share of sessions and assistant messages (%)")
         left.bar_chart(shares, stack=False, height=220)
         right.caption("By model that answered (a chat answered by two counts under both)")
-        right.bar_chart(usage.set_index("label")[["sessions", "messages"]], stack=False,
-                        horizontal=True, height=220)
+        right.altair_chart(model_bars(usage))
 
     st.subheader("Tokens and cost")
     report = stats["token_usage"]
