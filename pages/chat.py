@@ -177,13 +177,23 @@ def waiting_note(place: Place | None, started: float) -> str:
             f"(about {math.ceil(place.estimate)} s).")
 
 
-def watch_elsewhere(session: ChatbotSession) -> None:
-    """A reply written by another replica (or a process that died): show its progress
-    from the store and look again shortly; Stop asks its owner to stop."""
+def watch_elsewhere(session: ChatbotSession, seen: dict) -> None:
+    """A reply written by another replica (or a process that died): its progress is
+    shown from the store, and a fragment looks again every ``ELSEWHERE_POLL`` seconds,
+    running the page again once the reply moved or went stale (the page then ends it).
+    This run ends meanwhile, so a click (Stop asks the reply's owner to stop) is taken
+    at once, not after a sleep."""
     st.button("Stop", icon=":material/stop_circle:", key="stop-button",
               on_click=stop_reply, args=(session,))
-    time.sleep(ELSEWHERE_POLL)
-    st.rerun()
+
+    @st.fragment(run_every=ELSEWHERE_POLL)
+    def look() -> None:
+        now = manager.store.runs.running_run(session.session_id)
+        if (now is None or now["updated_at"] != seen["updated_at"]
+                or now["updated_at"] < time.time() - STALE_AFTER):
+            st.rerun(scope="app")
+
+    look()
 
 
 def keep_in_step(session: ChatbotSession, shown: tuple) -> None:
@@ -346,11 +356,11 @@ if run is not None:  # its reply streams below, live: history up to its user mes
         follow_after_this_run(run, session, drawn)
 else:
     drawn = drawing(session, rows)
-    show_history(rows, session)
+    show_history(rows, session, busy=elsewhere is not None)
     if refusal:
         st.warning(refusal, icon=":material/block:")
     if elsewhere is not None:
-        watch_elsewhere(session)
+        watch_elsewhere(session, elsewhere)
     elif rows:
         label = "Retry" if isinstance(rows[-1].message, HumanMessage) else "Regenerate"
         # In a container: Streamlit keeps a widget that a later run draws over in sight

@@ -33,17 +33,19 @@ def tool_step(name: str, args: dict, result: str | None) -> None:
 
 
 def show_history(rows: list[StoredMessage], session: ChatbotSession,
-                 answering: bool = False) -> None:
+                 answering: bool = False, busy: bool = False) -> None:
     """One bubble per user message and one per assistant turn (tool steps, then text),
     each with its time, a copy button and, on replies, the model and feedback.
 
     A user message left without a reply says why, and a last reply cut off by an error
     shows it, each from the run that answered its question (one query); the last message
-    is being ``answering`` live below, when it is.
+    is being ``answering`` live below, when it is. While a reply is written (here or,
+    ``busy``, by another process) no message can be edited, and the reply being written
+    has no footer yet (nothing to rate or copy until it ends).
     """
     versions = get_manager().store.versions(
         session.session_id, [r.id for r in rows if isinstance(r.message, HumanMessage)])
-    busy = answering
+    busy = busy or answering
     results = {r.message.tool_call_id: r.message.text for r in rows
                if isinstance(r.message, ToolMessage)}
     grouped = group_turns(rows)
@@ -81,7 +83,7 @@ def show_history(rows: list[StoredMessage], session: ChatbotSession,
             last_run = runs.get(last_question) if index == len(grouped) - 1 else None
             if last_run and last_run["error"]:
                 st.error(last_run["error"], icon=":material/error:")
-            if answer is not None:
+            if answer is not None and answer.status != RUNNING:
                 message_footer("\n\n".join(texts), answer.created_at, answer, session)
 
 

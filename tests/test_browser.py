@@ -599,6 +599,52 @@ def test_after_a_crash_mid_reply_the_checkpointed_part_is_shown_interrupted(
             stop_app(server)
 
 
+def test_a_reply_written_by_another_replica_is_followed_and_stop_reaches_it(
+        server, new_page):
+    """Another process writes this chat's reply (checkpoints in the shared database):
+    the page shows it growing, with Stop; Stop asks that process to stop."""
+    import time
+
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    from core.ids import new_run_id
+    from core.store import SessionStore
+
+    page = new_page(server.url)
+    send(page, "what is 1+1")
+    wait_for_reply(page, 1, "1+1 = 2")
+    chat = parse_qs(urlparse(page.url).query)["session"][0]
+    elsewhere = SessionStore(f"sqlite:///{server.database}")  # the other replica
+    try:
+        run_id = new_run_id()
+        started = elsewhere.runs.start_turn(
+            chat, HumanMessage("tell me a story"),
+            run={"id": run_id, "agent": "", "replica": "replica-b"},
+            reply={"model": "offline-demo"}, stale_before=time.time() - 10)
+        reply = messages(page).nth(3)
+        expect(messages(page).nth(2)).to_contain_text("tell me a story", timeout=WAIT_MS)
+        for words in ("Once upon", "Once upon a time there"):
+            elsewhere.runs.checkpoint([(started.reply_id, run_id, AIMessage(words))],
+                                      [run_id])
+            expect(reply).to_contain_text(words, timeout=WAIT_MS)
+        expect(page.get_by_test_id("stChatInputTextArea")).to_be_disabled()
+        expect(reply.get_by_role("radio", name="Thumbs up")).to_have_count(0)  # not yet
+        expect(messages(page).nth(2).get_by_test_id("stPopoverButton").first
+               ).to_be_disabled()  # no edit while a reply is written
+        shot(page, "written-by-another-replica")
+        page.get_by_role("button", name="Stop").click()
+        deadline = time.monotonic() + WAIT_MS / 1000
+        while not elsewhere.runs.checkpoint([], [run_id]) and time.monotonic() < deadline:
+            page.wait_for_timeout(100)  # replica-b's next checkpoint hears of the stop
+        assert elsewhere.runs.checkpoint([], [run_id]) == {run_id}
+        elsewhere.runs.finish_turn(chat, run_id, started.reply_id,
+                                   AIMessage("Once upon a time there"), "stopped")
+        expect(reply).to_contain_text("Stopped", timeout=WAIT_MS)
+        expect(page.get_by_test_id("stChatInputTextArea")).to_be_enabled(timeout=WAIT_MS)
+    finally:
+        elsewhere.close()
+
+
 # -- the chat UX ---------------------------------------------------------------------
 def test_feedback_persists_across_a_reload_and_reaches_the_stats(server, new_page):
     page = new_page(server.url)
