@@ -12,6 +12,12 @@ too, merged as Streamlit merges two waiting requests (the newer value wins, an u
 trigger is kept): the click's callback runs in the next run, before the message's page.
 A callback cut off midway runs again from its start. Requests that stop a run after its
 callbacks (a click during a streaming reply) are left as they are.
+
+Merging keeps both clicks of two quick clicks, and Streamlit runs their callbacks in the
+order the widgets were drawn, not clicked: chat X then chat Y opened X. So, in every
+merge (ours and Streamlit's own for waiting requests), a newer click replaces an older
+unspent one, as a click replaced the one before with ``fastReruns`` on; a message sent
+(a chat input's value) keeps the click before it.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any
 
 from streamlit.runtime.scriptrunner import RerunException, ScriptRunner
 from streamlit.runtime.scriptrunner_utils import script_requests
+from streamlit.proto.WidgetStates_pb2 import WidgetState, WidgetStates
 from streamlit.runtime.state.safe_session_state import SafeSessionState
 
 _dispatching = threading.local()  # the states whose callbacks this thread is running
@@ -34,10 +41,28 @@ def keep_clicks() -> None:
     if getattr(ScriptRunner, "_keeps_clicks", False):
         return
     ScriptRunner._keeps_clicks = True
+    script_requests._coalesce_widget_states = _last_click_wins(
+        script_requests._coalesce_widget_states)
     SafeSessionState.on_script_will_rerun = _remembering(
         SafeSessionState.on_script_will_rerun)
     ScriptRunner._maybe_handle_execution_control_request = _carrying(
         ScriptRunner._maybe_handle_execution_control_request)
+
+
+def _last_click_wins(coalesce):
+    @functools.wraps(coalesce)
+    def wrapper(old_states, new_states):
+        if old_states and new_states and any(_clicked(w) for w in new_states.widgets):
+            kept = WidgetStates()
+            kept.widgets.extend(w for w in old_states.widgets if not _clicked(w))
+            old_states = kept
+        return coalesce(old_states, new_states)
+    return wrapper
+
+
+def _clicked(state: WidgetState) -> bool:
+    """A button's unspent click (its trigger; a chat input's message is another kind)."""
+    return state.WhichOneof("value") == "trigger_value" and state.trigger_value
 
 
 def _remembering(on_script_will_rerun):
@@ -63,5 +88,5 @@ def _carrying(check):
             data = newer.rerun_data
             raise RerunException(dataclasses.replace(
                 data, widget_states=script_requests._coalesce_widget_states(
-                    unspent, data.widget_states))) from None
+                    unspent, data.widget_states))) from None  # (last click wins)
     return wrapper

@@ -316,6 +316,44 @@ def test_a_message_left_without_a_reply_is_marked_not_silently_skipped():
     assert at.button(key="regenerate-button").label == "Retry"
 
 
+def test_of_two_quick_clicks_the_last_one_counts(monkeypatch):
+    """A chat opened from the sidebar, then "New chat" clicked before the first click's
+    run dispatched its callbacks. Merged, both callbacks would run in the order the
+    buttons were drawn (in Chromium, two sidebar chats clicked 50 ms apart during a reply
+    opened the first, 5 times in 10): the later click replaces the earlier."""
+    from streamlit.runtime.scriptrunner import RerunData, get_script_run_ctx
+    from streamlit.runtime.state.safe_session_state import SafeSessionState
+
+    from pages.clicks import keep_clicks
+
+    keep_clicks()
+    at = say(open_app(), "first chat")
+    first = at.query_params["session"]
+    at = next(b for b in at.button if b.label == "New chat").click().run()
+    second = say(at, "second chat").query_params["session"]
+    new_chat = next(b for b in at.button if b.label == "New chat")
+    later = at._tree.get_widget_states()  # the page as the second click sends it
+    clicked = [w for w in later.widgets if w.id == new_chat.id] or [later.widgets.add()]
+    clicked[0].id, clicked[0].trigger_value = new_chat.id, True
+    armed = [True]
+    will_rerun = SafeSessionState.on_script_will_rerun
+
+    def second_click_arrives(self, *args, **kwargs):
+        if armed:
+            armed.clear()
+            ctx = get_script_run_ctx()
+            ctx.script_requests.request_rerun(RerunData(
+                query_string=ctx.query_string, page_script_hash=ctx.page_script_hash,
+                widget_states=later))
+        return will_rerun(self, *args, **kwargs)
+
+    monkeypatch.setattr(SafeSessionState, "on_script_will_rerun", second_click_arrives)
+    at = at.button(key=f"open-{first}").click().run()
+    assert not armed and not at.exception
+    assert at.query_params["session"] not in (first, second)  # the new chat, not the first
+    assert user_texts(at) == []
+
+
 def test_a_reply_stopped_before_it_began_stays_so_after_the_next_message():
     import time
 
