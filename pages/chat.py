@@ -336,7 +336,7 @@ title = stored["title"] if stored else ""
 rows = manager.store.load_stored(session.session_id, last=SHOWN_MESSAGES)
 
 new_chat_button(manager, owner)
-conversation_actions(manager, session, owner, title, has_messages=bool(rows))
+conversation_actions(manager, session, owner, title, rows)
 agent_settings(manager, session)
 conversation_list(manager, session, owner)
 

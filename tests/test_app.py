@@ -354,6 +354,12 @@ def test_of_two_quick_clicks_the_last_one_counts(monkeypatch):
     assert user_texts(at) == []
 
 
+def test_the_title_field_shows_the_title_the_first_message_gave():
+    at = say(open_app(), "what is 2+2")
+    title = next(t for t in at.text_input if t.label == "Title")
+    assert title.value == "what is 2+2"  # it stayed empty until a reload
+
+
 def test_a_reply_stopped_before_it_began_stays_so_after_the_next_message():
     import time
 
