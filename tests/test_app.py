@@ -35,6 +35,35 @@ def user_texts(at: AppTest) -> list[str]:
     return [m.text[0].value for m in at.chat_message if m.name == "user"]
 
 
+def browser_request(widget_states):
+    """``arrive()``, called from inside a run (where a test hooks it), queues
+    ``widget_states`` as the browser's next request, once: a request reaching the server
+    at that very moment. ``arrive.done`` says it did."""
+    from streamlit.runtime.scriptrunner import RerunData, get_script_run_ctx
+
+    def arrive() -> None:
+        if not arrive.done:
+            arrive.done = True
+            ctx = get_script_run_ctx()
+            ctx.script_requests.request_rerun(RerunData(
+                query_string=ctx.query_string, page_script_hash=ctx.page_script_hash,
+                widget_states=widget_states))
+    arrive.done = False
+    return arrive
+
+
+def arriving_before_the_callbacks(monkeypatch, arrive) -> None:
+    """The next run's request is taken, and ``arrive`` comes before its callbacks run."""
+    from streamlit.runtime.state.safe_session_state import SafeSessionState
+
+    will_rerun = SafeSessionState.on_script_will_rerun
+
+    def arriving(self, *args, **kwargs):
+        arrive()
+        return will_rerun(self, *args, **kwargs)
+    monkeypatch.setattr(SafeSessionState, "on_script_will_rerun", arriving)
+
+
 def go_back(at: AppTest, monkeypatch) -> AppTest:
     """A rerun as the browser's Back or Forward button asks for it (the frontend flags
     such a rerun; AppTest has no history to flag)."""
@@ -321,9 +350,6 @@ def test_of_two_quick_clicks_the_last_one_counts(monkeypatch):
     run dispatched its callbacks. Merged, both callbacks would run in the order the
     buttons were drawn (in Chromium, two sidebar chats clicked 50 ms apart during a reply
     opened the first, 5 times in 10): the later click replaces the earlier."""
-    from streamlit.runtime.scriptrunner import RerunData, get_script_run_ctx
-    from streamlit.runtime.state.safe_session_state import SafeSessionState
-
     from pages.clicks import keep_clicks
 
     keep_clicks()
@@ -335,21 +361,10 @@ def test_of_two_quick_clicks_the_last_one_counts(monkeypatch):
     later = at._tree.get_widget_states()  # the page as the second click sends it
     clicked = [w for w in later.widgets if w.id == new_chat.id] or [later.widgets.add()]
     clicked[0].id, clicked[0].trigger_value = new_chat.id, True
-    armed = [True]
-    will_rerun = SafeSessionState.on_script_will_rerun
-
-    def second_click_arrives(self, *args, **kwargs):
-        if armed:
-            armed.clear()
-            ctx = get_script_run_ctx()
-            ctx.script_requests.request_rerun(RerunData(
-                query_string=ctx.query_string, page_script_hash=ctx.page_script_hash,
-                widget_states=later))
-        return will_rerun(self, *args, **kwargs)
-
-    monkeypatch.setattr(SafeSessionState, "on_script_will_rerun", second_click_arrives)
+    second_click = browser_request(later)
+    arriving_before_the_callbacks(monkeypatch, second_click)
     at = at.button(key=f"open-{first}").click().run()
-    assert not armed and not at.exception
+    assert second_click.done and not at.exception
     assert at.query_params["session"] not in (first, second)  # the new chat, not the first
     assert user_texts(at) == []
 
@@ -425,9 +440,6 @@ def test_a_message_sent_right_after_new_chat_goes_to_the_new_chat(arrives, monke
     Chromium under load (3 of 26 tries sent the message into the chat left): before the
     click's callback runs, or once it has begun. Streamlit stops the click's run at its
     next session-state access with the message's states only (pages/clicks.py)."""
-    from streamlit.runtime.scriptrunner import RerunData, get_script_run_ctx
-    from streamlit.runtime.state.safe_session_state import SafeSessionState
-
     from core.sessions import ChatbotSessionManager
     from pages.clicks import keep_clicks
 
@@ -435,37 +447,21 @@ def test_a_message_sent_right_after_new_chat_goes_to_the_new_chat(arrives, monke
     at = say(open_app(), "what is 2+2")
     first_chat = at.query_params["session"]
     at.chat_input[0].set_value("what is 9*9")
-    message = at._tree.get_widget_states()  # the message's request, as the browser sends it
+    message = browser_request(at._tree.get_widget_states())  # as the browser sends it
     at.chat_input[0].set_value(None)
-    armed = []
-
-    def message_arrives() -> None:
-        if armed:
-            ctx = get_script_run_ctx()
-            ctx.script_requests.request_rerun(RerunData(
-                query_string=ctx.query_string, page_script_hash=ctx.page_script_hash,
-                widget_states=message))
-            armed.clear()
-
     if arrives == "before the callbacks":
-        will_rerun = SafeSessionState.on_script_will_rerun
-
-        def arriving(self, *args, **kwargs):
-            message_arrives()
-            return will_rerun(self, *args, **kwargs)
-        monkeypatch.setattr(SafeSessionState, "on_script_will_rerun", arriving)
+        arriving_before_the_callbacks(monkeypatch, message)
     else:
         create = ChatbotSessionManager.create_session
 
         def arriving(self, *args, **kwargs):
             session = create(self, *args, **kwargs)
-            message_arrives()
+            message()
             return session
         monkeypatch.setattr(ChatbotSessionManager, "create_session", arriving)
     new_chat = next(b for b in at.button if b.label == "New chat")
-    armed.append(True)
     at = new_chat.click().run()
-    assert not armed  # the message did arrive during the click's run
+    assert message.done  # the message did arrive during the click's run
     assert not at.exception
     assert at.query_params["session"] != first_chat
     assert user_texts(at) == ["what is 9*9"]
