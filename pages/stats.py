@@ -143,19 +143,20 @@ def reconfigure_form() -> None:
         prompt = st.text_area("System prompt", spec.system_prompt, max_chars=PROMPT_MAX_CHARS)
         temperature = st.slider("Temperature", 0.0, 2.0, spec.temperature, 0.1)
         if st.form_submit_button("Apply", icon=":material/published_with_changes:"):
-            wanted = AgentSpec(model.strip(), prompt, temperature)
-            if wanted == spec:
-                st.info(f"Nothing to apply: {name} already answers with this model, "
-                        "prompt and temperature.")
-                return
-            try:
-                version = manager.members.reconfigure(name, wanted)
+            before = manager.pool.member(name).version
+            try:  # the spec it has already changes nothing (core: same version)
+                version = manager.members.reconfigure(
+                    name, AgentSpec(model.strip(), prompt, temperature))
             except ValueError as exc:
                 st.error(str(exc))
             except Exception as exc:  # noqa: BLE001 - the agent could not be built
                 st.error(f"{name} was not changed: the agent could not be built "
                          f"({type(exc).__name__}).")
             else:
+                if version == before:
+                    st.info(f"Nothing to apply: {name} already answers with this model, "
+                            "prompt and temperature.")
+                    return
                 st.success(f"{name} now answers with {manager.members.spec_of(name).model} "
                            f"(version {version}). "
                            "Replies in progress finish on the previous version.")
