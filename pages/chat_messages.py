@@ -110,8 +110,11 @@ def edit_button(session: ChatbotSession, row: StoredMessage, busy: bool) -> None
         key = f"edit-text-{row.id}"
         st.text_area("Edit your message", value=row.message.text, key=key,
                      max_chars=get_manager().settings.MAX_MESSAGE_CHARS)
+        # disabled too: a box opened before a reply started elsewhere stays open, and its
+        # text stays to send once that reply has ended
         st.button("Send the new version", key=f"edit-send-{row.id}", type="primary",
-                  icon=":material/send:", on_click=send_edit, args=(session, row.id, key))
+                  icon=":material/send:", on_click=send_edit, args=(session, row.id, key),
+                  disabled=busy, help="A reply is being written" if busy else None)
 
 
 def send_edit(session: ChatbotSession, message_id: int, key: str) -> None:

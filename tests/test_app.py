@@ -470,3 +470,35 @@ def test_a_message_sent_right_after_new_chat_goes_to_the_new_chat(arrives, monke
     stored = shared_manager(lambda: None).store.load_stored(first_chat)
     assert [row.message.text for row in stored if row.message.type == "human"] == [
         "what is 2+2"]  # nothing went into the chat left
+
+
+def test_an_edit_refused_because_another_tab_started_a_reply_waits_with_its_text():
+    """Tab A's edit box is open when tab B starts a reply in the same chat: the send is
+    refused with a reason, the text typed stays, and the box cannot send again until
+    that reply ends (it stayed enabled, inviting a second refusal)."""
+    import time
+
+    from core.ids import new_run_id
+    from core.runtime import shared_manager
+
+    at = say(open_app(), "My name is Ada.")
+    manager = shared_manager(lambda: None)
+    sid = at.query_params["session"]
+    edit = next(t for t in at.text_area if t.label == "Edit your message")
+    send = next(b for b in at.button if b.label == "Send the new version")
+    assert not send.disabled
+    run_id = new_run_id()  # tab B (or another replica) starts a reply
+    manager.store.runs.start_turn(sid, HumanMessage("tell me a story"),
+                                  run={"id": run_id, "agent": "", "replica": "elsewhere"},
+                                  reply={"model": "offline-demo"},
+                                  stale_before=time.time() - 10)
+    edit.set_value("My name is Grace.")
+    at = send.click().run()
+    assert [w.value for w in at.warning] == [
+        "A reply is still being written in this chat. Wait for it, or stop it first."]
+    edit = next(t for t in at.text_area if t.label == "Edit your message")
+    assert edit.value == "My name is Grace."
+    assert next(b for b in at.button if b.label == "Send the new version").disabled
+    assert [m.text for m in manager.store.load_messages(sid)] == [
+        "My name is Ada.", "Nice to meet you, Ada. I'll remember your name in this chat.",
+        "tell me a story", ""]
