@@ -90,6 +90,7 @@ class Place:
     estimate: float        # seconds until it is likely served
     cooldown: float        # seconds left of a provider's rate-limit cooldown (0: none)
     capped: bool = False   # its owner already holds ``max_per_owner`` slots
+    overdue: bool = False  # the reply it waits for runs longer than usual: a low guess
 
 
 class Ticket:
@@ -543,20 +544,25 @@ class AgentPool:
             cooldown = min(lefts) if lefts and min(lefts) > 0 else 0.0
             clock = self._clock()
             running = [clock - since for since in self._since.values()]
-            estimate = cooldown + _starts_in(ahead + 1, slots, per_reply, running)
-            return Place(ahead + 1, waiting, estimate, cooldown, self._capped(ticket.owner))
+            starts, overdue = _starts_in(ahead + 1, slots, per_reply, running)
+            return Place(ahead + 1, waiting, cooldown + starts, cooldown,
+                         self._capped(ticket.owner), overdue)
 
 
-def _starts_in(turn: int, slots: int, per_reply: float, running: list[float]) -> float:
-    """Seconds until the ``turn``-th waiting request likely starts.
+def _starts_in(turn: int, slots: int, per_reply: float, running: list[float]
+               ) -> tuple[float, bool]:
+    """Seconds until the ``turn``-th waiting request likely starts, and whether the
+    reply whose slot it waits for has already run longer than usual.
 
     A slot frees when its reply has run ``per_reply`` seconds (one already past that:
-    in a quarter of that), then serves the next request every ``per_reply``; so the
-    estimate counts down while the replies ahead are written, rather than standing
-    still.
+    in a quarter of that, a guess that then stands still: hence the flag), then serves
+    the next request every ``per_reply``; so the estimate counts down while the replies
+    ahead are written.
     """
     slots = max(1, slots)
-    busy = sorted(max(per_reply - ran, per_reply / 4) for ran in running)[:slots]
-    frees = [0.0] * (slots - len(busy)) + busy  # idle slots first: still in order
+    busy = sorted((max(per_reply - ran, per_reply / 4), ran > per_reply)
+                  for ran in running)[:slots]
+    frees = [(0.0, False)] * (slots - len(busy)) + busy  # idle slots first: in order
     rounds, index = divmod(turn - 1, slots)
-    return frees[index] + rounds * per_reply
+    starts, overdue = frees[index]
+    return starts + rounds * per_reply, overdue

@@ -173,6 +173,9 @@ def waiting_note(place: Place | None, started: float) -> str:
     if place.capped:
         return ("Your other replies are still being written (a few at a time per person); "
                 "this one starts when one of them finishes.")
+    if place.overdue:  # the estimate would stand still at a guess: say what is known
+        return (f"Waiting for a free agent: you are #{place.position} in the queue; the "
+                "reply ahead is taking longer than usual.")
     return (f"Waiting for a free agent: you are #{place.position} in the queue "
             f"(about {math.ceil(place.estimate)} s).")
 

@@ -99,6 +99,12 @@ def test_a_429_is_a_visible_wait_and_the_pool_view_shows_the_cooldown(server, fa
 def test_a_waiting_user_sees_their_place_in_the_queue(server, fake, new_page):  # noqa: F811
     first, second, _ = queue_behind(server, fake, new_page, "hello too")
     shot(second, "router-queue-position")
+    # the reply ahead stalls past the usual time (at most the 5 s assumed before any
+    # reply was timed): the note says so rather than standing still at a guess
+    late = second.get_by_text("the reply ahead is taking longer than usual")
+    expect(late).to_be_visible(timeout=WAIT_MS)
+    expect(second.get_by_text("(about")).to_have_count(0)
+    shot(second, "router-queue-overdue")
     fake.proceed.set()
     wait_for_reply(first, 1, REPLY)
     wait_for_reply(second, 1, REPLY)

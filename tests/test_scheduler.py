@@ -139,11 +139,14 @@ def test_the_estimate_counts_down_while_the_replies_ahead_are_written():
     assert pool.place(then).estimate == 2 * DEFAULT_SERVICE
     now[0] += 3
     assert pool.place(next_one).estimate == DEFAULT_SERVICE - 3
-    now[0] += 60  # far past the usual time: soon, but not "now"
+    assert not pool.place(next_one).overdue
+    now[0] += 60  # far past the usual time: soon, but not "now", and said to be late
     assert pool.place(next_one).estimate == DEFAULT_SERVICE / 4
+    assert pool.place(next_one).overdue
     pool.withdraw(holder)  # it ends; the next is served and the count starts again
     assert pool.place(next_one) is None
     assert pool.place(then).estimate == DEFAULT_SERVICE
+    assert not pool.place(then).overdue
 
 
 def test_a_timed_out_or_cancelled_lease_leaks_no_slot():
