@@ -40,7 +40,9 @@ sessions = Table(
     Column("owner", String(64), nullable=True),
     Column("title", String(TITLE_MAX_CHARS), nullable=False, default=""),
     Column("agent_spec", Text, nullable=True),  # JSON of AgentSpec when custom
-    Column("agent_model", String(MODEL_NAME_MAX_CHARS), nullable=True),  # a custom agent's
+    # no longer written nor read (the stats count models from the replies); dropped by a
+    # later release, once no replica of this one's predecessor writes it
+    Column("agent_model", String(MODEL_NAME_MAX_CHARS), nullable=True),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("branch_id", ID, nullable=True),  # the message last chosen, once edited

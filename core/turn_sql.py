@@ -33,7 +33,8 @@ class TurnStatements:
         self.last_id = c(select(func.max(messages.c.id)).where(messages.c.session_id == sid))
         self.last_human = c(select(func.max(messages.c.id)).where(
             messages.c.session_id == sid, messages.c.role == "human"))
-        self.new_session = c(insert_session.values(every_column(sessions)))
+        self.new_session = c(insert_session.values(
+            every_column(sessions, but=sessions.c.agent_model)))
         self.insert_run = c(insert(runs).values(every_column(runs)))
         self.running_runs = c(select(runs.c.id, runs.c.updated_at, runs.c.replica).where(
             runs.c.session_id == sid, RUNS_RUNNING))
@@ -112,8 +113,7 @@ def payload(message: BaseMessage) -> str:
 
 
 def spec_columns(spec: dict[str, Any] | None) -> dict[str, Any]:
-    return {"agent_spec": json.dumps(spec) if spec else None,
-            "agent_model": spec["model"] if spec else None}
+    return {"agent_spec": json.dumps(spec) if spec else None}
 
 
 def _session_dict(row: Any) -> dict[str, Any]:
