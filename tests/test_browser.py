@@ -719,7 +719,12 @@ def test_settings_before_the_first_message_still_give_the_chat_a_title(server, n
     sidebar.get_by_text("Agent settings", exact=True).click()
     sidebar.get_by_label("System prompt").fill("Be brief.")
     sidebar.get_by_role("button", name="Use these settings").click()
-    expect(page.locator("main")).to_contain_text("custom agent", timeout=WAIT_MS)
+    try:  # (failed twice in ~60 runs under load, unexplained: say what the page held)
+        expect(page.locator("main")).to_contain_text("custom agent", timeout=WAIT_MS)
+    except AssertionError as failure:
+        held = (address(page), sidebar.get_by_label("System prompt").input_value(),
+                sidebar.get_by_text("This chat uses").all_inner_texts())
+        raise AssertionError(f"no custom agent; address, prompt, caption: {held}") from failure
     send(page, "My name is Lisbon")
     wait_for_reply(page, 1, "Nice to meet you, Lisbon")
     expect(page.get_by_role("heading", name="My name is Lisbon")).to_be_visible()
