@@ -311,7 +311,8 @@ class ChatEngine:
         sid = turn.sid
         if turn.new_row is not None:
             self.conversations.mark_saved(turn.session)
-        run = Run(turn.run_id, sid, started.user_message_id)
+        run = Run(turn.run_id, sid, started.user_message_id,
+                  regenerating=turn.human is None)
         history = turns.model_input(recent.messages, self.history_max_tokens, recent.tokens)
         with self._lock:
             self._active[sid] = run
@@ -530,7 +531,9 @@ class ChatEngine:
 
         self.store.runs.finish_turn_later(stored, run.session_id, run.id, progress.reply_id,
                                           message, status, error, run.agent or None, usage,
-                                          steps=bool(produced))
+                                          steps=bool(produced), replaces=(
+                                              run.user_message_id if run.regenerating
+                                              else None))
         try:
             await asyncio.shield(told)
         except asyncio.CancelledError:  # a second stop: the end is stored all the same

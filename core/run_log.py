@@ -73,9 +73,10 @@ class RunLog:
 
         The message follows the end of the branch shown; ``edit_of`` (a user message of
         this conversation) makes it a new version of that one instead: a new branch,
-        now the one shown. A rewind removes the reply below the branch's last question;
-        with ``shown_last``, only if that is still the branch's last message (else
-        ChatMovedOn: another tab or replica added to it since).
+        now the one shown. A rewind answers the branch's last question again; with
+        ``shown_last``, only if that is still the branch's last message (else
+        ChatMovedOn: another tab or replica added to it since). The answer it replaces
+        stays until the new one has something to show (``_drop_replaced``).
 
         A run of this conversation still running refuses it (RunInProgress), unless its
         owner stopped checkpointing before ``stale_before``, or it is ``run["replica"]``'s
@@ -148,7 +149,6 @@ class RunLog:
                 answered = execute(sql.last_human, {"sid": session_id}).fetchone()[0]
                 if answered is None:
                     raise NothingToAnswer()
-                execute(sql.delete_after, {"sid": session_id, "after": answered})
                 previous = None
             else:
                 pairs = [(i, up) for i, up, _ in links]
@@ -156,8 +156,6 @@ class RunLog:
                 if shown_last is not None and shown_last not in path[-1:]:
                     raise ChatMovedOn()
                 answered = self._last_question(links, path)
-                for below in descendants(pairs, answered):
-                    execute(sql.delete_one, {"mid": below})
                 previous = None
             execute(sql.insert_run, {
                 "session_id": session_id, "user_message_id": answered, "status": RUNNING,
@@ -195,9 +193,25 @@ class RunLog:
                  error: str | None, now: float, agent: str | None = None) -> None:
         """End a run and its reply rows (found through the session's index)."""
         execute(self._sql.drop_empty_replies, {"sid": session_id, "rid": run_id})
+        (question,) = execute(self._sql.question_of, {"rid": run_id}).fetchone()
+        self._drop_replaced(execute, session_id, run_id, question)
         execute(self._sql.end_replies, {"sid": session_id, "rid": run_id, "status": status})
         execute(self._sql.end_run, {"rid": run_id, "status": status, "error": error,
                                     "now": now, "agent": agent})
+
+    def _drop_replaced(self, execute: Execute, session_id: str, run_id: str,
+                       question: int) -> None:
+        """Once a run has stored something of its answer, the answer it replaces (a
+        regenerate's: the rows below its question that are not its own) goes. A run that
+        stored nothing (stopped in the queue, failed before its first word) leaves the
+        previous answer as it was."""
+        mine = {i for (i,) in execute(self._sql.run_rows,
+                                      {"sid": session_id, "rid": run_id}).fetchall()}
+        if not mine:
+            return
+        links = execute(self._sql.links, {"sid": session_id}).fetchall()
+        for below in descendants([(i, up) for i, up, _ in links], question) - mine:
+            execute(self._sql.delete_one, {"mid": below})
 
     def advance_reply(self, session_id: str, run_id: str, reply_id: int,
                       message: BaseMessage, results: Sequence[BaseMessage],
@@ -221,30 +235,33 @@ class RunLog:
     def finish_turn(self, session_id: str, run_id: str, reply_id: int,
                     message: BaseMessage | None, status: str, error: str | None = None,
                     agent: str | None = None, usage: dict[str, Any] | None = None,
-                    steps: bool = False) -> None:
+                    steps: bool = False, replaces: int | None = None) -> None:
         """Store the reply's last state, end the run and record its usage, in one
         transaction of three statements.
 
         ``message`` None removes the reply row: nothing was generated since the last tool
         step. The reply row (and with ``steps``, the run's tool-step rows) gets the model
-        that answered: a member may have changed since the run began.
+        that answered: a member may have changed since the run began. ``replaces``: the
+        question a regenerate answered again, whose previous answer goes if this run
+        stored something.
         """
         self._commits.run(self._finish(session_id, run_id, reply_id, message, status,
-                                       error, agent, usage, steps))
+                                       error, agent, usage, steps, replaces))
 
     def finish_turn_later(self, done: Done, session_id: str, run_id: str, reply_id: int,
                           message: BaseMessage | None, status: str,
                           error: str | None = None, agent: str | None = None,
-                          usage: dict[str, Any] | None = None, steps: bool = False) -> None:
+                          usage: dict[str, Any] | None = None, steps: bool = False,
+                          replaces: int | None = None) -> None:
         """``finish_turn`` from an event loop, which it never blocks: ``done(None,
         error)`` is called once it is stored (error None) or failed."""
         self._commits.submit(self._finish(session_id, run_id, reply_id, message, status,
-                                          error, agent, usage, steps), done)
+                                          error, agent, usage, steps, replaces), done)
 
     def _finish(self, session_id: str, run_id: str, reply_id: int,
                 message: BaseMessage | None, status: str, error: str | None,
-                agent: str | None, usage: dict[str, Any] | None, steps: bool
-                ) -> Callable[[Execute], None]:
+                agent: str | None, usage: dict[str, Any] | None, steps: bool,
+                replaces: int | None) -> Callable[[Execute], None]:
         sql = self._sql
         model = usage["model"] if usage is not None else None
         row = {"mid": reply_id, "sid": session_id, "rid": run_id}
@@ -257,6 +274,8 @@ class RunLog:
                                            "status": status, "model": model})
             else:
                 execute(sql.drop_reply, row)
+            if replaces is not None:
+                self._drop_replaced(execute, session_id, run_id, replaces)
             execute(sql.end_run, {"rid": run_id, "status": status, "error": error,
                                   "now": now, "agent": agent})
             if usage is not None:

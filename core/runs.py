@@ -48,6 +48,7 @@ class Run:
     answered: bool = False  # the model's first event arrived
     finished_at: float | None = None  # time.monotonic() when it ended
     ticket: Any = None  # while it waits for a pool member: its place in the queue
+    regenerating: bool = False  # it answers its question again (the old answer waits)
     _events: list[Event] = field(default_factory=list, repr=False)
     _changed: threading.Condition = field(default_factory=threading.Condition, repr=False)
     _done: threading.Event = field(default_factory=threading.Event, repr=False)

@@ -55,14 +55,15 @@ class TurnStatements:
                                                   messages.c.role != "human")
                            .values(model=bindparam("model")))
         self.insert_usage = c(insert(usage).values(every_column(usage)))
-        self.delete_after = c(delete(messages).where(messages.c.session_id == sid,
-                                                     messages.c.id > bindparam("after")))
         self.branch_of = c(select(sessions.c.branch_id).where(sessions.c.id == sid))
         self.links = c(select(messages.c.id, messages.c.parent_id, messages.c.role)
                        .where(messages.c.session_id == sid))
         self.set_branch = c(update(sessions).where(sessions.c.id == sid)
                             .values(branch_id=bindparam("bid")))
         self.delete_one = c(delete(messages).where(messages.c.id == bindparam("mid")))
+        self.run_rows = c(select(messages.c.id).where(messages.c.session_id == sid,
+                                                      messages.c.run_id == bindparam("rid")))
+        self.question_of = c(select(runs.c.user_message_id).where(runs.c.id == bindparam("rid")))
         self.title_if_empty = c(update(sessions).where(sessions.c.id == sid,
                                                        sessions.c.title == "")
                                 .values(title=bindparam("title")))

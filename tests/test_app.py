@@ -135,6 +135,20 @@ class TestChat:
         assert [m.name for m in at.chat_message] == ["user", "assistant"]
         assert at.chat_message[1].markdown[0].value == "2+3 = 5"
 
+    def test_a_regenerated_reply_starts_without_the_old_replys_thumbs(self):
+        """A thumbs-down, then Regenerate: the new reply showed the old thumb (its row
+        took the old one's id, and the widget kept its value) with nothing stored."""
+        from core.runtime import shared_manager
+
+        at = say(open_app(), "what is 2+3")
+        at.feedback[0].set_value(0).run()  # thumbs down
+        sid = at.query_params["session"]
+        manager = shared_manager(lambda: None)
+        assert [r.score for r in manager.store.load_stored(sid)][-1] == 0
+        at.button(key="regenerate-button").click().run()
+        assert [f.value for f in at.feedback] == [None]
+        assert [r.score for r in manager.store.load_stored(sid)][-1] is None
+
     def test_mistakes_in_the_members_show_one_line_each_and_no_key(self):
         at = AppTest.from_file(APP, default_timeout=30)
         at.secrets["members"] = [{"name": "cloud", "model": "m", "api_key": "sk-hidden",

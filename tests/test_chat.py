@@ -168,6 +168,52 @@ class TestStop:
         assert stored(manager, session)[-1] == ("ai", "w1 w2 ", STOPPED)
 
 
+    def test_a_regenerate_stopped_before_its_first_word_keeps_the_answer_it_replaced(
+            self, scripted):
+        """Stopped while it waited (for an agent, or the model's first word): the chat is
+        left as it was, not without an answer."""
+        manager, model = scripted
+        model.enqueue("First answer").enqueue(STORY, pause_after=0, pause=60)
+        session = manager.create_session()
+        session.send("one")
+        before = stored(manager, session)
+        run = manager.chat.regenerate(session)
+        session.stop()
+        assert run.status == STOPPED
+        assert stored(manager, session) == before == [("human", "one", COMPLETE),
+                                                      ("ai", "First answer", COMPLETE)]
+        assert manager.store.runs.latest_run(session.session_id)["status"] == STOPPED
+        model.script.clear()  # (stopped before or after the model took its reply)
+        reply = session.send("two")  # and the chat goes on below it
+        assert [text for _, text, _ in stored(manager, session)] == [
+            "one", "First answer", "two", reply]
+
+    def test_a_regenerate_that_fails_before_its_first_word_keeps_the_answer_too(
+            self, scripted):
+        manager, model = scripted
+        model.enqueue("First answer").fail(RuntimeError("provider down"))
+        session = manager.create_session()
+        session.send("one")
+        run = manager.chat.regenerate(session)
+        assert run.wait(10) and run.status == INTERRUPTED and run.error
+        assert stored(manager, session) == [("human", "one", COMPLETE),
+                                            ("ai", "First answer", COMPLETE)]
+
+    def test_a_regenerate_stopped_midway_replaces_the_answer_with_what_it_wrote(
+            self, scripted):
+        manager, model = scripted
+        model.enqueue("First answer").enqueue(STORY, pause_after=2, pause=60)
+        session = manager.create_session()
+        session.send("one")
+        run = manager.chat.regenerate(session)
+        first_tokens(run, 2)
+        assert [text for _, text, _ in stored(manager, session)][:2] == [
+            "one", "First answer"]  # still there while the new one is written
+        session.stop()
+        assert stored(manager, session) == [("human", "one", COMPLETE),
+                                            ("ai", "w1 w2 ", STOPPED)]
+
+
 class TestOneRunPerConversation:
     def test_a_message_sent_while_a_reply_is_written_is_refused_and_not_stored(
             self, scripted):

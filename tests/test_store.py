@@ -246,3 +246,30 @@ def test_a_reply_with_a_tool_step_counts_as_one_reply(make_manager):
     assert roles == ["human", "ai", "tool", "ai"]
     (shared,) = manager.store.usage_by_agent(shared_model="offline-demo")
     assert (shared["sessions"], shared["messages"]) == (1, 1)
+
+
+def test_a_regenerate_whose_process_died_replaces_the_answer_only_if_it_wrote_some(store):
+    """The sweep ends a dead replica's runs: a regenerate that had checkpointed text
+    stands in for the old answer; one that had written nothing leaves the old answer."""
+    import time
+
+    from core.ids import new_run_id
+
+    def regenerate_then_die(session_id: str, words: str) -> None:
+        run_id = new_run_id()
+        started = store.runs.start_turn(session_id, None, run={"id": run_id, "agent": "",
+                                                               "replica": "dead"},
+                                        reply={"model": "m"}, stale_before=time.time() - 10)
+        if words:
+            store.runs.checkpoint([(started.reply_id, run_id, AIMessage(words))], [run_id])
+
+    for session_id, words in (("w" * 32, "Half of a new"), ("n" * 32, "")):
+        store.ensure_session(session_id)
+        store.append_messages(session_id, [HumanMessage("question"),
+                                           AIMessage("old answer")])
+        regenerate_then_die(session_id, words)
+    assert store.runs.interrupt_stale_runs(cutoff=time.time() + 1) == 2
+    assert [(m.text, status) for m, status in store.load_messages_with_status("w" * 32)] == [
+        ("question", "complete"), ("Half of a new", "interrupted")]
+    assert [(m.text, status) for m, status in store.load_messages_with_status("n" * 32)] == [
+        ("question", "complete"), ("old answer", "complete")]
