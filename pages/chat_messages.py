@@ -136,7 +136,7 @@ def message_footer(text: str, created_at: float, reply: StoredMessage | None = N
                         type="tertiary"):
             st.code(text, language="markdown", wrap_lines=True)
         if reply is not None and session is not None:
-            key = f"feedback-{reply.id}"
+            key = f"feedback-{reply.id}-{reply.created_at}"  # a reused id: a new widget
             st.feedback("thumbs", key=key, default=reply.score, on_change=save_feedback,
                         args=(session, reply.id, key))
             if reply.score is not None:
