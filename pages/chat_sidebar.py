@@ -123,6 +123,20 @@ def export_buttons(manager: ChatbotSessionManager, session: ChatbotSession, titl
                        disabled=not rows)
 
 
+def apply_settings(session: ChatbotSession, keys: dict[str, str], offline: bool) -> None:
+    model = st.session_state.get(keys["model"], "")
+    try:
+        session.agent = AgentSpec(OFFLINE_MODEL_NAME if offline else model.strip(),
+                                  st.session_state.get(keys["prompt"], ""),
+                                  st.session_state.get(keys["temperature"], 0.0))
+    except ValueError as exc:
+        st.session_state.settings_refused = str(exc)
+
+
+def use_shared_agent(session: ChatbotSession) -> None:
+    session.agent = None
+
+
 def confirm_key(session: ChatbotSession) -> str:
     """The delete box's key, by chat: a box ticked in one chat must not confirm deleting
     another."""
@@ -141,28 +155,31 @@ def delete_chat(manager: ChatbotSessionManager, session: ChatbotSession, owner: 
 def agent_settings(manager: ChatbotSessionManager, session: ChatbotSession) -> None:
     spec = session.agent_spec or manager.default_spec
     offline = manager.settings.offline
+    # keyed by chat and settings: a form left over from other settings never shows
+    keys = {name: f"agent-{name}-{session.session_id}-"
+                  f"{zlib.crc32(repr(spec.to_dict()).encode()):08x}"
+            for name in ("model", "prompt", "temperature")}
     with st.sidebar.expander("Agent settings", icon=":material/tune:"):
         if session.has_custom_agent:
             st.caption(f"This chat uses its own agent ({spec.model}).")
         else:
             st.caption(f"This chat uses the shared agent pool ({spec.model}).")
         with st.form("agent-settings", border=False):
-            model = st.text_input("Model", value=spec.model, disabled=offline,
-                                  help="Offline demo mode has one model." if offline else None)
-            prompt = st.text_area("System prompt", value=spec.system_prompt, max_chars=PROMPT_MAX_CHARS)
-            temperature = st.slider("Temperature", 0.0, 2.0, float(spec.temperature), 0.1)
-            applied = st.form_submit_button("Use these settings")
-        if applied:
-            try:
-                session.agent = AgentSpec(OFFLINE_MODEL_NAME if offline else model.strip(),
-                                          prompt, temperature)
-            except ValueError as exc:
-                st.error(str(exc))
-            else:
-                st.rerun()
-        if session.has_custom_agent and st.button("Reset to shared agent",
-                                                  icon=":material/restart_alt:"):
-            session.agent = None
-            st.rerun()
+            st.text_input("Model", value=spec.model, disabled=offline, key=keys["model"],
+                          help="Offline demo mode has one model." if offline else None)
+            st.text_area("System prompt", value=spec.system_prompt, key=keys["prompt"],
+                         max_chars=PROMPT_MAX_CHARS)
+            st.slider("Temperature", 0.0, 2.0, float(spec.temperature), 0.1,
+                      key=keys["temperature"])
+            # a callback, as every click here: it runs before the page, so a request
+            # arriving meanwhile carries it (pages/clicks.py) instead of losing it
+            st.form_submit_button("Use these settings", on_click=apply_settings,
+                                  args=(session, keys, offline))
+        refused = st.session_state.pop("settings_refused", None)
+        if refused:
+            st.error(refused)
+        if session.has_custom_agent:
+            st.button("Reset to shared agent", icon=":material/restart_alt:",
+                      on_click=use_shared_agent, args=(session,))
 
 

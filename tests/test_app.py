@@ -266,14 +266,36 @@ class TestConversations:
 class TestAgentSettings:
     def test_custom_settings_give_a_custom_agent_and_reset_returns_to_the_pool(self):
         at = say(open_app(), "hello")
-        at.sidebar.text_area[0].input("Be terse.").run()
-        at.sidebar.slider[0].set_value(0.2).run()
+        at.sidebar.text_area[0].input("Be terse.")
+        at.sidebar.slider[0].set_value(0.2)
         next(b for b in at.sidebar.button if b.label == "Use these settings").click().run()
         assert any("its own agent" in c.value for c in at.sidebar.caption)
+        stored = manager_session(at).agent_spec
+        assert (stored.system_prompt, stored.temperature) == ("Be terse.", 0.2)
         assert stats()["sessions_with_custom_agents"] == 1
         sidebar_button(at, "Reset to shared agent").click().run()
         assert any("shared agent pool" in c.value for c in at.sidebar.caption)
         assert stats()["sessions_with_custom_agents"] == 0
+
+
+def test_settings_with_no_model_name_are_refused_in_a_line_and_change_nothing(monkeypatch):
+    from tests.servers import free_port
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-never-shown")
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{free_port()}/v1")
+    at = open_app()
+    next(t for t in at.sidebar.text_input if t.label == "Model").input("  ")
+    next(b for b in at.sidebar.button if b.label == "Use these settings").click().run()
+    assert [e.value for e in at.sidebar.error] == [
+        f"The model name must be 1 to {200} characters."]
+    assert any("shared agent pool" in c.value for c in at.sidebar.caption)
+    assert not at.exception
+
+
+def manager_session(at: AppTest):
+    from core.runtime import shared_manager
+
+    return shared_manager(lambda: None).get_session(at.query_params["session"])
 
 
 def stats():
