@@ -716,9 +716,10 @@ def test_search_finds_a_conversation_by_a_word_inside_a_message(server, new_page
 def test_settings_before_the_first_message_still_give_the_chat_a_title(unsynced_server,
                                                                        new_page):
     # On the server whose idle tabs look for changes every 2 s, this page's first
-    # "Use these settings" was lost about once in ten full runs (nothing stored; the
-    # prompt box still held the text), also with the submit as a callback; not
-    # explained. Here without those looks; the loss is noted on the issue.
+    # "Use these settings" was lost about once in ten full runs: nothing stored, the
+    # prompt box still holding the text, and (logged at the server's websocket) no
+    # request with the click ever sent by the browser, only the looks' fragment runs.
+    # Here without those looks; the loss is noted on the issue.
     page = new_page(unsynced_server.url)
     sidebar = page.get_by_test_id("stSidebar")
     sidebar.get_by_text("Agent settings", exact=True).click()
