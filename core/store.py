@@ -278,7 +278,8 @@ class SessionStore:
         with self.engine.connect() as conn:
             shown = self._shown_ids(conn, session_id)
             if shown is None:  # never edited: one line, every message
-                query = query.where(messages.c.session_id == session_id)
+                query = query.where(messages.c.session_id == session_id,
+                                    ~self._being_replaced(session_id))
             else:
                 query = query.where(messages.c.id.in_(shown[-last:] if last else shown))
             if last is None:
@@ -286,6 +287,16 @@ class SessionStore:
             rows = conn.execute(query.order_by(messages.c.id.desc()).limit(last)).all()
         rows.reverse()
         return rows
+
+    @staticmethod
+    def _being_replaced(session_id: str) -> Any:
+        """Rows a regenerate running now is to replace: below its question and not its
+        own. Its new reply and the old answer are both the question's children, so a
+        chat never edited (one line) would show them as one; until the run ends and
+        drops the old answer (``RunLog``), the new one is the answer shown."""
+        return exists().where(runs.c.session_id == session_id, runs.c.status == RUNNING,
+                              messages.c.id > runs.c.user_message_id,
+                              messages.c.run_id.is_distinct_from(runs.c.id))
 
     def _shown_ids(self, conn: Connection, session_id: str) -> list[int] | None:
         """The branch shown, or None for a chat never edited (one line: every message)."""

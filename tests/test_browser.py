@@ -666,6 +666,46 @@ def test_a_reply_written_by_another_replica_is_followed_and_stop_reaches_it(
         elsewhere.close()
 
 
+def test_a_regenerate_written_by_another_replica_replaces_the_answer_in_sight(
+        server, new_page):
+    """Another process regenerates the last answer: the page shows the new reply growing
+    where the old answer was (not both in one bubble), and the new one when it ends."""
+    import time
+
+    from langchain_core.messages import AIMessage
+
+    from core.ids import new_run_id
+    from core.store import SessionStore
+
+    page = new_page(server.url)
+    send(page, "what is 1+1")
+    wait_for_reply(page, 1, "1+1 = 2")
+    chat = parse_qs(urlparse(address(page)).query)["session"][0]
+    elsewhere = SessionStore(f"sqlite:///{server.database}")  # the other replica
+    try:
+        run_id = new_run_id()
+        started = elsewhere.runs.start_turn(
+            chat, None, run={"id": run_id, "agent": "", "replica": "replica-b"},
+            reply={"model": "offline-demo"}, stale_before=time.time() - 10)
+        elsewhere.runs.checkpoint([(started.reply_id, run_id, AIMessage("Two, again"))],
+                                  [run_id])
+        reply = messages(page).nth(1)
+        expect(reply).to_contain_text("Two, again", timeout=WAIT_MS)
+        expect(reply).not_to_contain_text("1+1 = 2")
+        expect(messages(page)).to_have_count(2)
+        shot(page, "regenerated-by-another-replica")
+        elsewhere.runs.finish_turn(chat, run_id, started.reply_id,
+                                   AIMessage("Two, again: 2"), "complete",
+                                   replaces=started.user_message_id)
+        expect(page.get_by_test_id("stChatInputTextArea")).to_be_enabled(timeout=WAIT_MS)
+        expect(reply).to_contain_text("Two, again: 2")
+        expect(messages(page)).to_have_count(2)
+        assert [m["content"] for m in stored_messages(server, page)] == [
+            "what is 1+1", "Two, again: 2"]
+    finally:
+        elsewhere.close()
+
+
 # -- the chat UX ---------------------------------------------------------------------
 def test_feedback_persists_across_a_reload_and_reaches_the_stats(server, new_page):
     page = new_page(server.url)

@@ -51,6 +51,16 @@ def stored(manager, session) -> list[tuple[str, str, str]]:
             for m, status in manager.store.load_messages_with_status(session.session_id)]
 
 
+def all_texts(manager, session) -> list[str]:
+    """Every message of the chat stored, shown or not."""
+    from sqlalchemy import select
+
+    from core.schema import messages
+    with manager.store.engine.connect() as conn:
+        return list(conn.execute(select(messages.c.content).where(
+            messages.c.session_id == session.session_id)).scalars())
+
+
 class TestLifecycle:
     def test_a_run_completes_and_stores_its_reply_once(self, scripted):
         manager, model = scripted
@@ -165,8 +175,9 @@ class TestStop:
         session.send("one")
         run = manager.chat.regenerate(session)
         first_tokens(run, 2)
-        assert [text for _, text, _ in stored(manager, session)][:2] == [
-            "one", "First answer"]  # still there while the new one is written
+        assert [(kind, status) for kind, _, status in stored(manager, session)] == [
+            ("human", COMPLETE), ("ai", RUNNING)]  # shown: the new reply, not the old too
+        assert "First answer" in all_texts(manager, session)  # still kept meanwhile
         session.stop()
         assert stored(manager, session) == [("human", "one", COMPLETE),
                                             ("ai", "w1 w2 ", STOPPED)]

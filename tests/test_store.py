@@ -273,3 +273,31 @@ def test_a_regenerate_whose_process_died_replaces_the_answer_only_if_it_wrote_so
         ("question", "complete"), ("Half of a new", "interrupted")]
     assert [(m.text, status) for m, status in store.load_messages_with_status("n" * 32)] == [
         ("question", "complete"), ("old answer", "complete")]
+
+
+def test_a_regenerate_written_elsewhere_shows_its_reply_not_the_old_answer_beside_it(store):
+    """Another replica regenerates the last answer: until it ends, a page loaded here
+    shows the question and the new reply so far, not the old answer in the same bubble;
+    the old answer is still stored (the run may yet store nothing and leave it)."""
+    import time
+
+    from core.ids import new_run_id
+
+    session_id = "r" * 32
+    store.ensure_session(session_id)
+    store.append_messages(session_id, [HumanMessage("first"), AIMessage("one"),
+                                       HumanMessage("question"), AIMessage("old answer")])
+    run_id = new_run_id()
+    started = store.runs.start_turn(session_id, None, run={"id": run_id, "agent": "",
+                                                           "replica": "elsewhere"},
+                                    reply={"model": "m"}, stale_before=time.time() - 10)
+    store.runs.checkpoint([(started.reply_id, run_id, AIMessage("Half of a new"))], [run_id])
+    shown = [(r.message.text, r.status) for r in store.load_stored(session_id)]
+    assert shown == [("first", "complete"), ("one", "complete"), ("question", "complete"),
+                     ("Half of a new", "running")]
+    assert [r.message.text for r in store.load_stored(session_id, last=2)] == [
+        "question", "Half of a new"]
+    store.runs.finish_turn(session_id, run_id, started.reply_id, AIMessage("A new answer"),
+                           "complete", replaces=started.user_message_id)
+    assert [m.text for m in store.load_messages(session_id)] == [
+        "first", "one", "question", "A new answer"]
