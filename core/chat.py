@@ -169,8 +169,13 @@ class ChatEngine:
             session.allowance = allowance - 1
 
     # -- starting runs --------------------------------------------------------------
-    def start(self, session: Conversation, text: object) -> Run:
+    def start(self, session: Conversation, text: object, shown_last: int | None = None
+              ) -> Run:
         """Store the user's message and start answering it; returns the run at once.
+
+        ``shown_last``: the last message the page showed (0: none). If the chat has
+        moved on since (another tab sent, switched versions or answered), it is refused:
+        the message would follow what its writer never saw.
 
         On SQLite, from any thread, the start is made on the worker's loop while the
         thread waits: its writes go with the loop's others (one transaction per pass),
@@ -178,9 +183,10 @@ class ChatEngine:
         server database each thread writes its own transaction, concurrently.
         """
         if self.store.runs.batched and running_loop() is not self.worker.loop:
-            return self.worker.submit(
-                self._launch_carried_through(session, text, stop=False)).result()
-        return self._launch(session, HumanMessage(self.check_message(text)))
+            return self.worker.submit(self._launch_carried_through(
+                session, text, stop=False, shown_last=shown_last)).result()
+        return self._launch(session, HumanMessage(self.check_message(text)),
+                            shown_last=shown_last)
 
     def edit(self, session: Conversation, message_id: int, text: object) -> Run:
         """A new version of one of the conversation's user messages: the conversation
@@ -202,12 +208,13 @@ class ChatEngine:
         with self._admitted(session, charge=human is not None):
             return self._begin(session, human, edit_of, shown_last)
 
-    async def _launch_here(self, session: Conversation, text: object) -> Run:
+    async def _launch_here(self, session: Conversation, text: object,
+                           shown_last: int | None = None) -> Run:
         """``start`` on the worker's loop, which it never blocks: the turn's writes go
         with the others of the loop's pass, no thread hand-off on SQLite."""
         human = HumanMessage(self.check_message(text))
         with self._admitted(session, charge=True):
-            turn = self._turn(session, human, None)
+            turn = self._turn(session, human, None, shown_last)
             with self._start_errors(None):
                 try:
                     started = await self.store.runs.astart_turn(
@@ -223,11 +230,11 @@ class ChatEngine:
             return self._launched(turn, started, recent)
 
     async def _launch_carried_through(self, session: Conversation, text: object,
-                                      stop: bool) -> Run:
+                                      stop: bool, shown_last: int | None = None) -> Run:
         """``_launch_here``, carried through if the caller gives up meanwhile (its start
         may be stored already): the run starts all the same; with ``stop``, stopped at
         once (an ``asend`` cancelled is a stop), else left going (a reader that left)."""
-        launching = asyncio.ensure_future(self._launch_here(session, text))
+        launching = asyncio.ensure_future(self._launch_here(session, text, shown_last))
         try:
             return await asyncio.shield(launching)
         except asyncio.CancelledError:

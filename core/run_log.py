@@ -73,9 +73,10 @@ class RunLog:
 
         The message follows the end of the branch shown; ``edit_of`` (a user message of
         this conversation) makes it a new version of that one instead: a new branch,
-        now the one shown. A rewind answers the branch's last question again; with
-        ``shown_last``, only if that is still the branch's last message (else
-        ChatMovedOn: another tab or replica added to it since). The answer it replaces
+        now the one shown. A rewind answers the branch's last question again. With
+        ``shown_last`` (the last message the asker was shown, 0: none), either goes
+        only if that is still the branch's last message (else ChatMovedOn: another tab
+        or replica added to it or switched its branch since). The answer it replaces
         stays until the new one has something to show (``_drop_replaced``).
 
         A run of this conversation still running refuses it (RunInProgress), unless its
@@ -136,6 +137,9 @@ class RunLog:
                 else:
                     path = shown_path([(i, up) for i, up, _ in links], branch)
                     previous = path[-1] if path else None
+                if shown_last is not None and edit_of is None and (previous or 0
+                                                                   ) != shown_last:
+                    raise ChatMovedOn()
                 if previous is None and title:  # a chat made by its settings first
                     execute(sql.title_if_empty, {"sid": session_id, "title": title})
                 (row,) = message_rows(session_id, [human], COMPLETE, None, False, now)

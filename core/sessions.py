@@ -96,9 +96,10 @@ class ChatbotSession:
     def astream(self, text: str) -> AsyncIterator[turns.Event]:
         return self._manager.chat.astream(self, text)
 
-    def start(self, text: str) -> Run:
-        """Start answering ``text`` and return the run at once (follow it, stop it)."""
-        return self._manager.chat.start(self, text)
+    def start(self, text: str, shown_last: int | None = None) -> Run:
+        """Start answering ``text`` and return the run at once (follow it, stop it);
+        with ``shown_last``, only if the chat still ends there (``ChatEngine.start``)."""
+        return self._manager.chat.start(self, text, shown_last)
 
     def edit(self, message_id: int, text: str) -> Run:
         """Send a new version of an earlier message: the chat forks there (a run)."""
@@ -213,8 +214,10 @@ class ChatbotSessionManager:
         return True
 
     def choose_branch(self, session: ChatbotSession, message_id: int) -> bool:
-        """Show the branch through this version of a message (no reply is being written)."""
-        if self.chat.active_run(session.session_id) is not None:
+        """Show the branch through this version of a message; False while a reply is
+        being written (here or by another replica) or the message is not this chat's."""
+        if (self.chat.active_run(session.session_id) is not None
+                or self.store.runs.running_run(session.session_id) is not None):
             return False
         self._recent.drop(session.session_id)
         return self.store.choose_branch(session.session_id, message_id)

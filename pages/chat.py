@@ -38,6 +38,7 @@ FRAME = 0.05          # seconds between updates of a streaming reply (at most 20
 IDLE_TICK = 0.25      # seconds between updates while no token arrives
 ELSEWHERE_POLL = 1.0  # seconds between looks at a reply written by another replica
 RESUME_AFTER = 0.2    # seconds from a page showing a reply so far to following it live
+SHOWN_END = "shown_end"  # the chat the last page run showed and its last message id
 DRAWN = "drawn_chat"  # what the last page run that ended showed: (chat, bubbles)
 Drawn = tuple[str, tuple[int, ...]]
 
@@ -234,10 +235,18 @@ def start_run(session: ChatbotSession, prompt: str | None) -> tuple[Run | None, 
         if shown_last is not None:
             return manager.chat.regenerate(session, shown_last=shown_last), None
         if prompt is not None:
-            return session.start(prompt), None
+            return session.start(prompt, shown_last=shown_end(session)), None
     except (MessageRejected, ChatError) as exc:
         return None, str(exc)
     return None, None
+
+
+def shown_end(session: ChatbotSession) -> int | None:
+    """The last message this tab showed of ``session`` (0: none), if it showed it: a
+    message sent is refused if the chat has moved on since (another tab's message or
+    version switched), not stored under what its writer never saw."""
+    chat, last = st.session_state.get(SHOWN_END, (None, None))
+    return last if chat == session.session_id else None
 
 
 def count_page_view(manager: ChatbotSessionManager) -> None:
@@ -337,6 +346,7 @@ if prompt is not None and not busy:
 stored = manager.store.get_session(session.session_id)
 title = stored["title"] if stored else ""
 rows = manager.store.load_stored(session.session_id, last=SHOWN_MESSAGES)
+st.session_state[SHOWN_END] = (session.session_id, rows[-1].id if rows else 0)
 
 new_chat_button(manager, owner)
 conversation_actions(manager, session, owner, title, rows)

@@ -113,13 +113,22 @@ def edit_button(session: ChatbotSession, row: StoredMessage, busy: bool) -> None
         # disabled too: a box opened before a reply started elsewhere stays open, and its
         # text stays to send once that reply has ended
         st.button("Send the new version", key=f"edit-send-{row.id}", type="primary",
-                  icon=":material/send:", on_click=send_edit, args=(session, row.id, key),
+                  icon=":material/send:", on_click=send_edit,
+                  args=(session, row.id, key, row.message.text),
                   disabled=busy, help="A reply is being written" if busy else None)
 
 
-def send_edit(session: ChatbotSession, message_id: int, key: str) -> None:
+UNCHANGED = "That is the message as it was: change it to send a new version."
+SWITCH_BUSY = "A reply is being written in this chat; switch versions once it has ended."
+
+
+def send_edit(session: ChatbotSession, message_id: int, key: str, was: str) -> None:
+    text = st.session_state.get(key, "")
+    if text.strip() == was.strip():  # a second, identical version: nothing to answer
+        st.session_state.edit_refused = UNCHANGED
+        return
     try:
-        session.edit(message_id, st.session_state.get(key, ""))
+        session.edit(message_id, text)
     except (MessageRejected, ChatError) as exc:
         st.session_state.edit_refused = str(exc)
 
@@ -161,7 +170,8 @@ def local_time(seconds: float) -> str:
 
 
 def choose_branch(session: ChatbotSession, message_id: int) -> None:
-    get_manager().choose_branch(session, message_id)
+    if not get_manager().choose_branch(session, message_id):  # a tab that missed a start
+        st.session_state.edit_refused = SWITCH_BUSY
 
 
 def save_feedback(session: ChatbotSession, message_id: int, key: str) -> None:

@@ -426,6 +426,7 @@ def test_a_reply_stopped_before_it_began_stays_so_after_the_next_message():
                                                         "replica": "elsewhere"},
         reply={"model": "offline-demo"}, stale_before=time.time() - 10)
     manager.store.runs.finish_turn(sid, run_id, started.reply_id, None, "stopped")
+    at.run()  # the page catches up (a message sent from a page that missed it is refused)
     say(at, "what is 5+6")
     notes = [[c.value for c in m.caption if "reply" in c.value]
              for m in at.chat_message if m.name == "user"]
@@ -538,3 +539,46 @@ def test_an_edit_refused_because_another_tab_started_a_reply_waits_with_its_text
     assert [m.text for m in manager.store.load_messages(sid)] == [
         "My name is Ada.", "Nice to meet you, Ada. I'll remember your name in this chat.",
         "tell me a story", ""]
+
+
+def test_an_edit_sent_unchanged_makes_no_second_identical_version():
+    from core.runtime import shared_manager
+
+    at = say(open_app(), "My name is Ada.")
+    sid = at.query_params["session"]
+    send = next(b for b in at.button if b.label == "Send the new version")
+    at = send.click().run()
+    assert [w.value for w in at.warning] == [
+        "That is the message as it was: change it to send a new version."]
+    assert len(shared_manager(lambda: None).store.load_messages(sid)) == 2
+    assert not [c for c in at.caption if c.value == "2 / 2"]
+
+
+def test_a_version_switch_refused_while_another_tab_writes_a_reply_says_so():
+    """Tab A still shows "‹ 2 / 2"; tab B (or another replica) starts a reply: A's click
+    on "‹" changed nothing and said nothing. Now it says why."""
+    import time
+
+    from core.ids import new_run_id
+    from core.runtime import shared_manager
+
+    at = say(open_app(), "My name is Ada.")
+    manager = shared_manager(lambda: None)
+    sid = at.query_params["session"]
+    next(t for t in at.text_area if t.label == "Edit your message").set_value(
+        "My name is Bob.")
+    at = next(b for b in at.button if b.label == "Send the new version").click().run()
+    answering = manager.chat.active_run(sid)
+    assert answering is None or answering.wait(10)
+    at = at.run()  # "‹ 2 / 2" shown
+    manager.store.runs.start_turn(sid, HumanMessage("tell me a story"),
+                                  run={"id": new_run_id(), "agent": "",
+                                       "replica": "elsewhere"},
+                                  reply={"model": "offline-demo"},
+                                  stale_before=time.time() - 10)
+    branch = manager.store.get_session(sid)["branch_id"]
+    older = next(b for b in at.button if b.key and b.key.startswith("older-"))
+    at = older.click().run()
+    assert "A reply is being written in this chat; switch versions once it has ended." in [
+        w.value for w in at.warning]
+    assert manager.store.get_session(sid)["branch_id"] == branch

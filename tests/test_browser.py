@@ -521,6 +521,38 @@ def test_regenerate_in_a_tab_that_missed_a_turn_redoes_nothing_it_did_not_show(
     expect(page.get_by_text("This chat changed in another tab")).to_have_count(0)
 
 
+def test_a_message_from_a_tab_showing_another_version_is_given_back_not_misfiled(
+        unsynced_server, new_page):
+    """A second tab shows the newer version of an edited chat; the first switches back
+    to the older; the second tab's message would have gone under the older version,
+    answered from it, unsaid (a helper's walk, 2 of 2). It is refused: the text back in
+    the box, the chat as it is now shown; sent again, it goes where it is seen."""
+    server = unsynced_server
+    page = new_page(server.url)
+    send(page, "My name is Ada.")
+    wait_for_reply(page, 1, "Nice to meet you, Ada")
+    messages(page).nth(0).get_by_role("button", name="edit").click()
+    editor = page.get_by_test_id("stPopoverBody")
+    editor.get_by_label("Edit your message").fill("My name is Bob.")
+    editor.get_by_role("button", name="Send the new version").click()
+    wait_for_reply(page, 1, "Nice to meet you, Bob")
+    second = page.context.new_page()  # the same chat in another tab of this browser
+    second.goto(address(page))
+    expect(messages(second).nth(1)).to_contain_text("Nice to meet you, Bob",
+                                                    timeout=WAIT_MS)
+    messages(page).nth(0).get_by_role("button", name="chevron_left").click()
+    expect(messages(page).nth(1)).to_contain_text("Nice to meet you, Ada", timeout=WAIT_MS)
+    send(second, "What is my name?")
+    expect(second.get_by_text("This chat changed in another tab")).to_be_visible(
+        timeout=WAIT_MS)
+    expect(second.get_by_test_id("stChatInputTextArea")).to_have_value("What is my name?")
+    expect(messages(second).nth(1)).to_contain_text("Nice to meet you, Ada")
+    shot(second, "message-refused-in-a-stale-version")
+    assert "What is my name?" not in [m["content"] for m in stored_messages(server, page)]
+    send(second, "What is my name?")
+    wait_for_reply(second, 3, "Your name is Ada.")
+
+
 def test_closing_the_tab_mid_reply_lets_the_reply_finish(server, new_page):
     page = new_page(server.url)
     send(page, "Tell me about yourself")

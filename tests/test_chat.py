@@ -281,6 +281,53 @@ class TestOneRunPerConversation:
         run = manager.chat.regenerate(session, shown_last=old_end)
         assert run.wait(10) and run.status == COMPLETE
 
+    def test_a_message_from_a_page_that_missed_a_turn_is_refused(self, scripted):
+        """A tab shows the chat up to "first"'s answer; another tab asks and gets an
+        answer: the first tab's message would follow an answer it never showed."""
+        manager, model = scripted
+        session = manager.create_session()
+        with pytest.raises(MessageRejected, match="changed in another tab"):
+            session.start("hello", shown_last=1)  # showed a message that is not there
+        session.send("first")
+        shown_last = manager.store.load_stored(session.session_id)[-1].id
+        session.send("second")
+        before = stored(manager, session)
+        with pytest.raises(MessageRejected, match="changed in another tab"):
+            session.start("third", shown_last=shown_last)
+        assert stored(manager, session) == before
+        latest = manager.store.load_stored(session.session_id)[-1].id
+        assert session.start("third", shown_last=latest).wait(10)  # the page caught up
+        assert [text for kind, text, _ in stored(manager, session) if kind == "human"] == [
+            "first", "second", "third"]
+
+    def test_an_empty_chat_shown_refuses_a_message_once_another_tab_wrote_in_it(
+            self, scripted):
+        manager, model = scripted
+        session = manager.create_session()
+        assert session.start("first", shown_last=0).wait(10)  # it showed the chat empty
+        with pytest.raises(MessageRejected, match="changed in another tab"):
+            session.start("also first", shown_last=0)  # a second tab, still empty
+
+    def test_a_message_from_a_page_showing_another_version_is_refused(self, scripted):
+        """Two versions of the first message; a tab shows the newer while another tab
+        switches back to the older: the tab's message would land in the version it did
+        not show (a helper's walk: it did, and was answered from the other version)."""
+        manager, model = scripted
+        session = manager.create_session()
+        session.send("My name is Ada.")
+        asked = manager.store.load_stored(session.session_id)[0].id
+        assert manager.chat.edit(session, asked, "My name is Bob.").wait(10)
+        bob_end = manager.store.load_stored(session.session_id)[-1].id
+        manager.store.choose_branch(session.session_id, asked)  # the other tab: back to Ada
+        ada = stored(manager, session)
+        with pytest.raises(MessageRejected, match="changed in another tab"):
+            session.start("What is my name?", shown_last=bob_end)
+        assert stored(manager, session) == ada
+        manager.store.choose_branch(session.session_id, bob_end)
+        assert session.start("What is my name?", shown_last=bob_end).wait(10)
+        assert [text for kind, text, _ in stored(manager, session) if kind == "human"] == [
+            "My name is Bob.", "What is my name?"]  # asked in the version it showed
+
 
 class TestAcrossProcesses:
     def test_a_run_is_seen_in_progress_and_stopped_from_another_replica(self, scripted,
