@@ -245,8 +245,36 @@ def shown_end(session: ChatbotSession) -> int | None:
     """The last message this tab showed of ``session`` (0: none), if it showed it: a
     message sent is refused if the chat has moved on since (another tab's message or
     version switched), not stored under what its writer never saw."""
-    chat, last = st.session_state.get(SHOWN_END, (None, None))
+    chat, last = st.session_state.get(SHOWN_END) or (None, None)
     return last if chat == session.session_id else None
+
+
+# Runs in the page (a constant: no user text in it). The box is off while a reply is
+# written, so the browser's focus falls to the page: typing after the reply went nowhere.
+FOCUS_CHAT_BOX = """<script>
+(() => {
+  if (!window.matchMedia("(pointer: fine)").matches) return;  // a phone: no keyboard pop
+  let tries = 0;
+  const timer = setInterval(() => {
+    const box = document.querySelector('[data-testid="stChatInputTextArea"]');
+    const active = document.activeElement;
+    if ((active && active !== document.body) || String(window.getSelection())
+        || ++tries > 30) {
+      clearInterval(timer);  // the user is in another field, or selecting: leave it
+    } else if (box && !box.disabled) {
+      box.focus({preventScroll: true});
+      clearInterval(timer);
+    }
+  }, 100);
+})();
+</script>"""
+
+
+def focus_chat_box(shown: object) -> None:
+    """Put the cursor back in the chat box once a reply has ended, as chat apps do,
+    unless the user is in another field. Drawn again (and so run) only when ``shown``
+    changes: a click on thumbs or a popover must not pull the cursor away."""
+    st.html(f"<!-- {shown} -->{FOCUS_CHAT_BOX}", unsafe_allow_javascript=True)
 
 
 def count_page_view(manager: ChatbotSessionManager) -> None:
@@ -346,7 +374,10 @@ if prompt is not None and not busy:
 stored = manager.store.get_session(session.session_id)
 title = stored["title"] if stored else ""
 rows = manager.store.load_stored(session.session_id, last=SHOWN_MESSAGES)
-st.session_state[SHOWN_END] = (session.session_id, rows[-1].id if rows else 0)
+# what a message sent from this page will follow; none while a reply is written (the
+# box is off, and the reply's last row may change before the next page draws it)
+st.session_state[SHOWN_END] = None if busy else (session.session_id,
+                                                 rows[-1].id if rows else 0)
 
 new_chat_button(manager, owner)
 conversation_actions(manager, session, owner, title, rows)
@@ -385,5 +416,7 @@ else:
         example_prompts()
     if elsewhere is None and manager.settings.TAB_SYNC_SECONDS:
         keep_in_step(session, shown)
+    if elsewhere is None:
+        focus_chat_box(st.session_state[SHOWN_END])
 st.session_state[DRAWN] = drawn
 

@@ -553,6 +553,20 @@ def test_a_message_from_a_tab_showing_another_version_is_given_back_not_misfiled
     wait_for_reply(second, 3, "Your name is Ada.")
 
 
+def test_after_a_reply_the_cursor_is_back_in_the_chat_box(server, new_page):
+    """The box is off while a reply is written, so the browser's focus fell to the page
+    and what was typed after the reply went nowhere (a helper's walk, 5 of 6)."""
+    page = new_page(server.url)
+    send(page, "what is 2+2")
+    wait_for_reply(page, 1, "2+2 = 4")
+    for question, answer, index in (("what is 3+3", "3+3 = 6", 3),
+                                    ("what is 4+4", "4+4 = 8", 5)):
+        expect(page.get_by_test_id("stChatInputTextArea")).to_be_focused(timeout=WAIT_MS)
+        page.keyboard.type(question)  # typed, as a person does, wherever the focus is
+        page.keyboard.press("Enter")
+        wait_for_reply(page, index, answer)
+
+
 def test_closing_the_tab_mid_reply_lets_the_reply_finish(server, new_page):
     page = new_page(server.url)
     send(page, "Tell me about yourself")
