@@ -255,17 +255,22 @@ FOCUS_CHAT_BOX = """<script>
 (() => {
   if (!window.matchMedia("(pointer: fine)").matches) return;  // a phone: no keyboard pop
   let tries = 0;
-  const timer = setInterval(() => {
+  const settled = () => {  // at once, then until the box is drawn enabled (up to 3 s)
     const box = document.querySelector('[data-testid="stChatInputTextArea"]');
     const active = document.activeElement;
     if ((active && active !== document.body) || String(window.getSelection())
-        || ++tries > 30) {
-      clearInterval(timer);  // the user is in another field, or selecting: leave it
-    } else if (box && !box.disabled) {
-      box.focus({preventScroll: true});
-      clearInterval(timer);
+        || ++tries > 120) {
+      return true;  // the user is in another field, or selecting: leave it
     }
-  }, 100);
+    if (box && !box.disabled) {
+      box.focus({preventScroll: true});
+      return true;
+    }
+    return false;
+  };
+  if (!settled()) {
+    const timer = setInterval(() => settled() && clearInterval(timer), 25);
+  }
 })();
 </script>"""
 
