@@ -120,11 +120,11 @@ class RunLog:
             now = time.time()  # when written: a run's first heartbeat
             if new_session is not None:
                 execute(sql.new_session, session_row(session_id, now, **new_session))
-            for other, updated, replica in execute(sql.running_runs,
-                                                   {"sid": session_id}).fetchall():
+            for other, updated, replica, question in execute(
+                    sql.running_runs, {"sid": session_id}).fetchall():
                 if updated >= stale_before and replica != run["replica"]:
                     raise RunInProgress()
-                self._end_run(execute, session_id, other, INTERRUPTED, None, now)
+                self._end_run(execute, session_id, other, question, INTERRUPTED, None, now)
             branch = execute(sql.branch_of, {"sid": session_id}).fetchone()
             branch = branch[0] if branch else None
             links = (None if branch is None and edit_of is None else
@@ -193,11 +193,12 @@ class RunLog:
             raise NothingToAnswer()
         return asked[-1]
 
-    def _end_run(self, execute: Execute, session_id: str, run_id: str, status: str,
-                 error: str | None, now: float, agent: str | None = None) -> None:
-        """End a run and its reply rows (found through the session's index)."""
+    def _end_run(self, execute: Execute, session_id: str, run_id: str, question: int,
+                 status: str, error: str | None, now: float, agent: str | None = None
+                 ) -> None:
+        """End a run (answering ``question``) and its reply rows (found through the
+        session's index)."""
         execute(self._sql.drop_empty_replies, {"sid": session_id, "rid": run_id})
-        (question,) = execute(self._sql.question_of, {"rid": run_id}).fetchone()
         self._drop_replaced(execute, session_id, run_id, question)
         execute(self._sql.end_replies, {"sid": session_id, "rid": run_id, "status": status})
         execute(self._sql.end_run, {"rid": run_id, "status": status, "error": error,
@@ -319,16 +320,16 @@ class RunLog:
         ``gone(run_id, replica)`` says has no owner any more."""
         with self.engine.connect() as conn:
             running = conn.execute(select(runs.c.id, runs.c.session_id, runs.c.replica,
-                                          runs.c.updated_at)
+                                          runs.c.updated_at, runs.c.user_message_id)
                                    .where(runs.c.status == RUNNING)).all()
-        stale = [(r.session_id, r.id) for r in running
+        stale = [(r.session_id, r.id, r.user_message_id) for r in running
                  if r.updated_at < cutoff or (gone is not None and gone(r.id, r.replica))]
         if not stale:
             return 0
         now = time.time()
         with self._direct.transaction() as execute:
-            for session_id, run_id in stale:
-                self._end_run(execute, session_id, run_id, INTERRUPTED, None, now)
+            for session_id, run_id, question in stale:
+                self._end_run(execute, session_id, run_id, question, INTERRUPTED, None, now)
         return len(stale)
 
     def request_stop(self, run_id: str) -> bool:

@@ -36,7 +36,8 @@ class TurnStatements:
         self.new_session = c(insert_session.values(
             every_column(sessions, but=sessions.c.agent_model)))
         self.insert_run = c(insert(runs).values(every_column(runs)))
-        self.running_runs = c(select(runs.c.id, runs.c.updated_at, runs.c.replica).where(
+        self.running_runs = c(select(runs.c.id, runs.c.updated_at, runs.c.replica,
+                                     runs.c.user_message_id).where(
             runs.c.session_id == sid, RUNS_RUNNING))
         self.end_run = c(update(runs).where(runs.c.id == bindparam("rid"))
                          .values(status=bindparam("status"), error=bindparam("error"),
@@ -63,7 +64,6 @@ class TurnStatements:
         self.delete_one = c(delete(messages).where(messages.c.id == bindparam("mid")))
         self.run_rows = c(select(messages.c.id).where(messages.c.session_id == sid,
                                                       messages.c.run_id == bindparam("rid")))
-        self.question_of = c(select(runs.c.user_message_id).where(runs.c.id == bindparam("rid")))
         self.title_if_empty = c(update(sessions).where(sessions.c.id == sid,
                                                        sessions.c.title == "")
                                 .values(title=bindparam("title")))

@@ -91,7 +91,7 @@ def conversation_actions(manager: ChatbotSessionManager, session: ChatbotSession
         with st.form(f"rename-{session.session_id}", border=False):
             new_title = st.text_input(
                 "Title", value=title, max_chars=TITLE_MAX_CHARS,
-                key=f"title-{session.session_id}-{zlib.crc32(title.encode()):08x}")
+                key=widget_key("title", session, title))
             renamed = st.form_submit_button("Rename")
         if renamed and new_title.strip() not in ("", title):
             manager.rename_session(session, new_title)
@@ -137,6 +137,13 @@ def use_shared_agent(session: ChatbotSession) -> None:
     session.agent = None
 
 
+def widget_key(name: str, session: ChatbotSession, shown: str) -> str:
+    """A widget's key by chat and by the value it was drawn from: a field left over from
+    another chat or from an older value (renamed, settings changed elsewhere) never
+    shows; a redraw from the same value keeps what is being typed."""
+    return f"{name}-{session.session_id}-{zlib.crc32(shown.encode()):08x}"
+
+
 def confirm_key(session: ChatbotSession) -> str:
     """The delete box's key, by chat: a box ticked in one chat must not confirm deleting
     another."""
@@ -155,9 +162,7 @@ def delete_chat(manager: ChatbotSessionManager, session: ChatbotSession, owner: 
 def agent_settings(manager: ChatbotSessionManager, session: ChatbotSession) -> None:
     spec = session.agent_spec or manager.default_spec
     offline = manager.settings.offline
-    # keyed by chat and settings: a form left over from other settings never shows
-    keys = {name: f"agent-{name}-{session.session_id}-"
-                  f"{zlib.crc32(repr(spec.to_dict()).encode()):08x}"
+    keys = {name: widget_key(f"agent-{name}", session, repr(spec.to_dict()))
             for name in ("model", "prompt", "temperature")}
     with st.sidebar.expander("Agent settings", icon=":material/tune:"):
         if session.has_custom_agent:
