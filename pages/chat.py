@@ -275,11 +275,12 @@ FOCUS_CHAT_BOX = """<script>
 </script>"""
 
 
-def focus_chat_box(shown: object) -> None:
+def focus_chat_box(last_shown: int) -> None:
     """Put the cursor back in the chat box once a reply has ended, as chat apps do,
-    unless the user is in another field. Drawn again (and so run) only when ``shown``
-    changes: a click on thumbs or a popover must not pull the cursor away."""
-    st.html(f"<!-- {shown} -->{FOCUS_CHAT_BOX}", unsafe_allow_javascript=True)
+    unless the user is in another field. Drawn again (and so run) only when the last
+    message shown (an id, unique across chats) changes: a click on thumbs or a popover
+    must not pull the cursor away."""
+    st.html(f"<!-- {int(last_shown)} -->{FOCUS_CHAT_BOX}", unsafe_allow_javascript=True)
 
 
 def count_page_view(manager: ChatbotSessionManager) -> None:
@@ -422,6 +423,6 @@ else:
     if elsewhere is None and manager.settings.TAB_SYNC_SECONDS:
         keep_in_step(session, shown)
     if elsewhere is None:
-        focus_chat_box(st.session_state[SHOWN_END])
+        focus_chat_box(rows[-1].id if rows else 0)
 st.session_state[DRAWN] = drawn
 
