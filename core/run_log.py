@@ -129,37 +129,27 @@ class RunLog:
             branch = branch[0] if branch else None
             links = (None if branch is None and edit_of is None else
                      execute(sql.links, {"sid": session_id}).fetchall())
-            if human is not None:
-                if edit_of is not None:
-                    previous = self._edited_parent(links, edit_of)
-                elif branch is None:
-                    previous = execute(sql.last_id, {"sid": session_id}).fetchone()[0]
-                else:
-                    path = shown_path([(i, up) for i, up, _ in links], branch)
-                    previous = path[-1] if path else None
-                if shown_last is not None and edit_of is None and (previous or 0
-                                                                   ) != shown_last:
+            path = (None if links is None or edit_of is not None else
+                    shown_path([(i, up) for i, up, _ in links], branch))
+            end = None  # the branch's last message, which a message or a rewind follows
+            if edit_of is None:
+                end = (execute(sql.last_id, {"sid": session_id}).fetchone()[0]
+                       if path is None else path[-1] if path else None)
+                if shown_last is not None and (end or 0) != shown_last:
                     raise ChatMovedOn()
+            if human is not None:
+                previous = end if edit_of is None else self._edited_parent(links, edit_of)
                 if previous is None and title:  # a chat made by its settings first
                     execute(sql.title_if_empty, {"sid": session_id, "title": title})
                 (row,) = message_rows(session_id, [human], COMPLETE, None, False, now)
                 (answered,) = insert_chain(execute, sql.insert, [row], previous)
                 if edit_of is not None:
                     execute(sql.set_branch, {"sid": session_id, "bid": answered})
-            elif branch is None:
-                if shown_last is not None and shown_last != execute(
-                        sql.last_id, {"sid": session_id}).fetchone()[0]:
-                    raise ChatMovedOn()
-                answered = execute(sql.last_human, {"sid": session_id}).fetchone()[0]
+            else:
+                answered = (execute(sql.last_human, {"sid": session_id}).fetchone()[0]
+                            if path is None else self._last_question(links, path))
                 if answered is None:
                     raise NothingToAnswer()
-                previous = None
-            else:
-                pairs = [(i, up) for i, up, _ in links]
-                path = shown_path(pairs, branch)
-                if shown_last is not None and shown_last not in path[-1:]:
-                    raise ChatMovedOn()
-                answered = self._last_question(links, path)
                 previous = None
             execute(sql.insert_run, {
                 "session_id": session_id, "user_message_id": answered, "status": RUNNING,
