@@ -31,6 +31,7 @@ from pages.chat_sidebar import (
     conversation_list,
     new_chat_button,
     switch_to,
+    use_shared_agent,
 )
 from pages.common import browser_id, manager_or_stop
 
@@ -304,7 +305,7 @@ def chat_header(manager: ChatbotSessionManager, session: ChatbotSession, title: 
             st.badge(f"custom agent · {spec.model} · temperature {spec.temperature:g}",
                      icon=":material/tune:", color="violet")
             st.button("Reset to shared agent", icon=":material/restart_alt:", type="tertiary",
-                      key="header-reset", on_click=reset_agent, args=(session,))
+                      key="header-reset", on_click=use_shared_agent, args=(session,))
         else:
             st.badge(f"shared pool · {manager.members.models()}", icon=":material/hub:",
                      color="blue")
@@ -317,10 +318,6 @@ def chat_header(manager: ChatbotSessionManager, session: ChatbotSession, title: 
                         "real model.")
             st.button("Got it", key="dismiss-offline", type="tertiary",
                       on_click=manager.dismiss_notice, args=(owner, OFFLINE_NOTICE))
-
-
-def reset_agent(session: ChatbotSession) -> None:
-    session.agent = None
 
 
 def example_prompts() -> None:
@@ -380,10 +377,10 @@ if prompt is not None and not busy:
 stored = manager.store.get_session(session.session_id)
 title = stored["title"] if stored else ""
 rows = manager.store.load_stored(session.session_id, last=SHOWN_MESSAGES)
+last_shown = rows[-1].id if rows else 0
 # what a message sent from this page will follow; none while a reply is written (the
 # box is off, and the reply's last row may change before the next page draws it)
-st.session_state[SHOWN_END] = None if busy else (session.session_id,
-                                                 rows[-1].id if rows else 0)
+st.session_state[SHOWN_END] = None if busy else (session.session_id, last_shown)
 
 new_chat_button(manager, owner)
 conversation_actions(manager, session, owner, title, rows)
@@ -423,6 +420,6 @@ else:
     if elsewhere is None and manager.settings.TAB_SYNC_SECONDS:
         keep_in_step(session, shown)
     if elsewhere is None:
-        focus_chat_box(rows[-1].id if rows else 0)
+        focus_chat_box(last_shown)
 st.session_state[DRAWN] = drawn
 
