@@ -10,6 +10,7 @@ import json
 import os
 import re
 import sqlite3
+from contextlib import contextmanager
 from urllib.parse import parse_qs, urlparse
 from pathlib import Path
 
@@ -666,13 +667,14 @@ def test_after_a_crash_mid_reply_the_checkpointed_part_is_shown_interrupted(
             stop_app(server)
 
 
-def test_a_reply_written_by_another_replica_is_followed_and_stop_reaches_it(
-        server, new_page):
-    """Another process writes this chat's reply (checkpoints in the shared database):
-    the page shows it growing, with Stop; Stop asks that process to stop."""
+@contextmanager
+def run_on_another_replica(server, new_page, question: str | None):
+    """A chat answered "1+1" in a page, then a reply to ``question`` (None: the last
+    question again, a regenerate) started by another process on the same database.
+    Yields the page, that replica's store, the chat, the run's id and its start."""
     import time
 
-    from langchain_core.messages import AIMessage, HumanMessage
+    from langchain_core.messages import HumanMessage
 
     from core.ids import new_run_id
     from core.store import SessionStore
@@ -685,9 +687,24 @@ def test_a_reply_written_by_another_replica_is_followed_and_stop_reaches_it(
     try:
         run_id = new_run_id()
         started = elsewhere.runs.start_turn(
-            chat, HumanMessage("tell me a story"),
+            chat, None if question is None else HumanMessage(question),
             run={"id": run_id, "agent": "", "replica": "replica-b"},
             reply={"model": "offline-demo"}, stale_before=time.time() - 10)
+        yield page, elsewhere, chat, run_id, started
+    finally:
+        elsewhere.close()
+
+
+def test_a_reply_written_by_another_replica_is_followed_and_stop_reaches_it(
+        server, new_page):
+    """Another process writes this chat's reply (checkpoints in the shared database):
+    the page shows it growing, with Stop; Stop asks that process to stop."""
+    import time
+
+    from langchain_core.messages import AIMessage
+
+    with run_on_another_replica(server, new_page, "tell me a story") as (
+            page, elsewhere, chat, run_id, started):
         reply = messages(page).nth(3)
         expect(messages(page).nth(2)).to_contain_text("tell me a story", timeout=WAIT_MS)
         for words in ("Once upon", "Once upon a time there"):
@@ -708,31 +725,16 @@ def test_a_reply_written_by_another_replica_is_followed_and_stop_reaches_it(
                                    AIMessage("Once upon a time there"), "stopped")
         expect(reply).to_contain_text("Stopped", timeout=WAIT_MS)
         expect(page.get_by_test_id("stChatInputTextArea")).to_be_enabled(timeout=WAIT_MS)
-    finally:
-        elsewhere.close()
 
 
 def test_a_regenerate_written_by_another_replica_replaces_the_answer_in_sight(
         server, new_page):
     """Another process regenerates the last answer: the page shows the new reply growing
     where the old answer was (not both in one bubble), and the new one when it ends."""
-    import time
-
     from langchain_core.messages import AIMessage
 
-    from core.ids import new_run_id
-    from core.store import SessionStore
-
-    page = new_page(server.url)
-    send(page, "what is 1+1")
-    wait_for_reply(page, 1, "1+1 = 2")
-    chat = parse_qs(urlparse(address(page)).query)["session"][0]
-    elsewhere = SessionStore(f"sqlite:///{server.database}")  # the other replica
-    try:
-        run_id = new_run_id()
-        started = elsewhere.runs.start_turn(
-            chat, None, run={"id": run_id, "agent": "", "replica": "replica-b"},
-            reply={"model": "offline-demo"}, stale_before=time.time() - 10)
+    with run_on_another_replica(server, new_page, None) as (
+            page, elsewhere, chat, run_id, started):
         elsewhere.runs.checkpoint([(started.reply_id, run_id, AIMessage("Two, again"))],
                                   [run_id])
         reply = messages(page).nth(1)
@@ -748,8 +750,6 @@ def test_a_regenerate_written_by_another_replica_replaces_the_answer_in_sight(
         expect(messages(page)).to_have_count(2)
         assert [m["content"] for m in stored_messages(server, page)] == [
             "what is 1+1", "Two, again: 2"]
-    finally:
-        elsewhere.close()
 
 
 # -- the chat UX ---------------------------------------------------------------------
