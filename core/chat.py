@@ -452,7 +452,8 @@ class ChatEngine:
                             progress.first_token = time.monotonic()
                             answered()
                         run.add(event)
-                        await self._store_finished_steps(session, progress)
+                        if isinstance(event, turns.ToolResult):  # a step ends on a result
+                            await self._store_finished_steps(session, progress)
                 except turns.ReplyCutOff:
                     if lease is not None:
                         lease.outcome = "interrupted"

@@ -38,7 +38,7 @@ class Compiled:
             values = {**dict(self.constants), **values}
         if self.positions is None:
             return values
-        return tuple(values[name] for name in self.positions)
+        return tuple(map(values.__getitem__, self.positions))
 
 
 BUSY_TIMEOUT_MS = 10_000  # how long a SQLite writer waits for another process's write
@@ -99,7 +99,7 @@ class DirectWriter:
             try:
                 cursor = connection.cursor()
                 if self.engine.dialect.name == "sqlite":  # the write lock now, for it all
-                    self._begin(cursor, wait)
+                    self._begin(cursor, wait, held=connection is self._held)
 
                 def execute(statement: Compiled, values: dict[str, Any]) -> Any:
                     cursor.execute(statement.sql, statement.parameters(values))
@@ -131,19 +131,27 @@ class DirectWriter:
         finally:
             lock.release()  # type: ignore[attr-defined]
 
-    def _begin(self, cursor: Any, wait: bool) -> None:
-        if wait:
+    def _begin(self, cursor: Any, wait: bool, held: bool) -> None:
+        """BEGIN IMMEDIATE. The held connection never waits for another process's
+        write (its busy timeout is 0, set once): the event loop's writes, the most
+        frequent, begin in one statement; a writer that may wait raises the timeout
+        around its own BEGIN. (In WAL mode nothing after the BEGIN waits for a lock.)"""
+        if not wait:
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+            except self._driver_error as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    raise WriterBusy() from None
+                raise
+            return
+        if not held:  # a pooled connection keeps the engine's timeout
             cursor.execute("BEGIN IMMEDIATE")
             return
-        cursor.execute("PRAGMA busy_timeout=0")  # another process writes: do not wait
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         try:
             cursor.execute("BEGIN IMMEDIATE")
-        except self._driver_error as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
-                raise WriterBusy() from None
-            raise
         finally:
-            cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA busy_timeout=0")
 
     def _connection(self) -> Any:
         """The held connection, or one from the pool (called under the write lock)."""
@@ -154,6 +162,10 @@ class DirectWriter:
         except self._driver_error as exc:  # the server is down
             raise self._wrapped(exc, invalidated=True) from exc
         if self._hold:
+            if self.engine.dialect.name == "sqlite":
+                cursor = connection.cursor()
+                cursor.execute("PRAGMA busy_timeout=0")  # see _begin
+                cursor.close()
             self._held = connection
         return connection
 

@@ -125,16 +125,15 @@ class RunLog:
                 if updated >= stale_before and replica != run["replica"]:
                     raise RunInProgress()
                 self._end_run(execute, session_id, other, question, INTERRUPTED, None, now)
-            branch = execute(sql.branch_of, {"sid": session_id}).fetchone()
-            branch = branch[0] if branch else None
+            found = execute(sql.branch_and_last, {"sid": session_id}).fetchone()
+            branch, last = found if found else (None, None)
             links = (None if branch is None and edit_of is None else
                      execute(sql.links, {"sid": session_id}).fetchall())
             path = (None if links is None or edit_of is not None else
                     shown_path([(i, up) for i, up, _ in links], branch))
             end = None  # the branch's last message, which a message or a rewind follows
             if edit_of is None:
-                end = (execute(sql.last_id, {"sid": session_id}).fetchone()[0]
-                       if path is None else path[-1] if path else None)
+                end = last if path is None else path[-1] if path else None
                 if shown_last is not None and (end or 0) != shown_last:
                     raise ChatMovedOn()
             if human is not None:

@@ -50,10 +50,15 @@ class Run:
     ticket: Any = None  # while it waits for a pool member: its place in the queue
     regenerating: bool = False  # it answers its question again (the old answer waits)
     _events: list[Event] = field(default_factory=list, repr=False)
-    _changed: threading.Condition = field(default_factory=threading.Condition, repr=False)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    _changed: threading.Condition = field(init=False, repr=False)
+    _readers_waiting: int = field(default=0, repr=False)
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
     future: concurrent.futures.Future[None] | None = field(default=None, repr=False)
     task: asyncio.Task[None] | None = field(default=None, repr=False)  # started on the loop
+
+    def __post_init__(self) -> None:
+        self._changed = threading.Condition(self._lock)
 
     # -- written by the worker --------------------------------------------------------
     def wait_in(self, ticket: Any) -> None:
@@ -61,9 +66,11 @@ class Run:
         self.ticket = ticket
 
     def add(self, event: Event) -> None:
-        with self._changed:
+        """Called for every token: readers are woken only when one waits."""
+        with self._lock:
             self._events.append(event)
-            self._changed.notify_all()
+            if self._readers_waiting:
+                self._changed.notify_all()
 
     def end(self, status: str, error: str | None = None, retryable: bool = True) -> None:
         with self._changed:
@@ -86,7 +93,11 @@ class Run:
         whether the run has ended (then no event will follow)."""
         with self._changed:
             if len(self._events) <= after and not self._done.is_set() and timeout != 0:
-                self._changed.wait(timeout)
+                self._readers_waiting += 1
+                try:
+                    self._changed.wait(timeout)
+                finally:
+                    self._readers_waiting -= 1
             return self._events[after:], self._done.is_set()
 
     def follow(self, poll: float = 0.5) -> Iterator[Event]:

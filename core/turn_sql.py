@@ -56,7 +56,11 @@ class TurnStatements:
                                                   messages.c.role != "human")
                            .values(model=bindparam("model")))
         self.insert_usage = c(insert(usage).values(every_column(usage)))
-        self.branch_of = c(select(sessions.c.branch_id).where(sessions.c.id == sid))
+        # the version shown (None: never edited) and the last message, in one look
+        self.branch_and_last = c(select(
+            sessions.c.branch_id,
+            select(func.max(messages.c.id)).where(messages.c.session_id == sid)
+            .scalar_subquery()).where(sessions.c.id == sid))
         self.links = c(select(messages.c.id, messages.c.parent_id, messages.c.role)
                        .where(messages.c.session_id == sid))
         self.set_branch = c(update(sessions).where(sessions.c.id == sid)

@@ -227,3 +227,20 @@ def test_an_event_loop_never_waits_for_another_process_writing(store, writer, sq
     assert (value, error) == ("later", None) and thread != threading.get_ident()
     assert stored(store) == {"later"}
     assert commits.run(put(store, "again")) == "again"  # nobody is left leading
+
+
+def test_a_thread_writing_waits_for_another_process_writing(store, writer, sqlite_url):
+    """The held connection does not wait on its own (the event loop's writes must not);
+    a thread's write raises its busy timeout and waits its turn instead of failing."""
+    commits = GroupCommit(writer)
+    assert commits.run(put(store, "first")) == "first"  # the connection is held now
+    other = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None,
+                            check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another replica's write on the same file
+    ends = threading.Timer(0.3, other.execute, ["COMMIT"])
+    ends.start()
+    try:
+        assert commits.run(put(store, "second")) == "second"
+    finally:
+        ends.join()
+    assert stored(store) == {"first", "second"}

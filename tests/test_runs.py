@@ -1,6 +1,7 @@
 """A run's events: numbered, readable by anyone from any point, live until it ends."""
 
 import threading
+import time
 
 from core.runs import COMPLETE, Run, RunWorker
 from core.turns import Token
@@ -26,6 +27,25 @@ def test_a_waiting_reader_wakes_on_the_next_event():
     run.end(COMPLETE)
     reader.join(10)
     assert seen == [Token("x")] and not reader.is_alive()
+
+
+def test_a_reader_waiting_long_is_woken_by_an_event_alone():
+    run = Run("r", "s", 1)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(run.read(0, timeout=60)))
+    reader.start()
+    until_waiting(run)
+    run.add(Token("x"))
+    reader.join(10)
+    assert got == [([Token("x")], False)]
+
+
+def until_waiting(run, timeout=10.0):
+    """Until a reader is waiting on the run (its condition has a waiter)."""
+    deadline = time.monotonic() + timeout
+    while not run._changed._waiters:
+        assert time.monotonic() < deadline, "no reader waited"
+        time.sleep(0.001)
 
 
 def test_the_worker_runs_coroutines_on_its_own_loop_and_closes_cleanly():
