@@ -311,15 +311,25 @@ class RunLog:
             running = conn.execute(select(runs.c.id, runs.c.session_id, runs.c.replica,
                                           runs.c.updated_at, runs.c.user_message_id)
                                    .where(runs.c.status == RUNNING)).all()
-        stale = [(r.session_id, r.id, r.user_message_id) for r in running
-                 if r.updated_at < cutoff or (gone is not None and gone(r.id, r.replica))]
+        stale = []
+        for r in running:
+            owned = gone is None or not gone(r.id, r.replica)
+            if r.updated_at < cutoff or not owned:
+                stale.append((r.session_id, r.id, r.user_message_id, owned))
         if not stale:
             return 0
-        now = time.time()
+        now, ended = time.time(), 0
         with self._direct.transaction() as execute:
-            for session_id, run_id, question in stale:
+            for session_id, run_id, question, owned in stale:
+                # read again under the write lock: a run that ended since (its chat may
+                # have gone on: ending it again would drop the next turn as "replaced"),
+                # or whose owner checkpointed since, is left as it is
+                state = execute(self._sql.run_state, {"rid": run_id}).fetchone()
+                if state is None or state[0] != RUNNING or (owned and state[1] >= cutoff):
+                    continue
                 self._end_run(execute, session_id, run_id, question, INTERRUPTED, None, now)
-        return len(stale)
+                ended += 1
+        return ended
 
     def request_stop(self, run_id: str) -> bool:
         """Ask the replica running it to stop (it reads this at its next checkpoint)."""

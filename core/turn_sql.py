@@ -39,6 +39,8 @@ class TurnStatements:
         self.running_runs = c(select(runs.c.id, runs.c.updated_at, runs.c.replica,
                                      runs.c.user_message_id).where(
             runs.c.session_id == sid, RUNS_RUNNING))
+        self.run_state = c(select(runs.c.status, runs.c.updated_at)
+                           .where(runs.c.id == bindparam("rid")))
         self.end_run = c(update(runs).where(runs.c.id == bindparam("rid"))
                          .values(status=bindparam("status"), error=bindparam("error"),
                                  agent=func.coalesce(bindparam("agent"), runs.c.agent),

@@ -4,11 +4,11 @@ import json
 import threading
 
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage, message_to_dict
-from sqlalchemy import insert, inspect
+from sqlalchemy import insert, inspect, select
 
 from core.direct_writes import DirectWriter, every_column
 from core.migrations import MIGRATIONS, applied, migrate
-from core.schema import messages
+from core.schema import messages, runs
 from core.store import STOPPED, SessionStore, metadata
 
 
@@ -273,6 +273,64 @@ def test_a_regenerate_whose_process_died_replaces_the_answer_only_if_it_wrote_so
         ("question", "complete"), ("Half of a new", "interrupted")]
     assert [(m.text, status) for m, status in store.load_messages_with_status("n" * 32)] == [
         ("question", "complete"), ("old answer", "complete")]
+
+
+def test_a_run_that_ends_while_the_sweep_looks_is_left_as_it_ended(store):
+    """The sweep reads the running runs, then ends the orphans in a transaction of its
+    own. A run that completed in between (and whose chat went on to its next turn) is
+    no orphan: it keeps its status, and the next turn's messages stay."""
+    import time
+
+    from core.ids import new_run_id
+
+    session_id = "r" * 32
+    store.ensure_session(session_id)
+    run_id = new_run_id()
+
+    def turn(run: str, question: str, answer: str):
+        started = store.runs.start_turn(session_id, HumanMessage(question),
+                                        run={"id": run, "agent": "", "replica": "here"},
+                                        reply={"model": "m"}, stale_before=time.time() - 10)
+        return lambda: store.runs.finish_turn(session_id, run, started.reply_id,
+                                              AIMessage(answer), "complete")
+
+    finish_first = turn(run_id, "first", "one")
+
+    def gone(run: str, _replica: str) -> bool:
+        """Asked while the sweep looks: meanwhile the run ends and the chat goes on."""
+        finish_first()
+        turn(new_run_id(), "second", "two")()
+        return True  # as a process that no longer runs it would say
+
+    assert store.runs.interrupt_stale_runs(cutoff=0.0, gone=gone) == 0
+    assert [(m.text, status) for m, status in store.load_messages_with_status(session_id)] \
+        == [("first", "complete"), ("one", "complete"), ("second", "complete"),
+            ("two", "complete")]
+    with store.engine.connect() as conn:
+        assert conn.execute(select(runs.c.status)).scalars().all() == ["complete"] * 2
+
+
+def test_a_run_whose_owner_checkpoints_while_the_sweep_looks_goes_on(store):
+    """Silent past the cutoff when the sweep read it, alive (checkpointed) by the time
+    the sweep writes: the run is not ended under its owner."""
+    import time
+
+    from core.ids import new_run_id
+
+    session_id = "k" * 32
+    store.ensure_session(session_id)
+    run_id = new_run_id()
+    started = store.runs.start_turn(session_id, HumanMessage("question"),
+                                    run={"id": run_id, "agent": "", "replica": "alive"},
+                                    reply={"model": "m"}, stale_before=time.time() - 10)
+    cutoff = time.time()
+
+    def gone(run: str, _replica: str) -> bool:
+        store.runs.checkpoint([(started.reply_id, run, AIMessage("Half"))], [run])
+        return False
+
+    assert store.runs.interrupt_stale_runs(cutoff, gone=gone) == 0
+    assert store.runs.running_run(session_id)["id"] == run_id
 
 
 def test_a_regenerate_written_elsewhere_shows_its_reply_not_the_old_answer_beside_it(store):
