@@ -114,7 +114,10 @@ class Ticket:
             self.event.set()
         elif self.future is not None:
             assert self.loop is not None
-            self.loop.call_soon_threadsafe(_resolve, self.future)
+            if asyncio._get_running_loop() is self.loop:  # no write to the loop's pipe
+                _resolve(self.future)
+            else:
+                self.loop.call_soon_threadsafe(_resolve, self.future)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -187,38 +190,40 @@ class AgentPool:
             return member.version
 
     # -- choosing a member (lock held) -----------------------------------------------
-    def _usable(self, member: Member, now: float) -> bool:
-        quota = self._quotas[member.quota]
-        if member.in_flight >= member.max_concurrency or now < quota.until:
-            return False
-        return quota.probe is None
+    def _free(self, now: float) -> list[int]:
+        """Members that can take a request now: room left, their quota neither cooling
+        down nor waiting for a probe's answer."""
+        quotas = self._quotas
+        return [i for i, m in enumerate(self._members)
+                if m.in_flight < m.max_concurrency and now >= quotas[m.quota].until
+                and quotas[m.quota].probe is None]
 
-    def _pick(self, ticket: Ticket) -> int | None:
-        """The member for this ticket: least busy for its weight, healthy first.
+    def _pick(self, ticket: Ticket, free: list[int]) -> int | None:
+        """The member for this ticket among the ``free`` ones: least busy for its weight,
+        healthy first.
 
         A failing member serves only when every member the ticket may use is failing (its
         error is then the user's answer); ties go to ``prefer``, else round-robin.
         """
-        now = self._wall()
-        count = len(self._members)
-        allowed = [i for i in range(count) if self._members[i].name not in ticket.exclude]
+        members = self._members
+        count = len(members)
+        allowed = ([i for i in range(count) if members[i].name not in ticket.exclude]
+                   if ticket.exclude else range(count))
         if not allowed:
             return None
-        healthy = [i for i in allowed if self._members[i].failing_until <= now]
-        candidates = set(healthy or allowed)
+        now = self._wall()
+        healthy = [i for i in allowed if members[i].failing_until <= now]
+        candidates = healthy or allowed
+        chosen = None if len(candidates) == count else set(candidates)  # None: all
         start = self._cursor if ticket.prefer is None else ticket.prefer % count
         best: int | None = None
-        best_load = 0.0
-        for step in range(count):
-            i = (start + step) % count
-            if i not in candidates:
+        best_rank = (0.0, 0)
+        for i in free:
+            if chosen is not None and i not in chosen:
                 continue
-            member = self._members[i]
-            if not self._usable(member, now):
-                continue
-            load = member.in_flight / member.weight
-            if best is None or load < best_load:
-                best, best_load = i, load
+            rank = (members[i].in_flight / members[i].weight, (i - start) % count)
+            if best is None or rank < best_rank:
+                best, best_rank = i, rank
         if best is not None and ticket.prefer is None:
             self._cursor = (best + 1) % count
         return best
@@ -247,8 +252,8 @@ class AgentPool:
         granted = True
         while granted and self._queues:
             granted = False
-            now = self._wall()
-            if not any(self._usable(m, now) for m in self._members):
+            free = self._free(self._wall())
+            if not free:
                 return
             plain_failed = False
             for owner, queue in self._queues.items():
@@ -257,7 +262,7 @@ class AgentPool:
                 ticket = queue[0]
                 if plain_failed and not ticket.exclude:
                     continue
-                index = self._pick(ticket)
+                index = self._pick(ticket, free)
                 if index is None:
                     plain_failed = plain_failed or not ticket.exclude
                     continue
@@ -361,7 +366,8 @@ class AgentPool:
         self.enqueue(ticket)
         if ticket.index is None:
             try:
-                await asyncio.wait_for(asyncio.shield(ticket.future), timeout)
+                async with asyncio.timeout(timeout):
+                    await ticket.future
             except TimeoutError:
                 self.withdraw(ticket, True)
                 if ticket.index is None:
