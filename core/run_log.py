@@ -259,6 +259,8 @@ class RunLog:
         sql = self._sql
         model = usage["model"] if usage is not None else None
         row = {"mid": reply_id, "sid": session_id, "rid": run_id}
+        if message is None and steps and status != COMPLETE:  # cut off after its steps:
+            message = AIMessage("")  # the empty reply row stays, ended, to say so
         text = None if message is None else (message.text, payload(message))
 
         def finish(execute: Execute) -> None:

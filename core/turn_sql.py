@@ -12,7 +12,7 @@ from sqlalchemy import bindparam, delete, func, insert, select, text, update
 
 from core.direct_writes import Compiled, DirectWriter, Execute, every_column
 from core.limits import TITLE_MAX_CHARS
-from core.schema import RUNNING, messages, runs, sessions, usage
+from core.schema import COMPLETE, RUNNING, messages, runs, sessions, usage
 
 
 # Written out, not bound: a query that says it in these words is answered from the
@@ -45,10 +45,17 @@ class TurnStatements:
                          .values(status=bindparam("status"), error=bindparam("error"),
                                  agent=func.coalesce(bindparam("agent"), runs.c.agent),
                                  finished_at=bindparam("now"), updated_at=bindparam("now")))
+        # an empty reply row goes, unless the run stored steps before it: then it stays,
+        # ended, to say the reply after them was cut off (else the steps look complete)
+        stored_step = messages.alias("stored_step")
         self.drop_empty_replies = c(delete(messages).where(
             messages.c.session_id == sid, messages.c.run_id == bindparam("rid"),
             messages.c.status == RUNNING,
-            messages.c.content == ""))
+            messages.c.content == "",
+            ~select(stored_step.c.id).where(
+                stored_step.c.session_id == sid,
+                stored_step.c.run_id == bindparam("rid"),
+                stored_step.c.status == COMPLETE).exists()))
         self.end_replies = c(update(messages).where(
             messages.c.session_id == sid, messages.c.run_id == bindparam("rid"),
             messages.c.status == RUNNING)

@@ -333,6 +333,38 @@ def test_a_run_whose_owner_checkpoints_while_the_sweep_looks_goes_on(store):
     assert store.runs.running_run(session_id)["id"] == run_id
 
 
+def test_a_reply_cut_off_after_its_tool_step_says_so(store):
+    """A run that stored a tool step, then ended before its answer's first word (its
+    process died and the sweep ended it, or the user stopped it): the step is kept and
+    an empty reply row after it carries how the run ended, so the page and the export
+    do not show the step as a finished reply."""
+    import time
+
+    from core.ids import new_run_id
+
+    def step_then(session_id: str, end) -> None:
+        store.ensure_session(session_id)
+        run_id = new_run_id()
+        started = store.runs.start_turn(session_id, HumanMessage("what is 2+3"),
+                                        run={"id": run_id, "agent": "", "replica": "dead"},
+                                        reply={"model": "m"}, stale_before=time.time() - 10)
+        call = AIMessage("", tool_calls=[{"name": "calculator", "args": {"expression": "2+3"},
+                                          "id": "c1"}])
+        _ids, next_id = store.runs.advance_reply(
+            session_id, run_id, started.reply_id, call,
+            [ToolMessage("5", tool_call_id="c1", name="calculator")], {"model": "m"})
+        end(session_id, run_id, next_id)
+
+    step_then("d" * 32, lambda *_: store.runs.interrupt_stale_runs(cutoff=time.time() + 1))
+    step_then("s" * 32, lambda sid, rid, reply: store.runs.finish_turn(
+        sid, rid, reply, None, "stopped", steps=True))
+    for session_id, ended in (("d" * 32, "interrupted"), ("s" * 32, "stopped")):
+        rows = store.load_messages_with_status(session_id)
+        assert [(type(m).__name__, m.text, status) for m, status in rows] == [
+            ("HumanMessage", "what is 2+3", "complete"), ("AIMessage", "", "complete"),
+            ("ToolMessage", "5", "complete"), ("AIMessage", "", ended)]
+
+
 def test_a_regenerate_written_elsewhere_shows_its_reply_not_the_old_answer_beside_it(store):
     """Another replica regenerates the last answer: until it ends, a page loaded here
     shows the question and the new reply so far, not the old answer in the same bubble;
