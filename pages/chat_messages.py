@@ -63,8 +63,12 @@ def show_history(rows: list[StoredMessage], session: ChatbotSession,
                 message_footer(first.message.text, first.created_at, before=lambda row=first: (
                     version_switcher(session, row.id, versions.get(row.id), busy),
                     edit_button(session, row, busy)))
+                # a slot drawn every time: a note from the page before (stopped, say)
+                # goes as soon as this draws over it, not when a live reply below ends
+                note = st.empty()
                 if first.id in unanswered:
-                    unanswered_note(runs.get(first.id))
+                    with note.container():
+                        unanswered_note(runs.get(first.id))
             continue
         with st.chat_message("assistant"):
             texts, answer = [], None

@@ -156,3 +156,23 @@ def test_a_reload_while_queued_keeps_the_place_and_stop_leaves_the_queue(server,
     wait_for_reply(first, 1, REPLY)
     rows = server.get_json("/api/stats.json", PASSWORD)
     assert rows["pool_queued"] == 0 and rows["pool_in_flight"] == 0
+
+
+def test_a_retry_after_a_stop_in_the_queue_drops_the_stopped_note_at_once(server, fake,
+                                                                          new_page):  # noqa: F811
+    """Stopped while queued, then Retry: while the retry waits its turn, the question no
+    longer says it was stopped (the page that said so is drawn over at once, not when
+    the reply ends)."""
+    try:
+        first, second, place = queue_behind(server, fake, new_page, "try me again")
+        second.get_by_role("button", name="Stop").click()
+        stopped = second.get_by_text("Stopped by you before any reply.")
+        expect(stopped).to_be_visible(timeout=WAIT_MS)
+        second.get_by_role("button", name="Retry").click()
+        expect(place).to_be_visible(timeout=WAIT_MS)
+        expect(stopped).to_have_count(0, timeout=WAIT_MS)
+        shot(second, "router-retry-waiting")
+    finally:
+        fake.proceed.set()
+    wait_for_reply(second, 1, REPLY)
+    wait_for_reply(first, 1, REPLY)
