@@ -84,7 +84,10 @@ def conversation_actions(manager: ChatbotSessionManager, session: ChatbotSession
                          owner: str, title: str, rows: list[StoredMessage]) -> None:
     """Rename, export, delete. ``rows``: what the page shows, the whole chat when it holds
     fewer than ``SHOWN_MESSAGES``."""
-    with st.sidebar.expander("This conversation", icon=":material/edit_note:"):
+    # keyed by chat: another chat (a new one after Delete, one opened from the list)
+    # starts with it closed, not open on the controls of the chat before
+    with st.sidebar.expander("This conversation", icon=":material/edit_note:",
+                             key=f"conversation-{session.session_id}"):
         # a form: the title typed goes with the click (a button enabled only once the
         # field had been sent lost the first click after typing); keyed by the title
         # too, so a title given meanwhile (the first message's) fills the field

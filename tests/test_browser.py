@@ -466,6 +466,8 @@ def test_a_chat_deleted_in_one_tab_is_not_brought_back_from_another(server, new_
     page.get_by_text("Yes, delete this conversation").click()
     page.get_by_role("button", name="Delete").click()
     expect(messages(page)).to_have_count(0, timeout=WAIT_MS)
+    # the new chat's panel starts closed, not open on the deleted chat's controls
+    expect(page.get_by_role("button", name="Rename")).to_have_count(0, timeout=WAIT_MS)
     # the other tab notices by itself and moves to a new chat
     expect(second.get_by_text("This chat was deleted in another tab")).to_be_visible(
         timeout=WAIT_MS)
