@@ -16,6 +16,7 @@ import math
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,7 +44,9 @@ _SURROGATE = re.compile(r"[\ud800-\udfff]")
 BUSY = "A reply is still being written in this chat. Wait for it, or stop it first."
 MOVED_ON = ("This chat changed in another tab or window since this page showed it; "
             "here is the latest.")
+DELETED = "This chat was deleted (in another tab or window)."
 SWEEP_EVERY = 10  # checkpoints between sweeps for runs whose owner died
+DELETED_KEPT = 10_000  # deleted chats remembered here, so no late message brings one back
 
 
 # One try at answering: the agent, its label, the pool lease (None for a custom agent)
@@ -134,6 +137,8 @@ class ChatEngine:
         self._lock = threading.Lock()
         self._active: dict[str, Run] = {}
         self._launching: set[str] = set()  # conversations whose run is being started
+        self._launch_left = threading.Condition(self._lock)  # one left ``_launching``
+        self._deleted: OrderedDict[str, None] = OrderedDict()
         self._progress: dict[str, _Progress] = {}  # worker thread only
         self._stop_before_start: set[str] = set()  # worker thread only
         self.sweep()
@@ -220,6 +225,7 @@ class ChatEngine:
                     started = await self.store.runs.astart_turn(
                         turn.sid, human, new_session=turn.new_row, **turn.begin)
                 except IntegrityError:  # its row was deleted meanwhile (retention): again
+                    self._refuse_if_deleted(turn.sid)
                     turn.new_row = self.conversations.new_row(session, human.text, True)
                     started = await self.store.runs.astart_turn(
                         turn.sid, human, new_session=turn.new_row, **turn.begin)
@@ -253,6 +259,8 @@ class ChatEngine:
         here; ``charge``: it costs the session a message of its rate limit."""
         sid = session.session_id
         with self._lock:
+            if sid in self._deleted:
+                raise MessageRejected(DELETED)
             if sid in self._active or sid in self._launching:
                 raise MessageRejected(BUSY)
             self._launching.add(sid)
@@ -263,6 +271,24 @@ class ChatEngine:
         finally:
             with self._lock:
                 self._launching.discard(sid)
+                self._launch_left.notify_all()
+
+    def _refuse_if_deleted(self, session_id: str) -> None:
+        """A chat deleted by its user is not made again by a message stored late."""
+        with self._lock:
+            if session_id in self._deleted:
+                raise MessageRejected(DELETED)
+
+    def deleting(self, session_id: str) -> None:
+        """The conversation is being deleted: no run starts for it here any more, and
+        one being started now is waited for (its start stored; ``stop`` then stops it),
+        so that none stores its message after the delete and brings the chat back."""
+        with self._lock:
+            self._deleted[session_id] = None
+            while len(self._deleted) > DELETED_KEPT:
+                self._deleted.popitem(last=False)
+            self._launch_left.wait_for(lambda: session_id not in self._launching,
+                                    timeout=STOP_WAIT)
 
     def _begin(self, session: Conversation, human: HumanMessage | None,
                edit_of: int | None, shown_last: int | None) -> Run:
@@ -272,6 +298,7 @@ class ChatEngine:
                 started = self.store.runs.start_turn(turn.sid, human,
                                                      new_session=turn.new_row, **turn.begin)
             except IntegrityError:  # its row was deleted meanwhile (retention): again
+                self._refuse_if_deleted(turn.sid)
                 turn.new_row = self.conversations.new_row(session, human.text if human
                                                           else "", True)
                 started = self.store.runs.start_turn(turn.sid, human,
@@ -380,7 +407,10 @@ class ChatEngine:
             if progress.task is not None:
                 progress.task.cancel()
             return
-        self._stop_before_start.add(run_id)
+        with self._lock:
+            starting = any(r.id == run_id for r in self._active.values())
+        if starting:  # not one that has ended already: its id would be kept for ever
+            self._stop_before_start.add(run_id)
 
     # -- sync and async conveniences ------------------------------------------------
     def send(self, session: Conversation, text: object) -> str:
@@ -501,7 +531,7 @@ class ChatEngine:
         run, done = progress.run, progress.done
         if progress.writing is not None:  # a stop arrived while a tool step was stored
             try:
-                ids, next_id = await asyncio.shield(progress.writing)
+                ids, next_id = await _through_stops(progress.writing)
                 step = _finished_step(done.messages, progress.stored)
                 if step is not None:
                     self._advanced(progress, step[0], step[1], ids, next_id)
@@ -518,12 +548,14 @@ class ChatEngine:
         loop = asyncio.get_running_loop()
         told = loop.create_future()
 
-        def stored(_value: Any, failure: BaseException | None) -> None:
+        def stored(ended: bool | None, failure: BaseException | None) -> None:
             """Once the end is stored (or failed), on whichever thread stored it: tell
             readers. Runs even if this task is cancelled again meanwhile."""
             nonlocal status, error
             if failure is not None:  # reported; the sweep ends the run later
                 status, error = INTERRUPTED, str(describe_error(failure))
+            elif not ended:  # ended elsewhere as stale meanwhile: as it was stored
+                status, error = INTERRUPTED, "The reply was interrupted. Retry."
             if status == COMPLETE and recent is not None and message is not None:
                 recent.extend([*produced, message], progress.reply_id, HISTORY_WINDOW)
                 self.recent.put(run.session_id, recent)
@@ -542,10 +574,7 @@ class ChatEngine:
                                           steps=bool(produced), replaces=(
                                               run.user_message_id if run.regenerating
                                               else None))
-        try:
-            await asyncio.shield(told)
-        except asyncio.CancelledError:  # a second stop: the end is stored all the same
-            pass
+        await _through_stops(told)  # the task ends after the run, never before
         self._progress.pop(run.id, None)
 
     def _usage(self, session: Conversation, progress: _Progress, status: str,
@@ -588,7 +617,7 @@ class ChatEngine:
         progress = list(self._progress.values())
         changed = [p for p in progress if len(p.done.partial) != p.saved_chunks]
         replies = [(p.reply_id, p.run.id, AIMessage(p.text)) for p in changed]
-        sizes = [len(p.done.partial) for p in changed]
+        saved = [(p, p.reply_id, len(p.done.partial)) for p in changed]
         try:
             stops = await asyncio.to_thread(self.store.runs.checkpoint, replies,
                                             [p.run.id for p in progress])
@@ -596,8 +625,9 @@ class ChatEngine:
                 await asyncio.to_thread(self.sweep)
         except Exception:  # noqa: BLE001 - a database outage must not end checkpoints
             return
-        for p, size in zip(changed, sizes):
-            p.saved_chunks = size
+        for p, reply_id, size in saved:
+            if p.reply_id == reply_id:  # else a tool step opened a new reply row meanwhile
+                p.saved_chunks = size
         for run_id in stops:
             self._cancel(run_id)
 
@@ -618,6 +648,21 @@ class ChatEngine:
     def in_flight(self) -> int:
         with self._lock:
             return len(self._active)
+
+
+async def _through_stops(future: asyncio.Future[Any]) -> Any:
+    """``future``'s result, waited for through any further cancel of this task (a second
+    Stop, another tab's, a replica's asked again at each checkpoint): a run's end must
+    be stored, and its readers told, before its task ends."""
+    while True:
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if future.cancelled():
+                raise
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                task.uncancel()
 
 
 def outcome(run: Run) -> str:

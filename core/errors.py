@@ -6,6 +6,7 @@ import openai
 from sqlalchemy.exc import SQLAlchemyError
 
 from core.pool import PoolTimeout
+from core.run_log import RunEnded
 from core.store import StoreError
 from core.turns import ReplyCutOff
 
@@ -29,6 +30,8 @@ def describe_error(exc: BaseException) -> ChatError:
     if isinstance(exc, ReplyCutOff):
         return ChatError("The model's reply was cut off (the connection dropped). "
                          "What arrived is kept, marked as interrupted. Retry.")
+    if isinstance(exc, RunEnded):
+        return ChatError("The reply was interrupted. Retry.")
     if isinstance(exc, PoolTimeout):
         return ChatError(f"The assistant is busy: {exc}.")
     if isinstance(exc, openai.AuthenticationError):

@@ -39,6 +39,11 @@ class ChatMovedOn(RuntimeError):
     """The conversation's last message is not the one the asker was shown."""
 
 
+class RunEnded(RuntimeError):
+    """The run was ended elsewhere (as stale: its owner stopped checkpointing a while)
+    before this write of its own: the write is not made."""
+
+
 @dataclass(frozen=True, slots=True)
 class TurnStart:
     """Ids a started turn needs: the user message answered, the newest message before it
@@ -211,12 +216,15 @@ class RunLog:
                       message: BaseMessage, results: Sequence[BaseMessage],
                       reply: dict[str, Any]) -> tuple[list[int], int]:
         """A tool-calling step finished: store it and its tool results, and open the next
-        reply row. Returns the results' ids and the new reply row's id."""
+        reply row. Returns the results' ids and the new reply row's id; RunEnded, writing
+        nothing, if the run had already ended."""
         now = time.time()
 
         def advance(execute: Execute) -> tuple[list[int], int]:
-            execute(self._sql.set_reply, {"mid": reply_id, "content": message.text,
-                                          "payload": payload(message), "status": COMPLETE})
+            if execute(self._sql.set_reply, {"mid": reply_id, "content": message.text,
+                                             "payload": payload(message),
+                                             "status": COMPLETE}).rowcount != 1:
+                raise RunEnded()
             ids = insert_chain(execute, self._sql.insert,
                                message_rows(session_id, results, COMPLETE, None, False, now,
                                             run_id),
@@ -229,9 +237,11 @@ class RunLog:
     def finish_turn(self, session_id: str, run_id: str, reply_id: int,
                     message: BaseMessage | None, status: str, error: str | None = None,
                     agent: str | None = None, usage: dict[str, Any] | None = None,
-                    steps: bool = False, replaces: int | None = None) -> None:
+                    steps: bool = False, replaces: int | None = None) -> bool:
         """Store the reply's last state, end the run and record its usage, in one
-        transaction of three statements.
+        transaction of three statements. Returns False, writing only the usage, when the
+        run had already ended: ended elsewhere as stale (its owner stopped checkpointing
+        a while, and the chat may have moved on since).
 
         ``message`` None removes the reply row: nothing was generated since the last tool
         step. The reply row (and with ``steps``, the run's tool-step rows) gets the model
@@ -239,15 +249,15 @@ class RunLog:
         question a regenerate answered again, whose previous answer goes if this run
         stored something.
         """
-        self._commits.run(self._finish(session_id, run_id, reply_id, message, status,
-                                       error, agent, usage, steps, replaces))
+        return self._commits.run(self._finish(session_id, run_id, reply_id, message, status,
+                                              error, agent, usage, steps, replaces))
 
     def finish_turn_later(self, done: Done, session_id: str, run_id: str, reply_id: int,
                           message: BaseMessage | None, status: str,
                           error: str | None = None, agent: str | None = None,
                           usage: dict[str, Any] | None = None, steps: bool = False,
                           replaces: int | None = None) -> None:
-        """``finish_turn`` from an event loop, which it never blocks: ``done(None,
+        """``finish_turn`` from an event loop, which it never blocks: ``done(ended,
         error)`` is called once it is stored (error None) or failed."""
         self._commits.submit(self._finish(session_id, run_id, reply_id, message, status,
                                           error, agent, usage, steps, replaces), done)
@@ -255,7 +265,7 @@ class RunLog:
     def _finish(self, session_id: str, run_id: str, reply_id: int,
                 message: BaseMessage | None, status: str, error: str | None,
                 agent: str | None, usage: dict[str, Any] | None, steps: bool,
-                replaces: int | None) -> Callable[[Execute], None]:
+                replaces: int | None) -> Callable[[Execute], bool]:
         sql = self._sql
         model = usage["model"] if usage is not None else None
         row = {"mid": reply_id, "sid": session_id, "rid": run_id}
@@ -263,21 +273,26 @@ class RunLog:
             message = AIMessage("")  # the empty reply row stays, ended, to say so
         text = None if message is None else (message.text, payload(message))
 
-        def finish(execute: Execute) -> None:
+        def finish(execute: Execute) -> bool:
             now = time.time()
             if text is not None:
-                execute(sql.finish_reply, {**row, "content": text[0], "payload": text[1],
-                                           "status": status, "model": model})
+                ended = execute(sql.finish_reply, {**row, "content": text[0],
+                                                   "payload": text[1], "status": status,
+                                                   "model": model}).rowcount == 1
             else:
-                execute(sql.drop_reply, row)
-            if replaces is not None:
-                self._drop_replaced(execute, session_id, run_id, replaces)
-            execute(sql.end_run, {"rid": run_id, "status": status, "error": error,
-                                  "now": now, "agent": agent})
-            if usage is not None:
-                if steps:
+                ended = execute(sql.drop_reply, row).rowcount == 1
+            # not ended: ended elsewhere meanwhile, as stale; its rows are not its to
+            # write any more (the chat may have gone on, below what it would replace)
+            if ended:
+                if replaces is not None:
+                    self._drop_replaced(execute, session_id, run_id, replaces)
+                execute(sql.end_run, {"rid": run_id, "status": status, "error": error,
+                                      "now": now, "agent": agent})
+                if usage is not None and steps:
                     execute(sql.run_model, {"sid": session_id, "rid": run_id, "model": model})
+            if usage is not None:  # the model was paid for all the same
                 execute(sql.insert_usage, usage)
+            return ended
         return finish
 
     def checkpoint(self, replies: Sequence[tuple[int, str, BaseMessage]],

@@ -204,6 +204,7 @@ class ChatbotSessionManager:
     def delete_session(self, session_id: str, owner: str | None = None) -> bool:
         if self.get_session(session_id, owner=owner) is None:
             return False
+        self.chat.deleting(session_id)  # no message to it is stored after the delete
         self.chat.stop(session_id)  # a reply still running or queued goes no further
         with self._lock:
             session = self._sessions.pop(session_id, None)

@@ -41,7 +41,7 @@ class TurnStatements:
             runs.c.session_id == sid, RUNS_RUNNING))
         self.run_state = c(select(runs.c.status, runs.c.updated_at)
                            .where(runs.c.id == bindparam("rid")))
-        self.end_run = c(update(runs).where(runs.c.id == bindparam("rid"))
+        self.end_run = c(update(runs).where(runs.c.id == bindparam("rid"), RUNS_RUNNING)
                          .values(status=bindparam("status"), error=bindparam("error"),
                                  agent=func.coalesce(bindparam("agent"), runs.c.agent),
                                  finished_at=bindparam("now"), updated_at=bindparam("now")))
@@ -80,11 +80,15 @@ class TurnStatements:
         self.title_if_empty = c(update(sessions).where(sessions.c.id == sid,
                                                        sessions.c.title == "")
                                 .values(title=bindparam("title")))
-        self.set_reply = c(update(messages).where(messages.c.id == bindparam("mid"))
+        # a reply row is written by its run while running: one ended elsewhere (as
+        # stale) is left as it was (rowcount 0); messages before runs, as every writer
+        self.set_reply = c(update(messages).where(messages.c.id == bindparam("mid"),
+                                                  messages.c.status == RUNNING)
                            .values(content=bindparam("content"), payload=bindparam("payload"),
                                    status=bindparam("status")))
         run_reply = (messages.c.id == bindparam("mid"), messages.c.session_id == sid,
-                     messages.c.run_id == bindparam("rid"))  # never another chat's row
+                     messages.c.run_id == bindparam("rid"),  # never another chat's row
+                     messages.c.status == RUNNING)
         self.finish_reply = c(update(messages).where(*run_reply)
                               .values(content=bindparam("content"),
                                       payload=bindparam("payload"), status=bindparam("status"),

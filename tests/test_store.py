@@ -3,6 +3,7 @@
 import json
 import threading
 
+import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage, message_to_dict
 from sqlalchemy import insert, inspect, select
 
@@ -331,6 +332,57 @@ def test_a_run_whose_owner_checkpoints_while_the_sweep_looks_goes_on(store):
 
     assert store.runs.interrupt_stale_runs(cutoff, gone=gone) == 0
     assert store.runs.running_run(session_id)["id"] == run_id
+
+
+def test_a_run_ended_elsewhere_as_stale_writes_nothing_when_it_ends_late(store):
+    """A regenerate's owner stopped checkpointing a while (a stalled process, a database
+    partition) but its model went on; meanwhile the chat went on elsewhere: its next
+    message found the run stale, ended it, and was answered. When the late run ends, or
+    finishes a tool step, it writes none of its rows (its end would drop what it
+    replaced below its question: the chat's next turn), only its usage (the model was
+    paid for), and says so."""
+    import time
+
+    from core.ids import new_run_id
+    from core.run_log import RunEnded
+    from core.schema import COMPLETE, INTERRUPTED, usage
+
+    sid = "q" * 32
+    store.ensure_session(sid)
+    store.append_messages(sid, [HumanMessage("Q"), AIMessage("old answer")])
+    late = new_run_id()
+    started = store.runs.start_turn(sid, None, run={"id": late, "agent": "", "replica": "a"},
+                                    reply={"model": "m"}, stale_before=time.time() - 10)
+    store.runs.checkpoint([(started.reply_id, late, AIMessage("new ans"))], [late])
+    went_on = new_run_id()
+    second = store.runs.start_turn(sid, HumanMessage("Q2"),
+                                   run={"id": went_on, "agent": "", "replica": "b"},
+                                   reply={"model": "m"}, stale_before=time.time() + 1)
+    assert store.runs.finish_turn(sid, went_on, second.reply_id, AIMessage("answer 2"),
+                                  COMPLETE)
+    stored = [(m.text, status) for m, status in store.load_messages_with_status(sid)]
+    assert stored == [("Q", "complete"), ("new ans", INTERRUPTED), ("Q2", "complete"),
+                      ("answer 2", "complete")]
+
+    with pytest.raises(RunEnded):
+        store.runs.advance_reply(sid, late, started.reply_id,
+                                 AIMessage("", tool_calls=[{"id": "c1", "name": "calculator",
+                                                            "args": {"expression": "1+1"}}]),
+                                 [ToolMessage("2", tool_call_id="c1")], {"model": "m"})
+    assert not store.runs.finish_turn(
+        sid, late, started.reply_id, AIMessage("new answer, in full"), COMPLETE,
+        usage={"run_id": late, "owner": "anonymous", "model": "m", "member": "pool:0",
+               "agent_version": 1, "custom": False, "status": COMPLETE, "input_tokens": 3,
+               "output_tokens": 4, "estimated": True, "cost": None, "ttft": 0.1,
+               "total_seconds": 0.2, "queue_seconds": 0.0, "finished_at": time.time()},
+        replaces=started.user_message_id)
+    assert [(m.text, status) for m, status in store.load_messages_with_status(sid)] \
+        == stored
+    with store.engine.connect() as conn:
+        assert conn.execute(select(runs.c.status).where(runs.c.id == late)).scalar() \
+            == INTERRUPTED
+        assert conn.execute(select(usage.c.output_tokens).where(usage.c.run_id == late)
+                            ).scalar() == 4
 
 
 def test_a_reply_cut_off_after_its_tool_step_says_so(store):
