@@ -109,7 +109,9 @@ class _Progress:
     member: str = ""      # who answered: a pool member, or "custom"
     model: str = ""
     version: int = 0
-    queued: float = 0.0   # seconds spent waiting for pool members
+    answering: float = 0.0  # time.monotonic() when the latest try on a member began
+    last_try: float = 0.0  # seconds it took
+    tried: float = 0.0    # seconds all tries on members took (the rest was waiting)
 
     @property
     def text(self) -> str:
@@ -470,9 +472,9 @@ class ChatEngine:
                               answered: Callable[[], None]) -> None:
                 run.agent = label
                 progress.member = label
+                progress.answering = time.monotonic()
                 if lease is not None:
                     progress.model, progress.version = lease.model, lease.version
-                    progress.queued += lease.waited
                 else:
                     progress.model = self.conversations.answered_by(session)[0]
                 try:
@@ -488,6 +490,9 @@ class ChatEngine:
                     if lease is not None:
                         lease.outcome = "interrupted"
                     raise
+                finally:
+                    progress.last_try = time.monotonic() - progress.answering
+                    progress.tried += progress.last_try
 
             await self.conversations.serve(
                 session, attempt, fresh=lambda: not (progress.done.messages
@@ -595,11 +600,13 @@ class ChatEngine:
                 "input_tokens": tokens.input, "output_tokens": tokens.output,
                 "estimated": tokens.estimated,
                 "cost": cost_of(self.prices, progress.model, tokens),
-                # the member's times; the wait in the queue is its own figure
+                # the member's: its last try's, the one that answered or was cut short
+                # (a try before it that failed over is not charged to it); waiting for
+                # a slot or out a provider's cooldown is the queue's
                 "ttft": None if progress.first_token is None
-                else progress.first_token - progress.began - progress.queued,
-                "total_seconds": now - progress.began - progress.queued,
-                "queue_seconds": progress.queued,
+                else progress.first_token - progress.answering,
+                "total_seconds": progress.last_try,
+                "queue_seconds": max(0.0, now - progress.began - progress.tried),
                 "finished_at": time.time()}
 
     async def _checkpoints(self) -> None:

@@ -35,22 +35,25 @@ def describe_error(exc: BaseException) -> ChatError:
     if isinstance(exc, PoolTimeout):
         return ChatError(f"The assistant is busy: {exc}.")
     if isinstance(exc, openai.AuthenticationError):
-        return ChatError("The model provider rejected the API key (401). "
-                         "Check OPENAI_API_KEY.", retryable=False)
+        return ChatError("The model provider rejected the API key (401): the app's "
+                         "operator must check it (OPENAI_API_KEY, or the member's api_key).",
+                         retryable=False)
     if isinstance(exc, openai.PermissionDeniedError):
         return ChatError("The model provider denied access to this model (403).",
                          retryable=False)
     if isinstance(exc, openai.NotFoundError):
-        return ChatError("The model provider does not know this model (404). "
-                         "Check CHAT_MODEL.", retryable=False)
+        return ChatError("The model provider does not know this model (404): the app's "
+                         "operator must check it (CHAT_MODEL, or the member's model).",
+                         retryable=False)
     if isinstance(exc, openai.RateLimitError):
         return ChatError("The model provider is rate-limiting requests (429). "
                          "Wait a moment and retry.")
     if isinstance(exc, openai.APITimeoutError):
         return ChatError("The model provider did not answer in time. Retry in a moment.")
     if isinstance(exc, openai.APIConnectionError):
-        return ChatError("Could not reach the model provider. Check OPENAI_BASE_URL "
-                         "and your network.")
+        return ChatError("Could not reach the model provider. Retry in a moment; if it "
+                         "goes on, the app's operator must check its address "
+                         "(OPENAI_BASE_URL, or the member's base_url).")
     if isinstance(exc, openai.APIStatusError):
         return ChatError(f"The model provider failed with HTTP {exc.status_code}. Retry.")
     if isinstance(exc, (StoreError, SQLAlchemyError)):

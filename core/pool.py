@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 HEALTHY, COOLING, PROBING, FAILING = "healthy", "cooling down", "probing", "failing"
+PROVIDER_WAIT_MAX = 120.0  # a provider's cooldown up to this is waited out, counted down
 FAILING_AFTER = 3        # consecutive transient failures that mark a member failing
 FAILING_FOR = 30.0       # seconds a failing member is skipped before it is tried again
 REFUSED_FOR = 300.0      # ... and one whose key was refused
@@ -59,6 +60,7 @@ class Member:
     wait_seconds: float = 0.0
     failures: int = 0        # consecutive failures
     failing_until: float = 0.0
+    failing_for: str = ""    # why it is skipped: "key refused", "errors"
 
     def __post_init__(self) -> None:
         self.quota = self.quota or self.name
@@ -334,6 +336,34 @@ class AgentPool:
         agents = "the agent was" if self.size == 1 else f"all {self.size} agents were"
         return PoolTimeout(f"{agents} busy for {timeout:g} s; try again")
 
+    def _cooling_for(self, ticket: Ticket) -> float:
+        """Seconds until a member this ticket may use is out of its provider's cooldown
+        (0: one is not cooling down). Called under the lock."""
+        now = self._wall()
+        lefts = [self._quotas[m.quota].until - now for m in self._members
+                 if m.name not in ticket.exclude]
+        return max(0.0, min(lefts, default=0.0))
+
+    def _too_long_to_wait(self, ticket: Ticket) -> PoolTimeout | None:
+        """A cooldown longer than anyone should watch counting down: said at once."""
+        with self._lock:
+            left = self._cooling_for(ticket)
+        if left <= PROVIDER_WAIT_MAX:
+            return None
+        return PoolTimeout(f"the model provider asked us to slow down for "
+                           f"{_duration(left)}; try again then")
+
+    def _waited_out(self, ticket: Ticket, timeout: float) -> tuple[bool, float]:
+        """The wait ran out: whether the ticket was served meanwhile, else how much
+        longer it waits (0: it gives up). A provider's cooldown, counted down on the
+        page, is waited out (up to ``PROVIDER_WAIT_MAX``), then the queue's timeout
+        again: what was promised as "continuing in N s" does not end in an error."""
+        with self._lock:
+            if ticket.index is not None:
+                return True, 0.0
+            left = self._cooling_for(ticket)
+        return False, (left + timeout if 0 < left <= PROVIDER_WAIT_MAX else 0.0)
+
     @contextmanager
     def lease(self, timeout: float | None = None, prefer: int | None = None,
               owner: str | None = None, exclude: Sequence[str] = (),
@@ -341,13 +371,17 @@ class AgentPool:
         """Borrow a member from a thread; raises PoolTimeout if none frees up in time."""
         timeout = self.acquire_timeout if timeout is None else timeout
         ticket = self._ticket(ticket, owner, prefer, exclude)
+        if (too_long := self._too_long_to_wait(ticket)) is not None:
+            raise too_long
         ticket.event = threading.Event()
         start = self._clock()
         self.enqueue(ticket)
-        if ticket.index is None and not ticket.event.wait(timeout):
-            with self._lock:
-                granted = ticket.index is not None
-            if not granted:
+        wait = timeout
+        while ticket.index is None and not ticket.event.wait(wait):
+            served, wait = self._waited_out(ticket, timeout)
+            if served:
+                break
+            if not wait:
                 self.withdraw(ticket, True)
                 raise self._timeout_error(timeout)
         with self._holding(self._lease(ticket, self._clock() - start)) as lease:
@@ -360,18 +394,27 @@ class AgentPool:
         """Borrow a member from asyncio without blocking the event loop."""
         timeout = self.acquire_timeout if timeout is None else timeout
         ticket = self._ticket(ticket, owner, prefer, exclude)
-        ticket.loop = asyncio.get_running_loop()
-        ticket.future = ticket.loop.create_future()
+        if (too_long := self._too_long_to_wait(ticket)) is not None:
+            raise too_long
+        loop = ticket.loop = asyncio.get_running_loop()
+        ticket.future = loop.create_future()
         start = self._clock()
         self.enqueue(ticket)
-        if ticket.index is None:
+        wait = timeout
+        while ticket.index is None:
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(wait):
                     await ticket.future
             except TimeoutError:
-                self.withdraw(ticket, True)
-                if ticket.index is None:
+                served, wait = self._waited_out(ticket, timeout)
+                if served:
+                    break
+                if not wait:
+                    self.withdraw(ticket, True)
                     raise self._timeout_error(timeout) from None
+                with self._lock:  # the timed-out wait cancelled the future it awaited
+                    if ticket.index is None:
+                        ticket.future = loop.create_future()
             except asyncio.CancelledError:
                 self.withdraw(ticket, False)
                 raise
@@ -438,6 +481,7 @@ class AgentPool:
             if refused or member.failures >= FAILING_AFTER:
                 member.failing_until = self._wall() + (REFUSED_FOR if refused
                                                        else FAILING_FOR)
+                member.failing_for = "key refused" if refused else "errors"
 
     def cool_down(self, name: str, seconds: float, share: bool = True) -> float:
         """The provider of this member asked to wait: its whole quota waits; returns the
@@ -491,11 +535,14 @@ class AgentPool:
     # -- reporting ----------------------------------------------------------------------
     def _state(self, member: Member, now: float) -> tuple[str, float]:
         quota = self._quotas[member.quota]
+        """Its state and the seconds it lasts (a cooldown, a failing member skipped).
+        A cooldown that ended is "probing" only while the probe is out: until a request
+        comes, nothing is."""
         if member.failing_until > now:
-            return FAILING, 0.0
+            return FAILING, member.failing_until - now
         if quota.until > now:
             return COOLING, quota.until - now
-        if quota.probe is not None or quota.probe_due:
+        if quota.probe is not None:
             return PROBING, 0.0
         return HEALTHY, 0.0
 
@@ -509,6 +556,7 @@ class AgentPool:
                 rows.append({
                     "agent": i, "name": m.name, "model": m.model, "version": m.version,
                     "state": state, "cooldown_seconds": round(left, 1),
+                    "failing_for": m.failing_for if state == FAILING else "",
                     "in_flight": m.in_flight, "max_concurrency": m.max_concurrency,
                     "weight": m.weight, "served": m.served, "errors": m.errors,
                     "stopped": m.stopped, "interrupted": m.interrupted,
@@ -572,3 +620,12 @@ def _starts_in(turn: int, slots: int, per_reply: float, running: list[float]
     rounds, index = divmod(turn - 1, slots)
     starts, overdue = frees[index]
     return starts + rounds * per_reply, overdue
+
+
+def _duration(seconds: float) -> str:
+    """``45 s``, ``3 min``, ``2 h``: how long, as a person says it."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.0f} h"

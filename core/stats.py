@@ -111,7 +111,7 @@ def member_rows(pool: list[dict[str, Any]], usage: dict[str, dict[str, Any]]
         rows.append({
             "member": member["name"], "model": member["model"],
             "version": member["version"], "state": member["state"],
-            "cooldown_s": member["cooldown_seconds"],
+            "cooldown_s": member["cooldown_seconds"], "failing_for": member["failing_for"],
             "in_flight": f"{member['in_flight']} / {member['max_concurrency']}",
             "weight": member["weight"], "served": member["served"],
             "errors": member["errors"], "rate_limited": member["rate_limited"],

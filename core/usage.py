@@ -98,6 +98,7 @@ class UsageLog:
                 select(usage.c.model, usage.c.owner, kind, usage.c.member, usage.c.ttft,
                        usage.c.total_seconds, usage.c.input_tokens + usage.c.output_tokens,
                        usage.c.finished_at)
+                .where(usage.c.status == "complete")  # a failure's time is no latency
                 .order_by(usage.c.finished_at.desc()).limit(LATENCY_WINDOW * 4)).fetchall()
             for name, column in [("total", None), *groups.items()]:
                 keys = [column] if column is not None else []

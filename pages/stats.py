@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import altair as alt
 import pandas as pd
@@ -84,7 +85,8 @@ def members_frame(members: list[dict]) -> pd.DataFrame:
     return pd.DataFrame([{
         "Member · model": m["member"] + (f" ×{m['weight']:g}" if m["weight"] != 1 else "")
         + f" · {m['model']} (v{m['version']})",
-        "State": m["state"] + (f" · {m['cooldown_s']:.0f} s" if m["cooldown_s"] else ""),
+        "State": m["state"] + (f" ({m['failing_for']})" if m["failing_for"] else "")
+        + (f" · {math.ceil(m['cooldown_s'])} s" if m["cooldown_s"] else ""),
         "In flight": m["in_flight"], "Requests": m["served"],
         "Errors": m["errors"], "429s": m["rate_limited"],
         "First token p50/p95": seconds(m["ttft_p50_s"], m["ttft_p95_s"]),
@@ -135,13 +137,19 @@ def reconfigure_form() -> None:
     names = [m.name for m in manager.pool.members]
     name = st.selectbox("Member", names, key="reconfigure_member")
     spec = manager.members.spec_of(name)
+    st.caption(f"Now: {spec.model} · temperature {spec.temperature:.1f} · version "
+               f"{manager.pool.member(name).version}")
     with st.form("reconfigure", border=True):
         offline = manager.settings.offline
+        # each member's own fields (keyed by name), kept as typed across an Apply: a
+        # field identified by its value would be a new one once that value changed
         model = st.text_input("Model", spec.model, max_chars=MODEL_NAME_MAX_CHARS,
-                              disabled=offline,
+                              disabled=offline, key=f"member_model:{name}",
                               help="Offline demo mode has one model." if offline else None)
-        prompt = st.text_area("System prompt", spec.system_prompt, max_chars=PROMPT_MAX_CHARS)
-        temperature = st.slider("Temperature", 0.0, 2.0, spec.temperature, 0.1)
+        prompt = st.text_area("System prompt", spec.system_prompt, max_chars=PROMPT_MAX_CHARS,
+                              key=f"member_prompt:{name}")
+        temperature = st.slider("Temperature", 0.0, 2.0, spec.temperature, 0.1,
+                                key=f"member_temperature:{name}")
         if st.form_submit_button("Apply", icon=":material/published_with_changes:"):
             before = manager.pool.member(name).version
             try:  # the spec it has already changes nothing (core: same version)

@@ -365,6 +365,52 @@ class TestStatsPassword:
         assert {m.label for m in at.metric} >= {"Sessions", "Messages"}
 
 
+    def test_each_member_is_changed_with_its_own_settings_and_twice_in_a_row(
+            self, monkeypatch):
+        """The form shows the member chosen, not what was typed for another; a second
+        change right after a first is applied, not lost."""
+        monkeypatch.setenv("STATS_PASSWORD", "s3cret-pass")
+        monkeypatch.setenv("AGENT_POOL_SIZE", "2")
+        at = AppTest.from_file(APP, default_timeout=30)
+        at.switch_page("pages/stats.py")
+        at.run()
+        at.text_input[0].input("s3cret-pass").run()
+        from core.runtime import shared_manager
+
+        members = shared_manager(lambda: None).members
+        default = members.spec_of("pool:1")
+
+        def apply() -> None:
+            next(b for b in at.button if b.label == "Apply").click().run()
+
+        def prompt():
+            return next(t for t in at.text_area if t.label == "System prompt")
+
+        def temperature():
+            return next(t for t in at.slider if t.label == "Temperature")
+
+        prompt().input("Alpha only.")
+        temperature().set_value(1.2)
+        apply()
+        assert "pool:0 now answers" in at.success[0].value
+        at.selectbox(key="reconfigure_member").select("pool:1").run()
+        assert prompt().value == default.system_prompt
+        assert temperature().value == default.temperature
+        temperature().set_value(0.5)
+        apply()
+        assert members.spec_of("pool:1").system_prompt == default.system_prompt
+        assert members.spec_of("pool:1").temperature == 0.5
+        temperature().set_value(0.7)  # at once, a second change
+        apply()
+        assert members.spec_of("pool:1").temperature == 0.7
+        at.selectbox(key="reconfigure_member").select("pool:0").run()
+        prompt().input("Alpha again.")
+        apply()
+        assert members.spec_of("pool:0").system_prompt == "Alpha again."
+        assert members.spec_of("pool:0").temperature == 1.2
+        assert "(version 3)" in at.success[0].value
+
+
 def test_a_message_left_without_a_reply_is_marked_not_silently_skipped():
     at = say(open_app(), "first question")
     from core.runtime import shared_manager

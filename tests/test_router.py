@@ -87,6 +87,8 @@ def test_a_member_whose_key_is_refused_is_marked_failing_and_skipped(make_manage
     assert len(fake.requests) == 1  # refused once, then skipped
     states = {m["name"]: m["state"] for m in manager.get_stats()["pool"]}
     assert states == {"wrong-key": "failing", "spare": "healthy"}
+    wrong = manager.get_stats()["pool"][0]  # why, and for how long it is skipped
+    assert wrong["failing_for"] == "key refused" and 290 < wrong["cooldown_seconds"] <= 300
 
 
 def test_members_share_the_load_by_weight(make_manager, fakes):

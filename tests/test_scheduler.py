@@ -185,17 +185,39 @@ def test_a_request_held_back_by_its_owners_cap_says_so():
     assert pool.place(mine[2]) is None  # served as soon as one of the two finished
 
 
-def test_a_wait_that_outlasts_a_cooldown_says_the_provider_asked_to_slow_down():
+def test_a_cooldown_counted_down_to_the_user_is_waited_out_past_the_queue_timeout():
+    """The page says "continuing in N s": the request is served after the cooldown,
+    not failed when the queue's timeout (here shorter) runs out meanwhile."""
+    for use in (_lease_in_a_thread, _lease_in_a_loop):
+        pool = AgentPool(["agent"], max_concurrency=1)
+        pool.cool_down("pool:0", 0.3)
+        assert use(pool, timeout=0.05) == "agent"
+        assert pool.queued() == 0 and pool.snapshot()[0]["in_flight"] == 0
+
+
+def test_a_cooldown_too_long_to_watch_is_said_at_once():
     import pytest
 
     from core.pool import PoolTimeout
 
     pool = AgentPool(["agent"], max_concurrency=1)
-    pool.cool_down("pool:0", 5)
-    with pytest.raises(PoolTimeout, match="asked us to slow down for longer than 0.05 s"):
-        with pool.lease(timeout=0.05):
-            pass
-    assert pool.snapshot()[0]["state"] == "cooling down" and pool.queued() == 0
+    pool.cool_down("pool:0", 300)
+    for use in (_lease_in_a_thread, _lease_in_a_loop):  # not after the 30 s of waiting
+        with pytest.raises(PoolTimeout, match="asked us to slow down for 5 min; try again"):
+            use(pool, timeout=30)
+    assert pool.queued() == 0 and pool.snapshot()[0]["state"] == "cooling down"
+
+
+def _lease_in_a_thread(pool: AgentPool, timeout: float):
+    with pool.lease(timeout=timeout) as lease:
+        return lease.agent
+
+
+def _lease_in_a_loop(pool: AgentPool, timeout: float):
+    async def borrow():
+        async with pool.alease(timeout=timeout) as lease:
+            return lease.agent
+    return asyncio.run(borrow())
 
 
 def test_only_the_current_probe_lets_the_others_follow():
@@ -204,9 +226,11 @@ def test_only_the_current_probe_lets_the_others_follow():
     for ticket in (older, newer):
         pool.enqueue(ticket)
     pool.cool_down("pool:0", 0.0)  # a 429 that says "now": the next request probes
+    assert pool.snapshot()[0]["state"] == "healthy"  # nothing is probing until then
     first_probe = Ticket(owner="c")
     pool.enqueue(first_probe)
     assert first_probe.probe
+    assert pool.snapshot()[0]["state"] == "probing"
     pool.cool_down("pool:0", 0.0)  # an older request gets a 429 too: a new round
     second_probe = Ticket(owner="d")
     pool.enqueue(second_probe)

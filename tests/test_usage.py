@@ -84,6 +84,41 @@ def test_a_members_latency_leaves_out_the_wait_in_the_queue(make_manager, fake):
     assert 0 <= waited["ttft"] <= waited["total_seconds"] < 0.9  # answered at once
 
 
+def test_a_member_is_charged_only_its_own_try(make_manager):
+    """After a failover the member that answered is charged its own time, not the
+    failed try on another before it; a reply stopped while it waited out a provider's
+    cooldown is charged the try that got the 429, the wait is the queue's; a member
+    that never answered shows no reply latency."""
+    with FakeOpenAI() as slow, FakeOpenAI() as spare, FakeOpenAI() as limited:
+        slow.modes.append("hang")  # past the client's 1 s timeout: then the spare
+        limited.modes.append("429:30")
+        manager = make_manager(MEMBERS=[
+            {"name": "slow", "model": "fake-1", "api_key": "sk-1", "base_url": slow.url},
+            {"name": "spare", "model": "fake-1", "api_key": "sk-2", "base_url": spare.url,
+             "weight": 0.001}],
+            OPENAI_TIMEOUT=1, OPENAI_MAX_RETRIES=0, RATE_LIMIT_PER_MINUTE=0)
+        assert manager.create_session().send("hello") == "Hello from the fake model, all good."
+        answered = rows(manager)[0]
+        assert answered["member"] == "spare" and len(slow.requests) == 1
+        assert 0 <= answered["ttft"] <= answered["total_seconds"] < 0.9  # at once
+        assert answered["queue_seconds"] < 0.9  # the failed try is nobody's latency
+        assert manager.get_usage()["member"]["spare"]["total_p50"] < 0.9
+
+        waiting = make_manager(MEMBERS=[
+            {"name": "limited", "model": "fake-1", "api_key": "sk-3",
+             "base_url": limited.url}], RATE_LIMIT_PER_MINUTE=0)
+        session = waiting.create_session()
+        run = session.start("hello")
+        while (place := waiting.queue_place(run)) is None or not place.cooldown:
+            run.wait(0.01)  # the 429 came back: the run waits out the cooldown
+        run.wait(0.5)
+        assert session.stop()
+        stopped = {r["run_id"]: r for r in rows(waiting)}[run.id]
+        assert stopped["status"] == "stopped" and stopped["member"] == "limited"
+        assert stopped["total_seconds"] < 0.4 <= stopped["queue_seconds"]
+        assert waiting.get_usage()["member"]["limited"]["total_p50"] is None  # no reply
+
+
 def test_the_offline_model_counts_estimated_tokens_and_custom_agents_apart(make_manager):
     manager = make_manager(RATE_LIMIT_PER_MINUTE=0, OFFLINE_STREAM_DELAY=0)
     shared = manager.create_session(owner="a")
