@@ -22,7 +22,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 from sqlalchemy.exc import IntegrityError
 
 from core import turns
@@ -72,6 +78,7 @@ class Conversations(Protocol):
     def mark_saved(self, session: Any) -> None: ...
     def title_for(self, text: str) -> str: ...
     def answered_by(self, session: Any) -> tuple[str, bool]: ...
+    def system_prompt(self, session: Any, member: str) -> str: ...
     async def serve(self, session: Any, attempt: Attempt, *, fresh: Callable[[], bool],
                     on_ticket: Callable[[Ticket | None], Any]) -> None: ...
 
@@ -110,8 +117,8 @@ class _Progress:
     model: str = ""
     version: int = 0
     answering: float = 0.0  # time.monotonic() when the latest try on a member began
-    last_try: float = 0.0  # seconds it took
-    tried: float = 0.0    # seconds all tries on members took (the rest was waiting)
+    last_try: float = 0.0  # seconds it took (the rest of the run was waiting)
+    prompt: str = ""      # the system prompt it was told (for estimated input tokens)
 
     @property
     def text(self) -> str:
@@ -473,6 +480,7 @@ class ChatEngine:
                 run.agent = label
                 progress.member = label
                 progress.answering = time.monotonic()
+                progress.prompt = self.conversations.system_prompt(session, label)
                 if lease is not None:
                     progress.model, progress.version = lease.model, lease.version
                 else:
@@ -492,7 +500,6 @@ class ChatEngine:
                     raise
                 finally:
                     progress.last_try = time.monotonic() - progress.answering
-                    progress.tried += progress.last_try
 
             await self.conversations.serve(
                 session, attempt, fresh=lambda: not (progress.done.messages
@@ -591,7 +598,9 @@ class ChatEngine:
         partial = "" if status == COMPLETE else progress.text
         # every model call that answered counts, stored or not (a stop during a tool
         # step still paid for the call that asked for the tool)
-        tokens = count_tokens(progress.history, progress.done.messages, partial)
+        sent = ([SystemMessage(progress.prompt), *progress.history] if progress.prompt
+                else progress.history)
+        tokens = count_tokens(sent, progress.done.messages, partial)
         now = time.monotonic()
         return {"run_id": progress.run.id, "owner": owner_key(session.owner),
                 "model": progress.model, "member": progress.member,
@@ -600,13 +609,13 @@ class ChatEngine:
                 "input_tokens": tokens.input, "output_tokens": tokens.output,
                 "estimated": tokens.estimated,
                 "cost": cost_of(self.prices, progress.model, tokens),
-                # the member's: its last try's, the one that answered or was cut short
-                # (a try before it that failed over is not charged to it); waiting for
-                # a slot or out a provider's cooldown is the queue's
+                # the member's: its last try's, the one that answered or was cut short;
+                # the rest is what the user waited on top (for a slot, out a provider's
+                # cooldown, on a try that failed over): the queue's
                 "ttft": None if progress.first_token is None
                 else progress.first_token - progress.answering,
                 "total_seconds": progress.last_try,
-                "queue_seconds": max(0.0, now - progress.began - progress.tried),
+                "queue_seconds": max(0.0, now - progress.began - progress.last_try),
                 "finished_at": time.time()}
 
     async def _checkpoints(self) -> None:

@@ -336,13 +336,16 @@ class AgentPool:
         agents = "the agent was" if self.size == 1 else f"all {self.size} agents were"
         return PoolTimeout(f"{agents} busy for {timeout:g} s; try again")
 
+    def _usable_at(self, ticket: Ticket) -> float:
+        """When the first member this ticket may use is (or was) out of its provider's
+        cooldown, wall clock (0: none ever cooled). Called under the lock."""
+        return min((self._quotas[m.quota].until for m in self._members
+                    if m.name not in ticket.exclude), default=0.0)
+
     def _cooling_for(self, ticket: Ticket) -> float:
         """Seconds until a member this ticket may use is out of its provider's cooldown
         (0: one is not cooling down). Called under the lock."""
-        now = self._wall()
-        lefts = [self._quotas[m.quota].until - now for m in self._members
-                 if m.name not in ticket.exclude]
-        return max(0.0, min(lefts, default=0.0))
+        return max(0.0, self._usable_at(ticket) - self._wall())
 
     def _too_long_to_wait(self, ticket: Ticket) -> PoolTimeout | None:
         """A cooldown longer than anyone should watch counting down: said at once."""
@@ -353,16 +356,21 @@ class AgentPool:
         return PoolTimeout(f"the model provider asked us to slow down for "
                            f"{_duration(left)}; try again then")
 
-    def _waited_out(self, ticket: Ticket, timeout: float) -> tuple[bool, float]:
-        """The wait ran out: whether the ticket was served meanwhile, else how much
-        longer it waits (0: it gives up). A provider's cooldown, counted down on the
-        page, is waited out (up to ``PROVIDER_WAIT_MAX``), then the queue's timeout
-        again: what was promised as "continuing in N s" does not end in an error."""
+    def _waited_out(self, ticket: Ticket, timeout: float, since: float
+                    ) -> tuple[bool, float]:
+        """The wait (begun at ``since``, wall clock) ran out: whether the ticket was
+        served meanwhile, else how much longer it waits (0: it gives up). A provider's
+        cooldown, counted down on the page, is waited out (up to ``PROVIDER_WAIT_MAX``)
+        and the queue's timeout counts from its end: what was promised as "continuing in
+        N s" does not end in an error, however late in the cooldown one asked."""
+        now = self._wall()
         with self._lock:
             if ticket.index is not None:
                 return True, 0.0
-            left = self._cooling_for(ticket)
-        return False, (left + timeout if 0 < left <= PROVIDER_WAIT_MAX else 0.0)
+            usable = self._usable_at(ticket)
+        if usable <= since or usable - now > PROVIDER_WAIT_MAX:
+            return False, 0.0  # no cooldown during this wait, or one too long to watch
+        return False, max(0.0, usable + timeout - now)
 
     @contextmanager
     def lease(self, timeout: float | None = None, prefer: int | None = None,
@@ -374,11 +382,11 @@ class AgentPool:
         if (too_long := self._too_long_to_wait(ticket)) is not None:
             raise too_long
         ticket.event = threading.Event()
-        start = self._clock()
+        start, since = self._clock(), self._wall()
         self.enqueue(ticket)
         wait = timeout
         while ticket.index is None and not ticket.event.wait(wait):
-            served, wait = self._waited_out(ticket, timeout)
+            served, wait = self._waited_out(ticket, timeout, since)
             if served:
                 break
             if not wait:
@@ -398,7 +406,7 @@ class AgentPool:
             raise too_long
         loop = ticket.loop = asyncio.get_running_loop()
         ticket.future = loop.create_future()
-        start = self._clock()
+        start, since = self._clock(), self._wall()
         self.enqueue(ticket)
         wait = timeout
         while ticket.index is None:
@@ -406,7 +414,7 @@ class AgentPool:
                 async with asyncio.timeout(wait):
                     await ticket.future
             except TimeoutError:
-                served, wait = self._waited_out(ticket, timeout)
+                served, wait = self._waited_out(ticket, timeout, since)
                 if served:
                     break
                 if not wait:

@@ -338,6 +338,14 @@ class ChatbotSessionManager:
             return "custom", True
         return self.default_spec.model, False
 
+    def system_prompt(self, session: ChatbotSession, member: str) -> str:
+        """What the model answering is told before the history (its tokens count too)."""
+        if session.spec is not None:
+            return session.spec.system_prompt
+        if session.custom is not None:
+            return ""  # an agent object of its own: not known here
+        return self.members.spec_of(member).system_prompt
+
     async def serve(self, session: ChatbotSession, attempt: Attempt, *,
                     fresh: Callable[[], bool], on_ticket: Callable[[Ticket | None], Any]
                     ) -> None:

@@ -70,9 +70,9 @@ def seconds(p50: float | None, p95: float | None) -> str:
     return "—" if p50 is None or p95 is None else f"{p50:.2f} / {p95:.2f}"
 
 
-MEMBER_COLUMNS = {  # wide enough for "cooling down · 12 s" and "model (v2)"
+MEMBER_COLUMNS = {  # wide enough for "failing (key refused) · 299 s" and "model (v2)"
     "Member · model": st.column_config.TextColumn(width=160),
-    "State": st.column_config.TextColumn(width=115),
+    "State": st.column_config.TextColumn(width=190),
     "Requests": st.column_config.NumberColumn(
         help="Requests sent to this member, failed ones included (see Errors, 429s)"),
 }
@@ -129,7 +129,11 @@ def pool_view() -> None:
 
 
 def reconfigure_form() -> None:
-    """Replace a member's model, prompt or temperature: new runs use it at once."""
+    """Replace a member's model, prompt or temperature: new runs use it at once.
+
+    The fields are the member's at the version this page showed (keyed by both): a page
+    whose member was changed meanwhile (another window, another admin) is shown the
+    change instead of applying, unnoticed, the old values it still held."""
     st.subheader("Change a member")
     if manager.settings.STATS_PASSWORD is None:
         st.caption("Set `STATS_PASSWORD` to change pool members from this page.")
@@ -137,37 +141,47 @@ def reconfigure_form() -> None:
     names = [m.name for m in manager.pool.members]
     name = st.selectbox("Member", names, key="reconfigure_member")
     spec = manager.members.spec_of(name)
-    st.caption(f"Now: {spec.model} · temperature {spec.temperature:.1f} · version "
-               f"{manager.pool.member(name).version}")
-    with st.form("reconfigure", border=True):
+    version = manager.pool.member(name).version
+    shown_key = f"member_version_shown:{name}"
+    shown = st.session_state.get(shown_key, version)  # the version the form last showed
+    st.session_state[shown_key] = version
+    st.caption(f"Now: {spec.model} · temperature {spec.temperature:.1f} · version {version}")
+    with st.form(f"reconfigure:{name}", border=True):
         offline = manager.settings.offline
-        # each member's own fields (keyed by name), kept as typed across an Apply: a
-        # field identified by its value would be a new one once that value changed
+        field = f"{name}:{version}"
         model = st.text_input("Model", spec.model, max_chars=MODEL_NAME_MAX_CHARS,
-                              disabled=offline, key=f"member_model:{name}",
+                              disabled=offline, key=f"member_model:{field}",
                               help="Offline demo mode has one model." if offline else None)
         prompt = st.text_area("System prompt", spec.system_prompt, max_chars=PROMPT_MAX_CHARS,
-                              key=f"member_prompt:{name}")
+                              key=f"member_prompt:{field}")
         temperature = st.slider("Temperature", 0.0, 2.0, spec.temperature, 0.1,
-                                key=f"member_temperature:{name}")
-        if st.form_submit_button("Apply", icon=":material/published_with_changes:"):
-            before = manager.pool.member(name).version
-            try:  # the spec it has already changes nothing (core: same version)
-                version = manager.members.reconfigure(
-                    name, AgentSpec(model.strip(), prompt, temperature))
-            except ValueError as exc:
-                st.error(str(exc))
-            except Exception as exc:  # noqa: BLE001 - the agent could not be built
-                st.error(f"{name} was not changed: the agent could not be built "
-                         f"({type(exc).__name__}).")
-            else:
-                if version == before:
-                    st.info(f"Nothing to apply: {name} already answers with this model, "
-                            "prompt and temperature.")
-                    return
-                st.success(f"{name} now answers with {manager.members.spec_of(name).model} "
-                           f"(version {version}). "
-                           "Replies in progress finish on the previous version.")
+                                key=f"member_temperature:{field}")
+        applied = st.form_submit_button("Apply", icon=":material/published_with_changes:")
+    if (done := st.session_state.pop("member_applied", None)) is not None:
+        st.success(done)
+    if not applied:
+        return
+    if shown != version:
+        st.warning(f"{name} was changed meanwhile (now version {version}), in another "
+                   "window: the form shows it as it is now. Apply your change again if you "
+                   "still want it.")
+        return
+    try:  # the spec it has already changes nothing (core: same version)
+        now = manager.members.reconfigure(name, AgentSpec(model.strip(), prompt, temperature))
+    except ValueError as exc:
+        st.error(str(exc))
+    except Exception as exc:  # noqa: BLE001 - the agent could not be built
+        st.error(f"{name} was not changed: the agent could not be built "
+                 f"({type(exc).__name__}).")
+    else:
+        if now == version:
+            st.info(f"Nothing to apply: {name} already answers with this model, prompt and "
+                    "temperature.")
+            return
+        st.session_state["member_applied"] = (
+            f"{name} now answers with {manager.members.spec_of(name).model} (version {now}). "
+            "Replies in progress finish on the previous version.")
+        st.rerun()  # the form, and the line above it, as the member is now
 
 
 @st.fragment(run_every=REFRESH_SECONDS)

@@ -411,6 +411,36 @@ class TestStatsPassword:
         assert "(version 3)" in at.success[0].value
 
 
+    def test_a_member_changed_in_another_window_is_shown_not_overwritten(self, monkeypatch):
+        monkeypatch.setenv("STATS_PASSWORD", "s3cret-pass")
+        windows = []
+        for _ in range(2):
+            at = AppTest.from_file(APP, default_timeout=30)
+            at.switch_page("pages/stats.py")
+            at.run()
+            at.text_input[0].input("s3cret-pass").run()
+            windows.append(at)
+        one, two = windows
+        from core.runtime import shared_manager
+
+        members = shared_manager(lambda: None).members
+
+        def apply(at: AppTest) -> None:
+            next(b for b in at.button if b.label == "Apply").click().run()
+
+        next(t for t in one.text_area if t.label == "System prompt").input("Set by one.")
+        apply(one)
+        apply(two)  # untouched, still showing version 1
+        assert members.spec_of("pool:0").system_prompt == "Set by one."
+        assert "was changed meanwhile (now version 2)" in two.warning[0].value
+        assert next(t for t in two.text_area if t.label == "System prompt").value \
+            == "Set by one."  # shown as it is now
+        next(t for t in two.slider if t.label == "Temperature").set_value(0.3)
+        apply(two)  # on what it now shows: applied
+        assert members.spec_of("pool:0").system_prompt == "Set by one."
+        assert members.spec_of("pool:0").temperature == 0.3
+
+
 def test_a_message_left_without_a_reply_is_marked_not_silently_skipped():
     at = say(open_app(), "first question")
     from core.runtime import shared_manager

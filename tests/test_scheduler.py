@@ -195,6 +195,22 @@ def test_a_cooldown_counted_down_to_the_user_is_waited_out_past_the_queue_timeou
         assert pool.queued() == 0 and pool.snapshot()[0]["in_flight"] == 0
 
 
+def test_the_queue_timeout_counts_from_the_end_of_a_cooldown_however_late_one_asked():
+    """Asked 2 s before the cooldown's end with a 5 s timeout, the request still has its
+    5 s of queue after the countdown, as one that asked first has."""
+    now = [100.0]
+    pool = AgentPool(["agent"], max_concurrency=1, wall=lambda: now[0])
+    pool.enqueue(Ticket(owner="holder"))  # the only slot is taken
+    pool.cool_down("pool:0", 10)  # until 110
+    late = Ticket(owner="late")
+    pool.enqueue(late)
+    now[0] = 112.0  # its own 5 s (asked at 108) ran out 2 s after the countdown ended
+    assert pool._waited_out(late, timeout=5, since=108.0) == (False, 3.0)
+    assert pool._waited_out(late, timeout=5, since=111.0) == (False, 0.0)  # no cooldown
+    now[0] = 116.0
+    assert pool._waited_out(late, timeout=5, since=108.0) == (False, 0.0)  # it is over
+
+
 def test_a_cooldown_too_long_to_watch_is_said_at_once():
     import pytest
 
