@@ -265,7 +265,8 @@ class ChatEngine:
     @contextmanager
     def _admitted(self, session: Conversation, charge: bool) -> Iterator[None]:
         """A run may start, unless one is starting or running for this conversation
-        here; ``charge``: it costs the session a message of its rate limit."""
+        here; ``charge``: it costs the session a message of its rate limit (given back
+        if the start is refused: a reply being written elsewhere, the chat moved on)."""
         sid = session.session_id
         with self._lock:
             if sid in self._deleted:
@@ -276,7 +277,14 @@ class ChatEngine:
         try:
             if charge:
                 self._take_allowance(session)
-            yield
+            try:
+                yield
+            except MessageRejected:
+                if charge and self.rate_per_minute:
+                    with self._lock:
+                        session.allowance = min(self.rate_per_minute,
+                                                (session.allowance or 0.0) + 1)
+                raise
         finally:
             with self._lock:
                 self._launching.discard(sid)
@@ -396,18 +404,24 @@ class ChatEngine:
         with self._lock:
             return self._active.get(session_id)
 
-    def stop(self, session_id: str, wait: float = STOP_WAIT) -> bool:
-        """Stop the conversation's run: cancel it here, or ask the replica running it.
+    def stop(self, session_id: str, wait: float = STOP_WAIT, run_id: str | None = None
+             ) -> bool:
+        """Stop the conversation's run: cancel it here, or ask the replica running it;
+        with ``run_id``, only that run (a Stop drawn under a reply that has ended since
+        must not stop the next one, started meanwhile in another tab).
 
         Returns once the partial reply is stored (at most ``wait`` seconds).
         """
         run = self.active_run(session_id)
         if run is not None:
+            if run_id is not None and run.id != run_id:
+                return False
             self.worker.loop.call_soon_threadsafe(self._cancel, run.id)
             run.wait(wait)
             return True
         row = self.store.runs.running_run(session_id)
-        return row is not None and self.store.runs.request_stop(row["id"])
+        return (row is not None and run_id in (None, row["id"])
+                and self.store.runs.request_stop(row["id"]))
 
     def _cancel(self, run_id: str) -> None:
         """On the worker's loop: cancel the run's task, or stop it before it starts."""

@@ -125,6 +125,9 @@ class RunLog:
             now = time.time()  # when written: a run's first heartbeat
             if new_session is not None:
                 execute(sql.new_session, session_row(session_id, now, **new_session))
+            # the chat's row first: on a server its lock orders this start with a version
+            # switch (which takes it too), so neither goes on from a branch gone stale
+            execute(sql.touch, {"sid": session_id, "now": now})
             for other, updated, replica, question in execute(
                     sql.running_runs, {"sid": session_id}).fetchall():
                 if updated >= stale_before and replica != run["replica"]:
@@ -161,7 +164,6 @@ class RunLog:
                 "updated_at": now, "finished_at": None, **run})
             reply_id = self._insert_reply(execute, session_id, run["id"], reply, now,
                                           answered)
-            execute(sql.touch, {"sid": session_id, "now": now})
             return TurnStart(answered, previous, reply_id)
         return start
 

@@ -109,9 +109,10 @@ class ChatbotSession:
         """Stream a new answer to the last user message, replacing the old one."""
         return self._manager.chat.stream_regenerate(self)
 
-    def stop(self) -> bool:
-        """Stop the reply being written, keeping what was generated (marked stopped)."""
-        return self._manager.chat.stop(self.session_id)
+    def stop(self, run_id: str | None = None) -> bool:
+        """Stop the reply being written, keeping what was generated (marked stopped);
+        with ``run_id``, only if that is the reply being written."""
+        return self._manager.chat.stop(self.session_id, run_id=run_id)
 
 
 class ChatbotSessionManager:

@@ -59,6 +59,7 @@ from core.schema import (
     sessions,
 )
 from core.turn_sql import (
+    RUNS_RUNNING,
     TurnStatements,
     insert_chain,
     message_rows,
@@ -323,8 +324,18 @@ class SessionStore:
             return siblings(self._links(conn, session_id), shown)
 
     def choose_branch(self, session_id: str, message_id: int) -> bool:
-        """Show the branch through one of the session's messages (a version switcher)."""
+        """Show the branch through one of the session's messages (a version switcher).
+        False, changing nothing, while a reply is being written in the chat: checked in
+        the same transaction, so a message stored meanwhile is never left on a branch
+        no longer shown."""
         with self._writing() as conn:
+            if self.dialect == "postgresql":  # a start being stored writes the chat's
+                # row: wait for it, then see its run (a new statement, a new snapshot)
+                conn.execute(select(sessions.c.id).where(sessions.c.id == session_id)
+                             .with_for_update())
+            if conn.execute(select(runs.c.id).where(runs.c.session_id == session_id,
+                                                    RUNS_RUNNING)).first() is not None:
+                return False
             found = conn.execute(select(messages.c.id).where(
                 messages.c.id == message_id, messages.c.session_id == session_id)).first()
             if found is not None:

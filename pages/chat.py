@@ -93,7 +93,7 @@ def follow(run: Run, session: ChatbotSession, live: bool = True) -> None:
     with st.chat_message("assistant"):
         steps, blocks, tail, status = st.container(), st.container(), st.empty(), st.empty()
         st.button("Stop", icon=":material/stop_circle:", key=f"stop-{run.id}",
-                  on_click=stop_reply, args=(session,))
+                  on_click=stop_reply, args=(session, run.id))
     st.empty()  # over the previous run's Retry or Regenerate, which cannot apply now
     splitter, calls, seen, started = BlockSplitter(), {}, 0, time.monotonic()
     waiting = True
@@ -189,7 +189,7 @@ def watch_elsewhere(session: ChatbotSession, seen: dict) -> None:
     This run ends meanwhile, so a click (Stop asks the reply's owner to stop) is taken
     at once, not after a sleep."""
     st.button("Stop", icon=":material/stop_circle:", key="stop-button",
-              on_click=stop_reply, args=(session,))
+              on_click=stop_reply, args=(session, seen["id"]))
 
     @st.fragment(run_every=ELSEWHERE_POLL)
     def look() -> None:
@@ -219,9 +219,10 @@ def keep_in_step(session: ChatbotSession, shown: tuple) -> None:
     look()
 
 
-def stop_reply(session: ChatbotSession) -> None:
-    """The Stop button's callback: runs before the page, so the partial is stored first."""
-    session.stop()
+def stop_reply(session: ChatbotSession, run_id: str) -> None:
+    """The Stop button's callback: runs before the page, so the partial is stored first.
+    It stops the reply it was drawn under, never one started since in another tab."""
+    session.stop(run_id)
 
 
 def request_regenerate(shown_last: int) -> None:

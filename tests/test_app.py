@@ -441,6 +441,38 @@ class TestStatsPassword:
         assert members.spec_of("pool:0").temperature == 0.3
 
 
+def test_a_stop_drawn_under_a_reply_that_ended_does_not_stop_the_next_one():
+    """This tab shows a reply written by another replica, with Stop; the reply ends and
+    another tab at once starts the next; the click, meant for the first, stops nothing."""
+    import time
+
+    from langchain_core.messages import AIMessage
+
+    from core.ids import new_run_id
+    from core.runtime import shared_manager
+    from core.store import COMPLETE
+
+    at = say(open_app(), "My name is Ada.")
+    manager = shared_manager(lambda: None)
+    sid = at.query_params["session"]
+
+    def start_elsewhere(text: str):
+        run_id = new_run_id()
+        return run_id, manager.store.runs.start_turn(
+            sid, HumanMessage(text), run={"id": run_id, "agent": "", "replica": "elsewhere"},
+            reply={"model": "offline-demo"}, stale_before=time.time() - 10)
+
+    first, started = start_elsewhere("tell me a story")
+    at.run()
+    stop = next(b for b in at.button if b.key == "stop-button")  # drawn for the story
+    manager.store.runs.finish_turn(sid, first, started.reply_id,
+                                   AIMessage("Once upon a time."), COMPLETE)
+    second, _ = start_elsewhere("another one")
+    stop.click().run()
+    assert manager.store.runs.running_run(sid)["stop_requested"] is False
+    assert manager.store.runs.running_run(sid)["id"] == second
+
+
 def test_a_message_left_without_a_reply_is_marked_not_silently_skipped():
     at = say(open_app(), "first question")
     from core.runtime import shared_manager

@@ -1,6 +1,7 @@
 """A run's actions during one another, each interleaving forced with events and loop
 callbacks: a second Stop while the end is stored, a Stop while the end waits for a busy
-database, a chat deleted while a message to it is being stored."""
+database, a chat deleted while a message to it is being stored, a version switch while
+a message is being sent."""
 
 from __future__ import annotations
 
@@ -197,6 +198,35 @@ def test_a_message_stored_after_its_chat_was_deleted_does_not_bring_it_back(
             sending.result(10)
     assert manager.store.get_session(sid) is None
     assert manager.store.load_messages(sid) == []
+
+
+def test_a_version_switch_while_a_message_is_sent_leaves_the_message_in_sight(
+        make_manager, monkeypatch):
+    """Tab A clicks "‹" (an older version) and finds no reply being written; tab B's
+    message is stored and its reply starts before the switch is written. The switch
+    is refused (a reply is being written), so B's message and its reply stay shown."""
+    manager = make_manager()
+    session = manager.create_session(owner="ada")
+    assert session.start("what is 2+2").wait(10)
+    older = manager.store.load_rows(session.session_id)[0][0]
+    assert session.edit(older, "what is 3+3").wait(10)
+    sid = session.session_id
+    running_run = manager.store.runs.running_run
+    sent = {}
+
+    def checked_then_tab_b_sends(session_id):
+        found = running_run(session_id)  # tab A's check: nothing running yet
+        if not sent:
+            shown = manager.store.load_rows(sid)
+            sent["run"] = session.start("what is 5*5", shown_last=shown[-1][0])
+        return found
+
+    monkeypatch.setattr(manager.store.runs, "running_run", checked_then_tab_b_sends)
+    assert not manager.choose_branch(session, older)  # tab A's click: refused
+    monkeypatch.undo()
+    assert sent["run"].wait(10)
+    shown = [m.text for _, m, _ in manager.store.load_rows(sid)]
+    assert "what is 5*5" in shown and shown[-1] == "5*5 = 25"
 
 
 def _async(function):

@@ -302,6 +302,27 @@ class TestRateLimit:
         now[0] += 20
         assert session.send("what is 1+1") == "1+1 = 2"
 
+    def test_a_message_refused_while_another_replica_answers_costs_nothing(
+            self, make_manager):
+        import time
+
+        from core.ids import new_run_id
+
+        manager = make_manager(RATE_LIMIT_PER_MINUTE=2, clock=lambda: 0.0)
+        session = manager.create_session()
+        session.send("hi")  # 1 of 2
+        sid, run_id = session.session_id, new_run_id()
+        started = manager.store.runs.start_turn(
+            sid, HumanMessage("tell me a story"),
+            run={"id": run_id, "agent": "", "replica": "elsewhere"},
+            reply={"model": "offline-demo"}, stale_before=time.time() - 10)
+        for _ in range(3):
+            with pytest.raises(MessageRejected, match="still being written"):
+                session.send("and now?")
+        manager.store.runs.finish_turn(sid, run_id, started.reply_id, AIMessage("The end."),
+                                       "complete")
+        assert session.send("what is 1+1") == "1+1 = 2"  # 2 of 2, not "too fast"
+
     def test_the_limit_is_per_session(self, make_manager):
         manager = make_manager(RATE_LIMIT_PER_MINUTE=1, clock=lambda: 0.0)
         first, second = manager.create_session(), manager.create_session()
