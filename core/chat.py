@@ -79,6 +79,7 @@ class Conversations(Protocol):
     def title_for(self, text: str) -> str: ...
     def answered_by(self, session: Any) -> tuple[str, bool]: ...
     def system_prompt(self, session: Any, member: str) -> str: ...
+    def adopt_settings(self, session: Any, stored: str | None) -> None: ...
     async def serve(self, session: Any, attempt: Attempt, *, fresh: Callable[[], bool],
                     on_ticket: Callable[[Ticket | None], Any]) -> None: ...
 
@@ -358,8 +359,11 @@ class ChatEngine:
             raise describe_error(exc) from exc
 
     def _launched(self, turn: _Turn, started: TurnStart, recent: Recent | None) -> Run:
-        """The turn's start is stored: its run goes to the worker."""
+        """The turn's start is stored: its run goes to the worker, answered with the
+        chat's settings as stored (another tab's record or another replica may have
+        changed them since this record was read)."""
         sid = turn.sid
+        self.conversations.adopt_settings(turn.session, started.agent_spec)
         if turn.new_row is not None:
             self.conversations.mark_saved(turn.session)
         run = Run(turn.run_id, sid, started.user_message_id,

@@ -52,6 +52,7 @@ class TurnStart:
     user_message_id: int
     previous_id: int | None
     reply_id: int
+    agent_spec: str | None = None  # the chat's settings as stored (JSON), read in the start
 
 
 
@@ -134,7 +135,7 @@ class RunLog:
                     raise RunInProgress()
                 self._end_run(execute, session_id, other, question, INTERRUPTED, None, now)
             found = execute(sql.branch_and_last, {"sid": session_id}).fetchone()
-            branch, last = found if found else (None, None)
+            branch, spec, last = found if found else (None, None, None)
             links = (None if branch is None and edit_of is None else
                      execute(sql.links, {"sid": session_id}).fetchall())
             path = (None if links is None or edit_of is not None else
@@ -164,7 +165,7 @@ class RunLog:
                 "updated_at": now, "finished_at": None, **run})
             reply_id = self._insert_reply(execute, session_id, run["id"], reply, now,
                                           answered)
-            return TurnStart(answered, previous, reply_id)
+            return TurnStart(answered, previous, reply_id, spec)
         return start
 
     def _insert_reply(self, execute: Execute, session_id: str, run_id: str,
@@ -270,6 +271,7 @@ class RunLog:
                 replaces: int | None) -> Callable[[Execute], bool]:
         sql = self._sql
         model = usage["model"] if usage is not None else None
+        custom = usage["custom"] if usage is not None else None
         row = {"mid": reply_id, "sid": session_id, "rid": run_id}
         if message is None and steps and status != COMPLETE:  # cut off after its steps:
             message = AIMessage("")  # the empty reply row stays, ended, to say so
@@ -280,7 +282,8 @@ class RunLog:
             if text is not None:
                 ended = execute(sql.finish_reply, {**row, "content": text[0],
                                                    "payload": text[1], "status": status,
-                                                   "model": model}).rowcount == 1
+                                                   "model": model,
+                                                   "custom": custom}).rowcount == 1
             else:
                 ended = execute(sql.drop_reply, row).rowcount == 1
             # not ended: ended elsewhere meanwhile, as stale; its rows are not its to
@@ -291,7 +294,8 @@ class RunLog:
                 execute(sql.end_run, {"rid": run_id, "status": status, "error": error,
                                       "now": now, "agent": agent})
                 if usage is not None and steps:
-                    execute(sql.run_model, {"sid": session_id, "rid": run_id, "model": model})
+                    execute(sql.run_model, {"sid": session_id, "rid": run_id, "model": model,
+                                            "custom": custom})
             if usage is not None:  # the model was paid for all the same
                 execute(sql.insert_usage, usage)
             return ended

@@ -63,11 +63,13 @@ class TurnStatements:
         self.run_model = c(update(messages).where(messages.c.session_id == sid,
                                                   messages.c.run_id == bindparam("rid"),
                                                   messages.c.role != "human")
-                           .values(model=bindparam("model")))
+                           .values(model=bindparam("model"),
+                                   custom_agent=bindparam("custom")))
         self.insert_usage = c(insert(usage).values(every_column(usage)))
-        # the version shown (None: never edited) and the last message, in one look
+        # the version shown (None: never edited), the last message and the chat's
+        # settings as stored (another record or replica may have changed them), in one
         self.branch_and_last = c(select(
-            sessions.c.branch_id,
+            sessions.c.branch_id, sessions.c.agent_spec,
             select(func.max(messages.c.id)).where(messages.c.session_id == sid)
             .scalar_subquery()).where(sessions.c.id == sid))
         self.links = c(select(messages.c.id, messages.c.parent_id, messages.c.role)
@@ -93,7 +95,9 @@ class TurnStatements:
                               .values(content=bindparam("content"),
                                       payload=bindparam("payload"), status=bindparam("status"),
                                       model=func.coalesce(bindparam("model"),
-                                                          messages.c.model)))
+                                                          messages.c.model),
+                                      custom_agent=func.coalesce(bindparam("custom"),
+                                                                 messages.c.custom_agent)))
         self.drop_reply = c(delete(messages).where(*run_reply))
 
 

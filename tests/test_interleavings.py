@@ -1,7 +1,7 @@
 """A run's actions during one another, each interleaving forced with events and loop
 callbacks: a second Stop while the end is stored, a Stop while the end waits for a busy
 database, a chat deleted while a message to it is being stored, a version switch while
-a message is being sent."""
+a message is being sent, a chat's settings changed through another record of it."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ import pytest
 
 import core.chat
 from core import ChatbotSessionManager
+from core.agents import AgentSpec
 from core.chat import ChatEngine
 from core.errors import MessageRejected
+from core.offline_model import OFFLINE_MODEL_NAME
 from core.store import COMPLETE, STOPPED
 from tests.fakes import ScriptedModel, scripted_factory
 
@@ -227,6 +229,64 @@ def test_a_version_switch_while_a_message_is_sent_leaves_the_message_in_sight(
     assert sent["run"].wait(10)
     shown = [m.text for _, m, _ in manager.store.load_rows(sid)]
     assert "what is 5*5" in shown and shown[-1] == "5*5 = 25"
+
+
+def test_settings_changed_on_another_replica_answer_the_next_message_here(make_manager):
+    """Tab B (replica 2) gives the chat its own agent; tab A's record (replica 1) still
+    says "shared pool": its next message is answered, and tagged, as the chat now is."""
+    one, two = make_manager(), make_manager()
+    session_a = one.create_session(owner="ada")
+    assert session_a.start("what is 2+2").wait(10)
+    sid = session_a.session_id
+    two.get_session(sid, owner="ada").agent = AgentSpec(OFFLINE_MODEL_NAME, "Be a pirate.",
+                                                        0.0)
+    run = session_a.start("what is 3+3")
+    assert run.wait(10) and run.agent.startswith("custom:")
+    last = one.store.load_stored(sid)[-1]
+    assert session_a.has_custom_agent and last.custom_agent
+
+
+def test_settings_changed_through_a_second_record_of_an_evicted_chat_are_followed(
+        make_manager):
+    """One replica: tab A holds its record of the chat; the chat is evicted from memory,
+    tab B opens it (a new record) and goes back to the shared pool. Tab A follows."""
+    manager = make_manager()
+    session_a = manager.create_session(owner="ada")
+    session_a.agent = AgentSpec(OFFLINE_MODEL_NAME, "Be a pirate.", 0.0)
+    assert session_a.start("what is 2+2").wait(10)
+    sid = session_a.session_id
+    manager.evict_idle(now=manager._clock() + manager.settings.SESSION_IDLE_TTL + 1)
+    session_b = manager.get_session(sid, owner="ada")
+    assert session_b is not session_a
+    session_b.agent = None
+    run = session_a.start("what is 3+3")
+    assert run.wait(10) and run.agent.startswith("pool:")
+    assert not session_a.has_custom_agent
+    assert not manager.store.load_stored(sid)[-1].custom_agent
+
+
+def test_settings_changed_while_a_pool_reply_runs_leave_the_reply_the_pools(make_manager,
+                                                                            monkeypatch):
+    """The user gives the chat its own agent while a shared-pool reply with a tool step
+    is written: the pool goes on answering, and every row of that reply (the tool step
+    and the answer) is the pool's, counted once, as shared."""
+    manager = make_manager()
+    session = manager.create_session(owner="ada")
+    serve = manager.serve
+
+    async def settings_changed_as_it_answers(session_, attempt, **kwargs):
+        async def attempt_after_change(agent, label, lease, answered):
+            session_.agent = AgentSpec(OFFLINE_MODEL_NAME, "Be a pirate.", 0.0)
+            await attempt(agent, label, lease, answered)
+        await serve(session_, attempt_after_change, **kwargs)
+
+    monkeypatch.setattr(manager, "serve", settings_changed_as_it_answers)
+    run = session.start("what is 2+2")  # the offline model calls its calculator
+    assert run.wait(10) and run.agent.startswith("pool:")
+    rows = [r for r in manager.store.load_stored(session.session_id)
+            if r.message.type == "ai"]
+    assert len(rows) == 2 and [r.custom_agent for r in rows] == [False, False]
+    assert [u["messages"] for u in manager.store.usage_by_agent()] == [1]
 
 
 def _async(function):
