@@ -33,7 +33,10 @@ def describe_error(exc: BaseException) -> ChatError:
     if isinstance(exc, RunEnded):
         return ChatError("The reply was interrupted. Retry.")
     if isinstance(exc, PoolTimeout):
-        return ChatError(f"The assistant is busy: {exc}.")
+        said = str(exc)
+        if said.startswith("the model provider"):  # a cooldown: said as it is
+            return ChatError(said[0].upper() + said[1:] + ".")
+        return ChatError(f"The assistant is busy: {said}.")
     if isinstance(exc, openai.AuthenticationError):
         return ChatError("The model provider rejected the API key (401): the app's "
                          "operator must check it (OPENAI_API_KEY, or the member's api_key).",

@@ -3,6 +3,7 @@ then this browser's conversations, searchable and grouped by day."""
 
 from __future__ import annotations
 
+import json
 import zlib
 from datetime import datetime
 
@@ -126,7 +127,20 @@ def export_buttons(manager: ChatbotSessionManager, session: ChatbotSession, titl
                        disabled=not rows)
 
 
-def apply_settings(session: ChatbotSession, keys: dict[str, str], offline: bool) -> None:
+def apply_settings(manager: ChatbotSessionManager, session: ChatbotSession,
+                   keys: dict[str, str], offline: bool, drawn: AgentSpec | None) -> None:
+    """Save the form, unless the chat's settings changed since it was drawn (another
+    tab or window): then the form is drawn again as they are now, and nothing is lost
+    of what the other one saved."""
+    row = manager.store.get_session(session.session_id)
+    stored = row["agent_spec"] if row is not None else None
+    if row is not None and session.custom is None and (
+            AgentSpec.from_dict(stored) if stored else None) != drawn:
+        manager.adopt_settings(session, json.dumps(stored) if stored else None)
+        st.session_state.settings_refused = (
+            "These settings were changed in another tab or window meanwhile; here they "
+            "are now. Change them again if you still want to.")
+        return
     model = st.session_state.get(keys["model"], "")
     try:
         session.agent = AgentSpec(OFFLINE_MODEL_NAME if offline else model.strip(),
@@ -182,7 +196,7 @@ def agent_settings(manager: ChatbotSessionManager, session: ChatbotSession) -> N
             # a callback, as every click here: it runs before the page, so a request
             # arriving meanwhile carries it (pages/clicks.py) instead of losing it
             st.form_submit_button("Use these settings", on_click=apply_settings,
-                                  args=(session, keys, offline))
+                                  args=(manager, session, keys, offline, session.agent_spec))
         refused = st.session_state.pop("settings_refused", None)
         if refused:
             st.error(refused)

@@ -278,6 +278,32 @@ class TestAgentSettings:
         assert stats()["sessions_with_custom_agents"] == 0
 
 
+def test_settings_saved_from_a_stale_form_do_not_undo_another_tabs_change():
+    """Another tab (or replica) gave the chat a prompt after this form was drawn: saving
+    this form's temperature would write its old prompt back. It is drawn again instead,
+    with what the other tab saved, and nothing is overwritten."""
+    from core.agents import AgentSpec
+
+    at = say(open_app(), "hello")
+    at.sidebar.text_area[0].input("Be terse.")
+    next(b for b in at.sidebar.button if b.label == "Use these settings").click().run()
+    from core.runtime import shared_manager
+
+    manager = shared_manager(lambda: None)
+    elsewhere = manager.store.get_session(at.query_params["session"])["agent_spec"]
+    manager.store.update_session(at.query_params["session"], agent_spec={
+        **elsewhere, "system_prompt": "Be a pirate."})  # another replica's save
+    at.sidebar.slider[0].set_value(1.5)
+    next(b for b in at.sidebar.button if b.label == "Use these settings").click().run()
+    assert "changed in another tab or window meanwhile" in at.sidebar.error[0].value
+    stored = manager.store.get_session(at.query_params["session"])["agent_spec"]
+    assert (stored["system_prompt"], stored["temperature"]) == ("Be a pirate.", 0.7)
+    assert at.sidebar.text_area[0].value == "Be a pirate."  # drawn as it is now
+    at.sidebar.slider[0].set_value(1.5)
+    next(b for b in at.sidebar.button if b.label == "Use these settings").click().run()
+    assert manager_session(at).agent_spec == AgentSpec("offline-demo", "Be a pirate.", 1.5)
+
+
 def test_settings_with_no_model_name_are_refused_in_a_line_and_change_nothing(monkeypatch):
     from tests.servers import free_port
 

@@ -214,13 +214,17 @@ def test_the_queue_timeout_counts_from_the_end_of_a_cooldown_however_late_one_as
 def test_a_cooldown_too_long_to_watch_is_said_at_once():
     import pytest
 
+    from core.errors import describe_error
     from core.pool import PoolTimeout
 
     pool = AgentPool(["agent"], max_concurrency=1)
     pool.cool_down("pool:0", 300)
     for use in (_lease_in_a_thread, _lease_in_a_loop):  # not after the 30 s of waiting
-        with pytest.raises(PoolTimeout, match="asked us to slow down for 5 min; try again"):
+        with pytest.raises(PoolTimeout, match="asked us to slow down for 5 min; try again") \
+                as raised:
             use(pool, timeout=30)
+    assert str(describe_error(raised.value)) == (
+        "The model provider asked us to slow down for 5 min; try again then.")
     assert pool.queued() == 0 and pool.snapshot()[0]["state"] == "cooling down"
 
 
