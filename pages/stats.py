@@ -178,8 +178,14 @@ def reconfigure_form() -> None:
             st.info(f"Nothing to apply: {name} already answers with this model, prompt and "
                     "temperature.")
             return
+        new = manager.members.spec_of(name)
+        changed = [part for part, differs in (
+            (f"model {new.model}", new.model != spec.model),
+            ("a new system prompt", new.system_prompt != spec.system_prompt),
+            (f"temperature {new.temperature:.1f}", new.temperature != spec.temperature))
+            if differs]
         st.session_state["member_applied"] = (
-            f"{name} now answers with {manager.members.spec_of(name).model} (version {now}). "
+            f"{name} now answers with {' and '.join(changed)} (version {now}). "
             "Replies in progress finish on the previous version.")
         st.rerun()  # the form, and the line above it, as the member is now
 

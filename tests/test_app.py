@@ -418,7 +418,8 @@ class TestStatsPassword:
         prompt().input("Alpha only.")
         temperature().set_value(1.2)
         apply()
-        assert "pool:0 now answers" in at.success[0].value
+        assert at.success[0].value.startswith(
+            "pool:0 now answers with a new system prompt and temperature 1.2 (version 2).")
         at.selectbox(key="reconfigure_member").select("pool:1").run()
         assert prompt().value == default.system_prompt
         assert temperature().value == default.temperature

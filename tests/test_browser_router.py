@@ -124,7 +124,7 @@ def test_usage_cost_and_a_live_member_change_on_the_stats_page(server, fake, new
     model = form.get_by_label("Model")
     model.fill("fake-2")
     form.get_by_role("button", name="Apply").click()
-    expect(stats.get_by_text("cloud now answers with fake-2 (version 2)")).to_be_visible(
+    expect(stats.get_by_text("cloud now answers with model fake-2 (version 2)")).to_be_visible(
         timeout=WAIT_MS)
     shot(stats, "router-stats")
     form.get_by_role("button", name="Apply").click()  # again, nothing changed: no version 3
