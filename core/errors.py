@@ -5,7 +5,7 @@ from __future__ import annotations
 import openai
 from sqlalchemy.exc import SQLAlchemyError
 
-from core.pool import PoolTimeout
+from core.pool import PoolTimeout, ProviderCooldown
 from core.run_log import RunEnded
 from core.store import StoreError
 from core.turns import ReplyCutOff
@@ -32,11 +32,10 @@ def describe_error(exc: BaseException) -> ChatError:
                          "What arrived is kept, marked as interrupted. Retry.")
     if isinstance(exc, RunEnded):
         return ChatError("The reply was interrupted. Retry.")
+    if isinstance(exc, ProviderCooldown):
+        return ChatError(str(exc))
     if isinstance(exc, PoolTimeout):
-        said = str(exc)
-        if said.startswith("the model provider"):  # a cooldown: said as it is
-            return ChatError(said[0].upper() + said[1:] + ".")
-        return ChatError(f"The assistant is busy: {said}.")
+        return ChatError(f"The assistant is busy: {exc}.")
     if isinstance(exc, openai.AuthenticationError):
         return ChatError("The model provider rejected the API key (401): the app's "
                          "operator must check it (OPENAI_API_KEY, or the member's api_key).",

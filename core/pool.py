@@ -39,6 +39,10 @@ class PoolTimeout(RuntimeError):
     """Every member stayed busy (or cooling down) for the whole wait."""
 
 
+class ProviderCooldown(PoolTimeout):
+    """The provider asked us to wait longer than a request may: its words, a sentence."""
+
+
 @dataclass(eq=False)
 class Member:
     """One agent behind one endpoint, with its limits and live counters."""
@@ -331,8 +335,8 @@ class AgentPool:
         with self._lock:
             left = min(q.until for q in self._quotas.values()) - now
         if left > 0:
-            return PoolTimeout(f"the model provider asked us to slow down for longer than "
-                               f"{timeout:g} s; try again in {left:.0f} s")
+            return ProviderCooldown(f"The model provider asked us to slow down for longer "
+                                    f"than {timeout:g} s; try again in {left:.0f} s.")
         agents = "the agent was" if self.size == 1 else f"all {self.size} agents were"
         return PoolTimeout(f"{agents} busy for {timeout:g} s; try again")
 
@@ -347,14 +351,14 @@ class AgentPool:
         (0: one is not cooling down). Called under the lock."""
         return max(0.0, self._usable_at(ticket) - self._wall())
 
-    def _too_long_to_wait(self, ticket: Ticket) -> PoolTimeout | None:
+    def _too_long_to_wait(self, ticket: Ticket) -> ProviderCooldown | None:
         """A cooldown longer than anyone should watch counting down: said at once."""
         with self._lock:
             left = self._cooling_for(ticket)
         if left <= PROVIDER_WAIT_MAX:
             return None
-        return PoolTimeout(f"the model provider asked us to slow down for "
-                           f"{_duration(left)}; try again then")
+        return ProviderCooldown(f"The model provider asked us to slow down for "
+                                f"{_duration(left)}; try again then.")
 
     def _waited_out(self, ticket: Ticket, timeout: float, since: float
                     ) -> tuple[bool, float]:
@@ -542,10 +546,10 @@ class AgentPool:
 
     # -- reporting ----------------------------------------------------------------------
     def _state(self, member: Member, now: float) -> tuple[str, float]:
-        quota = self._quotas[member.quota]
         """Its state and the seconds it lasts (a cooldown, a failing member skipped).
         A cooldown that ended is "probing" only while the probe is out: until a request
         comes, nothing is."""
+        quota = self._quotas[member.quota]
         if member.failing_until > now:
             return FAILING, member.failing_until - now
         if quota.until > now:
