@@ -9,6 +9,7 @@ share the next transaction (``core.group_commit``).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
@@ -52,7 +53,7 @@ class TurnStart:
     user_message_id: int
     previous_id: int | None
     reply_id: int
-    agent_spec: str | None = None  # the chat's settings as stored (JSON), read in the start
+    agent_spec: dict[str, Any] | None = None  # the chat's settings as stored, read in it
 
 
 
@@ -165,7 +166,8 @@ class RunLog:
                 "updated_at": now, "finished_at": None, **run})
             reply_id = self._insert_reply(execute, session_id, run["id"], reply, now,
                                           answered)
-            return TurnStart(answered, previous, reply_id, spec)
+            return TurnStart(answered, previous, reply_id,
+                             json.loads(spec) if spec else None)
         return start
 
     def _insert_reply(self, execute: Execute, session_id: str, run_id: str,

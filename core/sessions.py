@@ -9,7 +9,6 @@ from the store on demand. Everything here is thread-safe and usable from asyncio
 
 from __future__ import annotations
 
-import json
 import textwrap
 import threading
 import time
@@ -340,13 +339,14 @@ class ChatbotSessionManager:
             return "custom", True
         return self.default_spec.model, False
 
-    def adopt_settings(self, session: ChatbotSession, stored: str | None) -> None:
+    def adopt_settings(self, session: ChatbotSession, stored: dict[str, Any] | None
+                       ) -> None:
         """The chat's settings as stored, read as a turn starts: another record of it
         (another replica's, or this process's before it was evicted) may have changed
         them. A process-local agent object is not in the store: kept."""
         if session.custom is not None:
             return
-        spec = AgentSpec.from_dict(json.loads(stored)) if stored else None
+        spec = AgentSpec.from_dict(stored) if stored else None
         if spec != session.spec:
             with self._lock:
                 session.spec = spec

@@ -3,7 +3,6 @@ then this browser's conversations, searchable and grouped by day."""
 
 from __future__ import annotations
 
-import json
 import zlib
 from datetime import datetime
 
@@ -136,7 +135,7 @@ def apply_settings(manager: ChatbotSessionManager, session: ChatbotSession,
     stored = row["agent_spec"] if row is not None else None
     if row is not None and session.custom is None and (
             AgentSpec.from_dict(stored) if stored else None) != drawn:
-        manager.adopt_settings(session, json.dumps(stored) if stored else None)
+        manager.adopt_settings(session, stored)
         st.session_state.settings_refused = (
             "These settings were changed in another tab or window meanwhile; here they "
             "are now. Change them again if you still want to.")
