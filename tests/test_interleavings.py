@@ -137,14 +137,7 @@ def test_a_chat_deleted_while_a_message_to_it_is_being_stored_stays_deleted(
     session = manager.create_session()
     assert session.send("first") == "ok"
     sid = session.session_id
-    storing, release = threading.Event(), threading.Event()
-    start_turn = manager.store.runs.start_turn
-
-    def held_start(*args, **kwargs):
-        storing.set()
-        release.wait(10)
-        return start_turn(*args, **kwargs)
-
+    storing, release = _hold_starts(manager, monkeypatch)
     waiting = threading.Event()
 
     class Observed(threading.Condition):
@@ -152,8 +145,6 @@ def test_a_chat_deleted_while_a_message_to_it_is_being_stored_stays_deleted(
             waiting.set()
             return super().wait_for(*args, **kwargs)
 
-    monkeypatch.setattr(manager.store.runs, "start_turn", held_start)
-    monkeypatch.setattr(manager.store.runs, "astart_turn", _async(held_start))
     manager.chat._launch_left = Observed(manager.chat._lock)
     with ThreadPoolExecutor(2) as pool, _setting(held):
         sending = pool.submit(session.start, "second")
@@ -181,16 +172,7 @@ def test_a_message_stored_after_its_chat_was_deleted_does_not_bring_it_back(
     session = manager.create_session()
     assert session.send("first") == "ok"
     sid = session.session_id
-    storing, release = threading.Event(), threading.Event()
-    start_turn = manager.store.runs.start_turn
-
-    def held_start(*args, **kwargs):
-        storing.set()
-        release.wait(10)
-        return start_turn(*args, **kwargs)
-
-    monkeypatch.setattr(manager.store.runs, "start_turn", held_start)
-    monkeypatch.setattr(manager.store.runs, "astart_turn", _async(held_start))
+    storing, release = _hold_starts(manager, monkeypatch)
     with ThreadPoolExecutor(1) as pool:
         sending = pool.submit(session.start, "second")
         assert storing.wait(10)
@@ -289,10 +271,23 @@ def test_settings_changed_while_a_pool_reply_runs_leave_the_reply_the_pools(make
     assert [u["messages"] for u in manager.store.usage_by_agent()] == [1]
 
 
-def _async(function):
-    async def in_a_thread(*args, **kwargs):
-        return await asyncio.to_thread(function, *args, **kwargs)
-    return in_a_thread
+def _hold_starts(manager: ChatbotSessionManager, monkeypatch
+                 ) -> tuple[threading.Event, threading.Event]:
+    """Each start's write waits until ``release`` is set; ``storing`` says one is."""
+    storing, release = threading.Event(), threading.Event()
+    start_turn = manager.store.runs.start_turn
+
+    def held_start(*args, **kwargs):
+        storing.set()
+        release.wait(10)
+        return start_turn(*args, **kwargs)
+
+    async def held_in_a_thread(*args, **kwargs):
+        return await asyncio.to_thread(held_start, *args, **kwargs)
+
+    monkeypatch.setattr(manager.store.runs, "start_turn", held_start)
+    monkeypatch.setattr(manager.store.runs, "astart_turn", held_in_a_thread)
+    return storing, release
 
 
 @contextmanager
