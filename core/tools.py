@@ -20,6 +20,8 @@ _BINARY = {
 _UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
 MAX_EXPRESSION_CHARS = 200
 MAX_EXPONENT = 100
+MAX_RESULT_BITS = 10_000  # about 3,000 digits: beyond, arithmetic on big integers holds
+# the interpreter (every user waits), and ``(9**99)**99`` passes an exponent check alone
 
 
 def evaluate(expression: str) -> int | float:
@@ -40,8 +42,22 @@ def _eval(node: ast.AST) -> int | float:
         left, right = _eval(node.left), _eval(node.right)
         if isinstance(node.op, ast.Pow) and abs(right) > MAX_EXPONENT:
             raise ValueError("exponent too large")
+        if _result_bits(node.op, left, right) > MAX_RESULT_BITS:
+            raise ValueError("result too large")
         return _BINARY[type(node.op)](left, right)
     raise ValueError("only numbers and + - * / // % ** ( ) are allowed")
+
+
+def _result_bits(op: ast.operator, left: int | float, right: int | float) -> int:
+    """An upper bound of an integer result's size, known before it is computed (floats
+    overflow on their own, at once)."""
+    if not (isinstance(left, int) and isinstance(right, int)):
+        return 0
+    if isinstance(op, ast.Pow):
+        return left.bit_length() * right if right > 0 else 0
+    if isinstance(op, ast.Mult):
+        return left.bit_length() + right.bit_length()
+    return max(left.bit_length(), right.bit_length()) + 1
 
 
 def format_number(value: int | float) -> str:

@@ -87,6 +87,7 @@ def test_without_bound_tools_arithmetic_is_not_faked():
 @pytest.mark.parametrize("expression,result", [
     ("12*7", "84"), ("2**10", "1024"), ("7/2", "3.5"), ("-(3+4)", "-7"), ("2^3", "8"),
     ("1/0", "error: division by zero"), ("__import__('os')", None), ("9**9999", None),
+    ("(2**50)**2", str(2**100)),
 ])
 def test_the_calculator_only_evaluates_arithmetic(expression, result):
     answer = calculator.invoke({"expression": expression})
@@ -94,6 +95,15 @@ def test_the_calculator_only_evaluates_arithmetic(expression, result):
         assert answer.startswith("error:")
     else:
         assert answer == result
+
+
+@pytest.mark.parametrize("expression", [
+    "(9**99)**99",  # each exponent small, the result 31,000 bits
+    "((((9**99)**99)**99)**99)**99",  # held the server for minutes
+    "(9**99)**99 - 1", "(2**99)**99 * 2**99 * 2**99", "(2**99*2**99)*(2**99*2**99)*(9**99)**40",
+])
+def test_the_calculator_refuses_results_too_large_before_computing_them(expression):
+    assert calculator.invoke({"expression": expression}) == "error: result too large"
 
 
 def test_evaluate_refuses_names_and_calls():
