@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from core.limits import MODEL_NAME_MAX_CHARS, PROMPT_MAX_CHARS
 
@@ -115,6 +115,13 @@ class Settings(BaseModel):
     )
     MEMBERS: tuple[MemberConfig, ...] = _setting((), "a list of members")
     PRICES: dict[str, Price] = _setting({}, "a table of prices")
+
+    @field_validator("STATS_PASSWORD")
+    @classmethod
+    def _blank_password_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        """``STATS_PASSWORD = ""`` means no password (stats read-only, no member changes),
+        not a password everybody knows that unlocks them."""
+        return value if value is not None and value.get_secret_value().strip() else None
 
     @property
     def offline(self) -> bool:

@@ -391,6 +391,17 @@ class TestStatsPassword:
         assert {m.label for m in at.metric} >= {"Sessions", "Messages"}
 
 
+    @pytest.mark.parametrize("blank", ["", "   "])
+    def test_a_blank_password_is_no_password_not_one_that_unlocks_changes(
+            self, monkeypatch, blank):
+        monkeypatch.setenv("STATS_PASSWORD", blank)
+        at = AppTest.from_file(APP, default_timeout=30)
+        at.switch_page("pages/stats.py")
+        at.run()
+        assert {m.label for m in at.metric} >= {"Sessions", "Messages"}  # read-only, open
+        assert not [b for b in at.button if b.label == "Apply"]
+        assert any("Set `STATS_PASSWORD`" in c.value for c in at.caption)
+
     def test_each_member_is_changed_with_its_own_settings_and_twice_in_a_row(
             self, monkeypatch):
         """The form shows the member chosen, not what was typed for another; a second
