@@ -9,10 +9,12 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
-from core.store import COMPLETE, StoredMessage
+from core.store import COMPLETE, INTERRUPTED, RUNNING, STOPPED, StoredMessage
 from core.text import escape_markdown
 
 ROLE_NAMES = {"human": "You", "ai": "Assistant", "tool": "Tool", "system": "System"}
+STATUS_NOTES = {STOPPED: "stopped: partial reply", INTERRUPTED: "interrupted: partial reply",
+                RUNNING: "still being written: partial reply"}
 def file_name(title: str, suffix: str) -> str:
     """A download name from a title: letters, digits and dashes only."""
     stem = re.sub(r"[^\w]+", "-", title, flags=re.ASCII).strip("-")[:40]
@@ -52,20 +54,30 @@ def conversation_markdown(title: str, rows: list[StoredMessage]) -> str:
     for row in rows:
         message, status = row.message, row.status
         if isinstance(message, ToolMessage):
-            lines += [f"> **Tool `{message.name}`** returned `{message.text}`", ""]
+            lines += [f"**Tool {escape_markdown(message.name or '')}** returned:", "",
+                      *_fenced(message.text), ""]
             continue
         if isinstance(message, AIMessage) and message.tool_calls:
             for call in message.tool_calls:
-                lines += [f"> **Tool call** `{call['name']}({json.dumps(call['args'])})`", ""]
+                lines += ["**Tool call:**", "",
+                          *_fenced(f"{call['name']}({json.dumps(call['args'])})"), ""]
             if not message.text:
                 continue
         who = ROLE_NAMES.get(message.type, message.type)
-        note = "" if status == COMPLETE else f" *({status})*"
+        note = "" if status == COMPLETE else f" *({STATUS_NOTES.get(status, status)})*"
         when = timestamp(row.created_at).replace("T", " ").replace("+00:00", " UTC")
         by = f", {escape_markdown(row.model)}" if row.model and message.type == "ai" else ""
         body = message.text if not isinstance(message, HumanMessage) else _quote(message.text)
         lines += [f"**{who}**{note} · {when}{by}:", "", body, ""]
     return "\n".join(lines)
+
+
+def _fenced(text: str) -> list[str]:
+    """A code block whose fence no run of backticks in ``text`` can close: a tool's
+    arguments and results (the model's choice) cannot become Markdown."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [fence, *text.splitlines(), fence]
 
 
 def _quote(text: str) -> str:

@@ -13,7 +13,7 @@ from core.export import conversation_json, conversation_markdown, file_name
 from core.limits import PROMPT_MAX_CHARS, SHOWN_MESSAGES, TITLE_MAX_CHARS
 from core.offline_model import OFFLINE_MODEL_NAME
 from core.sessions import ChatbotSession, ChatbotSessionManager
-from core.store import StoredMessage
+from core.store import RUNNING, StoredMessage
 from core.text import escape_markdown
 from pages.chat_messages import browser_zone
 
@@ -119,11 +119,16 @@ def export_buttons(manager: ChatbotSessionManager, session: ChatbotSession, titl
 
         markdown = lambda: conversation_markdown(title, everything())  # noqa: E731
         data = lambda: conversation_json(title, everything())  # noqa: E731
+    # the rows are this page run's: a reply being written would be exported as it was
+    # when the run began (empty), for the whole of the reply
+    writing = any(row.status == RUNNING for row in rows)
+    why = "Available once the reply being written has ended." if writing else None
     st.download_button("Export Markdown", markdown, file_name=file_name(title, "md"),
-                       mime="text/markdown", icon=":material/download:", disabled=not rows)
+                       mime="text/markdown", icon=":material/download:",
+                       disabled=not rows or writing, help=why)
     st.download_button("Export JSON", data, file_name=file_name(title, "json"),
                        mime="application/json", icon=":material/data_object:",
-                       disabled=not rows)
+                       disabled=not rows or writing, help=why)
 
 
 def apply_settings(manager: ChatbotSessionManager, session: ChatbotSession,

@@ -927,3 +927,21 @@ def test_an_image_in_a_reply_is_not_fetched_from_outside(server, new_page):
     finally:
         outside.shutdown()
         outside.server_close()
+
+
+def test_export_waits_for_the_reply_being_written_then_holds_it(server, new_page):
+    """The page's rows are those of its run's start: an export made mid-reply would hold
+    an empty reply for the whole of the reply."""
+    page = new_page(server.url)
+    send(page, "Tell me about yourself")
+    expect(page.get_by_role("button", name="Stop")).to_be_visible(timeout=WAIT_MS)
+    sidebar = page.get_by_test_id("stSidebar")
+    open_expander(sidebar, "This conversation")
+    export = sidebar.get_by_role("button", name="Export Markdown")
+    expect(export).to_be_disabled()
+    wait_for_reply(page, 1, "restart")
+    expect(export).to_be_enabled(timeout=WAIT_MS)
+    with page.expect_download(timeout=WAIT_MS) as download:
+        export.click()
+    text = Path(download.value.path()).read_text()
+    assert text.rstrip().endswith("and restart.") and "partial reply" not in text

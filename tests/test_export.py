@@ -39,9 +39,30 @@ def test_json_export_round_trips_every_message():
 def test_markdown_export_is_a_readable_transcript():
     text = conversation_markdown("Sums", ROWS)
     assert text.startswith("# Sums\n")
-    assert "`calculator({\"expression\": \"12*7\"})`" in text
+    assert "**Tool call:**\n\n```\ncalculator({\"expression\": \"12*7\"})\n```" in text
+    assert "**Tool calculator** returned:\n\n```\n84\n```" in text
     assert "**Assistant** · 2026-11-25 12:00:00 UTC, gpt\\-x:\n\n12*7 = 84" in text
-    assert "**Assistant** *(stopped)* · 2026-11-25 12:00:00 UTC, gpt\\-x:" in text
+    assert ("**Assistant** *(stopped: partial reply)* · 2026-11-25 12:00:00 UTC, gpt\\-x:"
+            in text)
+
+
+def test_a_reply_still_being_written_is_marked_partial_in_the_markdown():
+    text = conversation_markdown("Sums", [*ROWS[:1], row(AIMessage("Once"), "running")])
+    assert "**Assistant** *(still being written: partial reply)* ·" in text
+
+
+def test_backticks_in_a_tool_step_cannot_end_its_code_block():
+    """The model chooses a tool's arguments: they must not turn into Markdown (an image
+    loaded by whoever opens the file)."""
+    sneaky = '1` ![t](http://evil.example/t.png) `'
+    text = conversation_markdown("Sums", [
+        row(AIMessage("", tool_calls=[{"name": "calculator", "args": {"expression": sneaky},
+                                       "id": "c1"}])),
+        row(ToolMessage("``` ![t](http://evil.example/r.png)", tool_call_id="c1",
+                        name="calculator"))])
+    blocks = text.split("**Tool")
+    assert '```\ncalculator({"expression": "1` ![t]' in blocks[1]
+    assert "````\n``` ![t](http://evil.example/r.png)\n````" in blocks[2]
 
 
 def test_user_text_is_quoted_as_code_in_markdown():
