@@ -120,8 +120,14 @@ def m007_usage_and_cooldowns(conn: Connection, metadata: MetaData) -> None:
     metadata.tables["cooldowns"].create(conn, checkfirst=True)
 
 
+def m008_replaced_feedback(conn: Connection, metadata: MetaData) -> None:
+    """Feedback on answers a regenerate replaced, kept for the stats."""
+    metadata.tables["replaced_feedback"].create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[Migration] = [m001_initial, m002_agent_usage, m003_replicas, m004_runs,
-                               m005_feedback, m006_branches, m007_usage_and_cooldowns]
+                               m005_feedback, m006_branches, m007_usage_and_cooldowns,
+                               m008_replaced_feedback]
 
 
 def applied(engine: Engine) -> list[str]:

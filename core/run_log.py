@@ -206,15 +206,16 @@ class RunLog:
     def _drop_replaced(self, execute: Execute, session_id: str, run_id: str,
                        question: int) -> None:
         """Once a run has stored something of its answer, the answer it replaces (a
-        regenerate's: the rows below its question that are not its own) goes. A run that
-        stored nothing (stopped in the queue, failed before its first word) leaves the
-        previous answer as it was."""
+        regenerate's: the rows below its question that are not its own) goes, the
+        feedback given on it kept for the stats. A run that stored nothing (stopped in
+        the queue, failed before its first word) leaves the previous answer as it was."""
         mine = {i for (i,) in execute(self._sql.run_rows,
                                       {"sid": session_id, "rid": run_id}).fetchall()}
         if not mine:
             return
         links = execute(self._sql.links, {"sid": session_id}).fetchall()
         for below in descendants([(i, up) for i, up, _ in links], question) - mine:
+            execute(self._sql.keep_feedback, {"mid": below})
             execute(self._sql.delete_one, {"mid": below})
 
     def advance_reply(self, session_id: str, run_id: str, reply_id: int,

@@ -130,6 +130,20 @@ feedback = Table(
     Index("ix_feedback_session", "session_id"),
 )
 
+replaced_feedback = Table(  # feedback on an answer a regenerate replaced: still counted
+    "replaced_feedback",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("session_id", String(64), ForeignKey("sessions.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("model", String(MODEL_NAME_MAX_CHARS), nullable=True),
+    Column("custom_agent", Boolean, nullable=False, default=False),
+    Column("score", Integer, nullable=False),
+    Column("comment", Text, nullable=False, default=""),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_replaced_feedback_session", "session_id"),
+)
+
 replicas = Table(
     "replicas",
     metadata,

@@ -54,6 +54,7 @@ from core.schema import (
     feedback,
     messages,
     metadata,
+    replaced_feedback,
     replicas,
     runs,
     sessions,
@@ -221,6 +222,8 @@ class SessionStore:
     def delete_session(self, session_id: str) -> bool:
         with self._writing() as conn:
             conn.execute(delete(feedback).where(feedback.c.session_id == session_id))
+            conn.execute(delete(replaced_feedback)
+                         .where(replaced_feedback.c.session_id == session_id))
             conn.execute(delete(runs).where(runs.c.session_id == session_id))
             conn.execute(delete(messages).where(messages.c.session_id == session_id))
             result = conn.execute(delete(sessions).where(sessions.c.id == session_id))
@@ -365,14 +368,20 @@ class SessionStore:
         return True
 
     def feedback_by_agent(self, shared_model: str = "") -> list[dict[str, Any]]:
-        """Thumbs up and down per (custom or shared, model), for the stats."""
+        """Thumbs up and down per (custom or shared, model), for the stats, those on
+        answers since replaced by a regenerate included."""
         query = (select(messages.c.custom_agent, messages.c.model, feedback.c.score,
                         func.count())
                  .join(messages, messages.c.id == feedback.c.message_id)
                  .group_by(messages.c.custom_agent, messages.c.model, feedback.c.score))
+        replaced = (select(replaced_feedback.c.custom_agent, replaced_feedback.c.model,
+                           replaced_feedback.c.score, func.count())
+                    .group_by(replaced_feedback.c.custom_agent, replaced_feedback.c.model,
+                              replaced_feedback.c.score))
         totals: dict[tuple[bool, str], dict[str, Any]] = {}
         with self.engine.connect() as conn:
-            for custom, model, score, count in conn.execute(query):
+            for custom, model, score, count in [*conn.execute(query),
+                                                *conn.execute(replaced)]:
                 key = (bool(custom), model or shared_model)
                 entry = totals.setdefault(key, {"agent": "custom" if custom else "shared",
                                                 "model": key[1], "up": 0, "down": 0})

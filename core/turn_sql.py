@@ -12,7 +12,8 @@ from sqlalchemy import bindparam, delete, func, insert, select, text, update
 
 from core.direct_writes import Compiled, DirectWriter, Execute, every_column
 from core.limits import TITLE_MAX_CHARS
-from core.schema import COMPLETE, RUNNING, messages, runs, sessions, usage
+from core.schema import (COMPLETE, RUNNING, feedback, messages, replaced_feedback, runs,
+                         sessions, usage)
 
 
 # Written out, not bound: a query that says it in these words is answered from the
@@ -77,6 +78,12 @@ class TurnStatements:
         self.set_branch = c(update(sessions).where(sessions.c.id == sid)
                             .values(branch_id=bindparam("bid")))
         self.delete_one = c(delete(messages).where(messages.c.id == bindparam("mid")))
+        kept = ("session_id", "model", "custom_agent", "score", "comment", "updated_at")
+        self.keep_feedback = c(insert(replaced_feedback).from_select(kept, select(
+            feedback.c.session_id, messages.c.model, messages.c.custom_agent,
+            feedback.c.score, feedback.c.comment, feedback.c.updated_at)
+            .join(messages, messages.c.id == feedback.c.message_id)
+            .where(feedback.c.message_id == bindparam("mid"))))
         self.run_rows = c(select(messages.c.id).where(messages.c.session_id == sid,
                                                       messages.c.run_id == bindparam("rid")))
         self.title_if_empty = c(update(sessions).where(sessions.c.id == sid,

@@ -456,6 +456,23 @@ class TestFeedback:
         assert manager.set_feedback(shared, reply(shared), None)  # cleared
         assert manager.store.load_stored(shared.session_id)[-1].score is None
 
+    def test_feedback_on_an_answer_a_regenerate_replaced_still_counts(self, make_manager):
+        """Thumbs down, then Regenerate: the commonest path. The answer goes, its thumb
+        stays in the stats (else they under-count exactly the bad answers)."""
+        manager = make_manager()
+        session = manager.create_session()
+        session.send("hello")
+        first = manager.store.load_stored(session.session_id)[-1].id
+        assert manager.set_feedback(session, first, 0, "Too short")
+        list(session.regenerate())
+        rows = manager.store.load_stored(session.session_id)
+        assert first not in [r.id for r in rows] and len(rows) == 2  # replaced
+        assert manager.set_feedback(session, rows[-1].id, 1)
+        assert manager.store.feedback_by_agent(shared_model="offline-demo") == [
+            {"agent": "shared", "model": "offline-demo", "up": 1, "down": 1}]
+        manager.delete_session(session.session_id)  # the user's choice: all of it goes
+        assert manager.store.feedback_by_agent() == []
+
     def test_turning_the_thumb_keeps_the_comment_written(self, make_manager):
         manager = make_manager()
         session = manager.create_session()
