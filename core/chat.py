@@ -53,6 +53,8 @@ MOVED_ON = ("This chat changed in another tab or window since this page showed i
 DELETED = "This chat was deleted (in another tab or window)."
 SWEEP_EVERY = 10  # checkpoints between sweeps for runs whose owner died
 DELETED_KEPT = 10_000  # deleted chats remembered here, so no late message brings one back
+ALLOWANCES_KEPT = 100_000  # owners' rate-limit buckets; the least recently used one goes
+# first (a bucket untouched for a minute is full anyway)
 
 
 # One try at answering: the agent, its label, the pool lease (None for a custom agent)
@@ -65,8 +67,6 @@ class Conversation(Protocol):
 
     session_id: str
     owner: str | None
-    allowance: float | None
-    allowance_checked: float
 
 
 class Conversations(Protocol):
@@ -149,6 +149,7 @@ class ChatEngine:
         self._launching: set[str] = set()  # conversations whose run is being started
         self._launch_left = threading.Condition(self._lock)  # one left ``_launching``
         self._deleted: OrderedDict[str, None] = OrderedDict()
+        self._allowances: OrderedDict[str, tuple[float, float]] = OrderedDict()  # left, when
         self._progress: dict[str, _Progress] = {}  # worker thread only
         self._stop_before_start: set[str] = set()  # worker thread only
         self.sweep()
@@ -168,20 +169,33 @@ class ChatEngine:
         return text
 
     def _take_allowance(self, session: Conversation) -> None:
-        """Per-session token bucket: RATE_LIMIT_PER_MINUTE messages, refilled steadily."""
+        """A token bucket per owner (a browser; per chat without one), shared by its
+        chats and tabs: RATE_LIMIT_PER_MINUTE requests to the model, refilled steadily.
+        Per chat, "New chat" gave a fresh allowance."""
         rate = self.rate_per_minute
         if not rate:
             return
         now = self._clock()
+        key = session.owner or session.session_id
         with self._lock:
-            allowance = rate if session.allowance is None else session.allowance
-            allowance = min(rate, allowance + (now - session.allowance_checked) * rate / 60)
-            session.allowance_checked = now
-            if allowance < 1:
-                session.allowance = allowance
-                wait = math.ceil((1 - allowance) * 60 / rate)
+            left, checked = self._allowances.pop(key, (rate, now))
+            left = min(rate, left + (now - checked) * rate / 60)
+            self._keep_allowance(key, left if left < 1 else left - 1, now)
+            if left < 1:
+                wait = math.ceil((1 - left) * 60 / rate)
                 raise MessageRejected(f"You are sending messages too fast; wait {wait} s.")
-            session.allowance = allowance - 1
+
+    def _give_back_allowance(self, session: Conversation) -> None:
+        key = session.owner or session.session_id
+        with self._lock:
+            if key in self._allowances:
+                left, checked = self._allowances[key]
+                self._allowances[key] = (min(self.rate_per_minute, left + 1), checked)
+
+    def _keep_allowance(self, key: str, left: float, now: float) -> None:  # lock held
+        self._allowances[key] = (left, now)
+        while len(self._allowances) > ALLOWANCES_KEPT:
+            self._allowances.popitem(last=False)
 
     # -- starting runs --------------------------------------------------------------
     def start(self, session: Conversation, text: object, shown_last: int | None = None
@@ -220,7 +234,7 @@ class ChatEngine:
 
     def _launch(self, session: Conversation, human: HumanMessage | None,
                 edit_of: int | None = None, shown_last: int | None = None) -> Run:
-        with self._admitted(session, charge=human is not None):
+        with self._admitted(session):  # a regenerate asks the model too, as a message
             return self._begin(session, human, edit_of, shown_last)
 
     async def _launch_here(self, session: Conversation, text: object,
@@ -228,7 +242,7 @@ class ChatEngine:
         """``start`` on the worker's loop, which it never blocks: the turn's writes go
         with the others of the loop's pass, no thread hand-off on SQLite."""
         human = HumanMessage(self.check_message(text))
-        with self._admitted(session, charge=True):
+        with self._admitted(session):
             turn = self._turn(session, human, None, shown_last)
             with self._start_errors(None):
                 try:
@@ -264,10 +278,10 @@ class ChatEngine:
             self._cancel(launching.result().id)
 
     @contextmanager
-    def _admitted(self, session: Conversation, charge: bool) -> Iterator[None]:
+    def _admitted(self, session: Conversation) -> Iterator[None]:
         """A run may start, unless one is starting or running for this conversation
-        here; ``charge``: it costs the session a message of its rate limit (given back
-        if the start is refused: a reply being written elsewhere, the chat moved on)."""
+        here; it costs the owner a request of its rate limit (given back if the start is
+        refused: a reply being written elsewhere, the chat moved on)."""
         sid = session.session_id
         with self._lock:
             if sid in self._deleted:
@@ -276,15 +290,12 @@ class ChatEngine:
                 raise MessageRejected(BUSY)
             self._launching.add(sid)
         try:
-            if charge:
-                self._take_allowance(session)
+            self._take_allowance(session)
             try:
                 yield
             except MessageRejected:
-                if charge and self.rate_per_minute:
-                    with self._lock:
-                        session.allowance = min(self.rate_per_minute,
-                                                (session.allowance or 0.0) + 1)
+                if self.rate_per_minute:
+                    self._give_back_allowance(session)
                 raise
         finally:
             with self._lock:

@@ -39,11 +39,11 @@ ACTIVE_WINDOW = 300.0
 
 
 class ChatbotSession:
-    """One conversation's record: id, owner, home pool agent, custom agent, rate-limit
-    state. Its history is in the store. The methods are shortcuts to the manager's."""
+    """One conversation's record: id, owner, home pool agent, custom agent. Its history
+    is in the store. The methods are shortcuts to the manager's."""
 
     __slots__ = ("session_id", "owner", "home", "spec", "custom", "saved", "last_used",
-                 "allowance", "allowance_checked", "_manager", "__weakref__")
+                 "_manager", "__weakref__")
 
     def __init__(self, manager: ChatbotSessionManager, session_id: str, owner: str | None,
                  home: int, saved: bool, spec: AgentSpec | None = None) -> None:
@@ -54,8 +54,6 @@ class ChatbotSession:
         self.custom: Agent | None = None  # a custom agent object (this process only)
         self.saved = saved               # has a row in the store
         self.last_used = 0.0
-        self.allowance: float | None = None  # rate limit: messages left (token bucket)
-        self.allowance_checked = 0.0
         self._manager = manager
 
     def __repr__(self) -> str:

@@ -323,13 +323,31 @@ class TestRateLimit:
                                        "complete")
         assert session.send("what is 1+1") == "1+1 = 2"  # 2 of 2, not "too fast"
 
-    def test_the_limit_is_per_session(self, make_manager):
+    def test_the_limit_is_per_session_without_an_owner(self, make_manager):
         manager = make_manager(RATE_LIMIT_PER_MINUTE=1, clock=lambda: 0.0)
         first, second = manager.create_session(), manager.create_session()
         first.send("hi")
         second.send("hi")
         with pytest.raises(MessageRejected):
             first.send("again")
+
+    def test_a_browsers_chats_share_one_limit_and_a_regenerate_counts(self, make_manager):
+        """A new chat is no fresh allowance, and a regenerate asks the model as a message
+        does (30 in a row went through)."""
+        now = [0.0]
+        manager = make_manager(RATE_LIMIT_PER_MINUTE=3, clock=lambda: now[0])
+        first = manager.create_session(owner="browser-a")
+        first.send("hi")  # 1 of 3
+        list(first.regenerate())  # 2 of 3
+        second = manager.create_session(owner="browser-a")
+        second.send("hi")  # 3 of 3
+        for refused in (lambda: first.send("again"), lambda: list(first.regenerate()),
+                        lambda: manager.create_session(owner="browser-a").send("hi")):
+            with pytest.raises(MessageRejected, match="too fast"):
+                refused()
+        assert manager.create_session(owner="browser-b").send("hi")  # not theirs
+        now[0] += 20
+        list(first.regenerate())
 
 
 class TestConcurrency:
