@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from core.auth import password_matches
+from core.ids import is_valid_session_id
 from core.runtime import shared_manager, shared_recorder
 from core.stats import public_stats
 from pages.clicks import keep_clicks
@@ -33,7 +34,7 @@ class BrowserIdCookie:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or self._has_cookie(scope):
+        if scope["type"] != "http" or self._has_valid_cookie(scope):
             await self.app(scope, receive, send)
             return
         secure = "; Secure" if _is_https(scope) else ""
@@ -49,9 +50,12 @@ class BrowserIdCookie:
         await self.app(scope, receive, send_with_cookie)
 
     @staticmethod
-    def _has_cookie(scope) -> bool:
+    def _has_valid_cookie(scope) -> bool:
+        """A value not of our making (``bad``, mangled) is replaced: kept, the pages
+        would fall back to one identity per tab, and the chats vanish on a reload."""
         for name, value in scope.get("headers", []):
-            if name == b"cookie" and BROWSER_COOKIE in cookie_parser(value.decode("latin-1")):
+            if name == b"cookie" and is_valid_session_id(
+                    cookie_parser(value.decode("latin-1")).get(BROWSER_COOKIE)):
                 return True
         return False
 

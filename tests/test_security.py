@@ -54,6 +54,12 @@ class TestBrowserCookie:
         browser.get("/")
         assert "set-cookie" not in browser.get("/").headers
 
+    def test_a_cookie_not_of_our_making_is_replaced(self):
+        browser = client()
+        browser.cookies.set("poolchat_browser", "bad")
+        cookie = browser.get("/").headers["set-cookie"]
+        assert cookie.startswith("poolchat_browser=") and "poolchat_browser=bad" not in cookie
+
     def test_behind_https_the_cookie_is_secure(self):
         response = client().get("/", headers={"X-Forwarded-Proto": "https"})
         assert "Secure" in response.headers["set-cookie"]
