@@ -113,8 +113,17 @@ class Settings(BaseModel):
     TAB_SYNC_SECONDS: float = _setting(
         2.0, "a number of seconds from 0 (off) to 3600", ge=0, le=3600
     )
+    CUSTOM_MODELS: str = _setting(
+        "", "model names separated by commas, or * for any",
+        max_length=20 * MODEL_NAME_MAX_CHARS)
     MEMBERS: tuple[MemberConfig, ...] = _setting((), "a list of members")
     PRICES: dict[str, Price] = _setting({}, "a table of prices")
+
+    @field_validator("CUSTOM_MODELS", mode="before")
+    @classmethod
+    def _list_of_models(cls, value: Any) -> Any:
+        """A TOML array is as good as the comma-separated text of an environment."""
+        return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
 
     @field_validator("STATS_PASSWORD")
     @classmethod

@@ -409,9 +409,22 @@ class ChatbotSessionManager:
             return self.custom_agent(session.spec)
         return self.pool.agents[session.home]
 
+    def custom_models(self) -> tuple[str, ...] | None:
+        """The models a chat's own agent may use (None: any). A user picks the model the
+        operator pays for: by default those the pool answers with, else CUSTOM_MODELS."""
+        configured = [m.strip() for m in self.settings.CUSTOM_MODELS.split(",") if m.strip()]
+        if "*" in configured:
+            return None
+        return tuple(dict.fromkeys(configured or (m.model for m in self.pool.members)))
+
     def set_agent(self, session: ChatbotSession, value: Agent | AgentSpec | None) -> None:
-        """An AgentSpec (persisted), any agent object (this process only) or None."""
+        """An AgentSpec (persisted), any agent object (this process only) or None.
+        A spec's model must be one of ``custom_models()`` (ValueError)."""
         spec = value if isinstance(value, AgentSpec) else None
+        allowed = None if self.settings.offline else self.custom_models()
+        if spec is not None and allowed is not None and spec.model not in allowed:
+            raise ValueError(f"The model {spec.model!r} is not offered here; choose one of: "
+                             f"{', '.join(allowed)}.")
         custom = None if value is None or spec is not None else value
         if spec is not None:
             self.custom_agent(spec)  # build now: a bad spec fails here, not mid-chat

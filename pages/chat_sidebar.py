@@ -191,8 +191,14 @@ def agent_settings(manager: ChatbotSessionManager, session: ChatbotSession) -> N
         else:
             st.caption(f"This chat uses the shared agent pool ({spec.model}).")
         with st.form("agent-settings", border=False):
-            st.text_input("Model", value=spec.model, disabled=offline, key=keys["model"],
-                          help="Offline demo mode has one model." if offline else None)
+            offered = None if offline else manager.custom_models()
+            if offered is None:
+                st.text_input("Model", value=spec.model, disabled=offline, key=keys["model"],
+                              help="Offline demo mode has one model." if offline else None)
+            else:  # the operator pays: the models offered, and this chat's own
+                choices = list(dict.fromkeys([*offered, spec.model]))
+                st.selectbox("Model", choices, index=choices.index(spec.model),
+                             key=keys["model"])
             st.text_area("System prompt", value=spec.system_prompt, key=keys["prompt"],
                          max_chars=PROMPT_MAX_CHARS)
             st.slider("Temperature", 0.0, 2.0, float(spec.temperature), 0.1,

@@ -309,6 +309,7 @@ def test_settings_with_no_model_name_are_refused_in_a_line_and_change_nothing(mo
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-never-shown")
     monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{free_port()}/v1")
+    monkeypatch.setenv("CUSTOM_MODELS", "*")  # any model: typed
     at = open_app()
     next(t for t in at.sidebar.text_input if t.label == "Model").input("  ")
     next(b for b in at.sidebar.button if b.label == "Use these settings").click().run()
@@ -316,6 +317,23 @@ def test_settings_with_no_model_name_are_refused_in_a_line_and_change_nothing(mo
         f"The model name must be 1 to {200} characters."]
     assert any("shared agent pool" in c.value for c in at.sidebar.caption)
     assert not at.exception
+
+
+def test_a_chat_picks_its_model_among_those_the_operator_offers(monkeypatch):
+    """The operator's key pays: by default a chat may use the models the pool answers
+    with; CUSTOM_MODELS offers more."""
+    from tests.servers import free_port
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-never-shown")
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{free_port()}/v1")
+    monkeypatch.setenv("CUSTOM_MODELS", "gpt-4o-mini, gpt-4o")
+    at = open_app()
+    assert not [t for t in at.sidebar.text_input if t.label == "Model"]
+    model = next(s for s in at.sidebar.selectbox if s.label == "Model")
+    assert model.options == ["gpt-4o-mini", "gpt-4o"]
+    model.select("gpt-4o")
+    next(b for b in at.sidebar.button if b.label == "Use these settings").click().run()
+    assert manager_session(at).agent_spec.model == "gpt-4o"
 
 
 def manager_session(at: AppTest):

@@ -289,6 +289,19 @@ class TestLifecycle:
         assert "I am Ada." not in [m.text for m in sent]  # the oldest were trimmed
 
 
+def test_a_custom_agent_may_use_only_the_models_offered(make_manager):
+    """The operator's key pays for a chat's own agent: no model it did not offer."""
+    manager = make_manager(OPENAI_API_KEY="sk-test", CHAT_MODEL="gpt-4o-mini")
+    session = manager.create_session(owner="ada")
+    with pytest.raises(ValueError, match="'o1-pro' is not offered here; choose one of: "
+                                         "gpt-4o-mini"):
+        session.agent = AgentSpec("o1-pro", "", 0.5)
+    assert session.agent_spec is None
+    session.agent = AgentSpec("gpt-4o-mini", "Be brief.", 0.5)
+    anything = make_manager(OPENAI_API_KEY="sk-test", CUSTOM_MODELS="*")
+    anything.create_session().agent = AgentSpec("o1-pro", "", 0.5)
+
+
 class TestRateLimit:
     def test_a_burst_beyond_the_per_minute_limit_is_refused_then_refills(self, make_manager):
         now = [0.0]
