@@ -27,6 +27,7 @@ from pages.chat_messages import group_turns, show_history, tool_step
 from pages.chat_sidebar import (
     SESSION_PARAM,
     agent_settings,
+    close_sidebar_on_phone,
     conversation_actions,
     conversation_list,
     new_chat_button,
@@ -387,6 +388,7 @@ new_chat_button(manager, owner)
 conversation_actions(manager, session, owner, title, rows)
 agent_settings(manager, session)
 conversation_list(manager, session, owner)
+close_sidebar_on_phone()
 
 chat_header(manager, session, title)
 if len(rows) == SHOWN_MESSAGES:

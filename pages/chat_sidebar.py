@@ -35,6 +35,30 @@ def start_new_chat(manager: ChatbotSessionManager, owner: str) -> None:
     """A callback, so it runs before the page: a message sent right after the click
     (the same rerun) goes to the new chat, not the one being left."""
     switch_to(manager.create_session(owner=owner))
+    st.session_state[CHAT_CHOSEN] = True
+
+
+# Runs in the page (a constant). On a phone the sidebar covers the chat: once a chat is
+# chosen there, it closes, as a menu does (Streamlit closes it only for page links).
+CLOSE_SIDEBAR_ON_PHONE = """<script>
+(() => {
+  if (!window.matchMedia("(max-width: 768px)").matches) return;
+  const sidebar = document.querySelector('[data-testid="stSidebar"]');
+  if (!sidebar || sidebar.dataset.collapsed !== "false") return;
+  sidebar.querySelector('[data-testid="stSidebarCollapseButton"] button')?.click();
+})();
+</script>"""
+CHAT_CHOSEN = "chat_chosen_in_sidebar"
+
+
+def close_sidebar_on_phone() -> None:
+    """After New chat, a chat opened from the list or a delete: a phone shows the chat."""
+    if st.session_state.pop(CHAT_CHOSEN, False):  # in a new container each time: an
+        # element drawn where the last run drew one is updated, its script not run again
+        chosen = st.session_state[CHAT_CHOSEN + "_count"] = st.session_state.get(
+            CHAT_CHOSEN + "_count", 0) + 1
+        st.sidebar.container(key=f"close-sidebar-{chosen}").html(
+            CLOSE_SIDEBAR_ON_PHONE, unsafe_allow_javascript=True)
 
 
 def open_chat(manager: ChatbotSessionManager, owner: str, session_id: str) -> None:
@@ -42,6 +66,7 @@ def open_chat(manager: ChatbotSessionManager, owner: str, session_id: str) -> No
     resumed = manager.get_session(session_id, owner=owner)
     if resumed is not None:
         switch_to(resumed)
+        st.session_state[CHAT_CHOSEN] = True
 
 
 def conversation_list(manager: ChatbotSessionManager, session: ChatbotSession,
@@ -178,6 +203,7 @@ def delete_chat(manager: ChatbotSessionManager, session: ChatbotSession, owner: 
     manager.delete_session(session.session_id, owner=owner)
     st.session_state.pop(confirm_key(session), None)
     switch_to(manager.create_session(owner=owner))
+    st.session_state[CHAT_CHOSEN] = True
 
 
 def agent_settings(manager: ChatbotSessionManager, session: ChatbotSession) -> None:

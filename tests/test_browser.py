@@ -945,3 +945,33 @@ def test_export_waits_for_the_reply_being_written_then_holds_it(server, new_page
         export.click()
     text = Path(download.value.path()).read_text()
     assert text.rstrip().endswith("and restart.") and "partial reply" not in text
+
+
+def test_on_a_phone_the_sidebar_closes_once_a_chat_is_chosen(server, browser):
+    """It covers the chat there: after New chat or a chat picked from the list, the chat
+    is what the person wants to see. On a wide screen it stays open."""
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True,
+                                has_touch=True)
+    wide = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = phone.new_page()
+        page.goto(server.url)
+        send(page, "what is 12*7?")
+        wait_for_reply(page, 1, "84")
+        sidebar = page.get_by_test_id("stSidebar")
+        for choose in ("New chat", "what is 12*7?"):
+            page.get_by_test_id("stExpandSidebarButton").click()
+            expect(sidebar).to_have_attribute("data-collapsed", "false")
+            sidebar.get_by_role("button", name=choose).click()
+            expect(sidebar).to_have_attribute("data-collapsed", "true", timeout=WAIT_MS)
+        expect(messages(page).nth(1)).to_contain_text("84")  # the chat picked
+        desk = wide.new_page()
+        desk.goto(server.url)
+        expect(desk.get_by_test_id("stChatInputTextArea")).to_be_visible(timeout=WAIT_MS)
+        before = address(desk)
+        desk.get_by_test_id("stSidebar").get_by_role("button", name="New chat").click()
+        moved_from(desk, before)  # the new chat is open
+        expect(desk.get_by_test_id("stSidebar")).to_have_attribute("data-collapsed", "false")
+    finally:
+        phone.close()
+        wide.close()
