@@ -23,7 +23,7 @@ from core.sessions import ChatbotSession, ChatbotSessionManager
 from core.store import StoredMessage
 from core.text import escape_markdown
 from core.turns import Token, ToolCall, ToolResult
-from pages.chat_messages import group_turns, show_history, tool_step
+from pages.chat_messages import group_turns, say_what_was_done, show_history, tool_step
 from pages.chat_sidebar import (
     SESSION_PARAM,
     agent_settings,
@@ -391,6 +391,7 @@ conversation_list(manager, session, owner)
 close_sidebar_on_phone()
 
 chat_header(manager, session, title)
+say_what_was_done()
 if len(rows) == SHOWN_MESSAGES:
     st.caption(f"Showing the latest {SHOWN_MESSAGES} messages; export to see them all.")
 refusal = refusal or st.session_state.pop("edit_refused", None)

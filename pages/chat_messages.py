@@ -153,17 +153,32 @@ def message_footer(text: str, created_at: float, reply: StoredMessage | None = N
             st.feedback("thumbs", key=key, default=reply.score, on_change=save_feedback,
                         args=(session, reply.id, key))
             if reply.score is not None:
-                with st.popover("", icon=":material/comment:", type="tertiary",
-                                help="Comment on this reply"):
+                with st.popover("", icon=":material/comment:" if reply.comment
+                                else ":material/add_comment:", type="tertiary",
+                                help="Your comment" if reply.comment
+                                else "Comment on this reply"):
                     with st.form(f"comment-{reply.id}", border=False):
                         comment = st.text_area("Comment (optional)", value=reply.comment,
                                                max_chars=FEEDBACK_COMMENT_CHARS)
                         if st.form_submit_button("Save comment"):
                             get_manager().set_feedback(session, reply.id, reply.score,
                                                        comment)
-                            st.rerun()
+                            st.session_state[SAID] = ("Comment saved." if comment.strip()
+                                                      else "Comment removed.")
+                            st.rerun()  # a toast now would go with this run
         who = f" · {reply.model}" if reply is not None and reply.model else ""
         st.caption(f"{local_time(created_at)}{who}")
+
+
+SAID = "said_after_rerun"
+
+
+def say_what_was_done() -> None:
+    """A toast for what the last run did before it drew the page again (a comment
+    saved): a toast drawn by the run that ``st.rerun`` ends is never seen."""
+    said = st.session_state.pop(SAID, None)
+    if said:
+        st.toast(said, icon=":material/check:")
 
 
 def local_time(seconds: float) -> str:

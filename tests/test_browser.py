@@ -765,9 +765,17 @@ def test_feedback_persists_across_a_reload_and_reaches_the_stats(server, new_pag
     # copy and comment; Streamlit may keep hidden copies of a page's earlier popovers
     expect(reply.get_by_test_id("stPopoverButton").filter(visible=True)).to_have_count(
         2, timeout=WAIT_MS)
+    reply.get_by_test_id("stPopoverButton").filter(visible=True).nth(1).click()
+    popover = page.get_by_test_id("stPopoverBody").filter(visible=True)
+    popover.get_by_label("Comment (optional)").fill("Spot on")
+    popover.get_by_role("button", name="Save comment").click()
+    expect(page.get_by_test_id("stToast")).to_contain_text("Comment saved.",
+                                                          timeout=WAIT_MS)  # said so
     page.reload()
     thumbs = messages(page).nth(1).get_by_role("radio", name="Thumbs up")
     expect(thumbs).to_have_attribute("aria-checked", "true", timeout=WAIT_MS)
+    with sqlite3.connect(server.database) as db:
+        assert ("Spot on",) in db.execute("SELECT comment FROM feedback").fetchall()
     after = server.get_json("/api/stats.json")["feedback"]
     up = lambda rows: sum(r["up"] for r in rows)  # noqa: E731
     assert up(after) == up(before) + 1
