@@ -86,7 +86,11 @@ def show_history(rows: list[StoredMessage], session: ChatbotSession,
                     st.caption(STATUS_NOTES.get(row.status, row.status))
             last_run = runs.get(last_question) if index == len(grouped) - 1 else None
             if last_run and last_run["error"]:
-                st.error(last_run["error"], icon=":material/error:")
+                # a regenerate that failed before its first word wrote nothing here: the
+                # rows shown are older than it (a run's own rows are from its start on)
+                kept = all(row.created_at < last_run["started_at"] for row in turn)
+                st.error(("Regenerating failed; the answer above is kept. " if kept else "")
+                         + last_run["error"], icon=":material/error:")
             if answer is not None and answer.status != RUNNING:
                 message_footer("\n\n".join(texts), answer.created_at, answer, session)
 

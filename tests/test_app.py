@@ -396,6 +396,28 @@ class TestProviderErrors:
         assert user_texts(at) == ["Hello, real model?"]  # a retry adds no copy
 
 
+    def test_a_regenerate_that_fails_says_the_answer_shown_is_the_one_kept(
+            self, monkeypatch):
+        """Else the error sits under the old answer as if that answer had failed."""
+        from tests.fake_openai import FakeOpenAI
+
+        with FakeOpenAI() as fake:
+            monkeypatch.setenv("OPENAI_API_KEY", "sk-test-never-shown")
+            monkeypatch.setenv("OPENAI_BASE_URL", fake.url)
+            monkeypatch.setenv("OPENAI_MAX_RETRIES", "0")
+            at = say(open_app(), "Hello, real model?")
+            assert not at.error
+            answer = at.chat_message[1].markdown[0].value
+            fake.modes.append("500")
+            at.button(key="regenerate-button").click().run()
+            assert at.chat_message[1].markdown[0].value == answer  # kept
+            assert at.error[0].value.startswith(
+                "Regenerating failed; the answer above is kept. ")
+            fake.modes.append("500")
+            say(at, "And again?")  # a new message's failure is no regenerate's
+            assert not at.error[0].value.startswith("Regenerating failed")
+
+
 class TestStatsPassword:
     def test_the_stats_page_asks_for_the_password_when_one_is_set(self, monkeypatch):
         monkeypatch.setenv("STATS_PASSWORD", "s3cret-pass")
