@@ -102,6 +102,10 @@ async def stats_json(request: Request) -> JSONResponse:
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     if not password_matches(given if scheme.lower() == "bearer" else None,
                             manager.settings.STATS_PASSWORD):
+        if given:  # guessing shows in the log (the token itself never does)
+            logging.getLogger("poolchat").warning(
+                "stats API: a wrong bearer token from %s",
+                request.client.host if request.client else "?")
         return JSONResponse({"error": "a valid bearer token (STATS_PASSWORD) is required"},
                             status_code=401, headers={"WWW-Authenticate": "Bearer"})
     stats = await run_in_threadpool(public_stats, manager, shared_recorder())

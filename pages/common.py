@@ -78,5 +78,6 @@ def stats_unlocked(password: SecretStr | None) -> bool:
         st.session_state.stats_unlocked = True
         st.rerun()
     if given:
+        log.warning("stats page: a wrong password was given")  # never what was typed
         st.error("Wrong password.")
     return False

@@ -29,12 +29,14 @@ class TestStatsApi:
         assert response.json()["agent_pool_size"] == 1
         assert response.headers["cache-control"] == "no-store"
 
-    def test_a_stats_password_is_required_as_a_bearer_token(self, monkeypatch):
+    def test_a_stats_password_is_required_as_a_bearer_token(self, monkeypatch, caplog):
         monkeypatch.setenv("STATS_PASSWORD", "s3cret-pass")
         api = client(Route("/api/stats.json", entry.stats_json))
         assert api.get("/api/stats.json").status_code == 401
-        wrong = api.get("/api/stats.json", headers={"Authorization": "Bearer nope"})
+        wrong = api.get("/api/stats.json", headers={"Authorization": "Bearer nope-guess"})
         assert wrong.status_code == 401 and "s3cret-pass" not in wrong.text
+        assert "stats API: a wrong bearer token" in caplog.text  # guessing shows
+        assert "nope-guess" not in caplog.text
         right = api.get("/api/stats.json", headers={"Authorization": "Bearer s3cret-pass"})
         assert right.status_code == 200 and "total_sessions" in right.json()
 
