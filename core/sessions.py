@@ -132,7 +132,11 @@ class ChatbotSessionManager:
             settings = load_settings(environ={}, secrets={},
                                      **{**_plain_values(settings), **overrides})
         self.settings = settings
-        self.agent_factory = agent_factory or agent_factory_for(settings)
+        # a chat's own agent takes a slot of the pool, whose router retries after a 429
+        # (shared with everybody) and fails over: its client must not retry on its own,
+        # unless members are configured (then it talks to an endpoint none of them is)
+        self.agent_factory = agent_factory or agent_factory_for(
+            settings, routed=not settings.MEMBERS)
         self.default_spec = AgentSpec.default(settings)
         self.store = store or SessionStore(settings.DATABASE_URL)
         self._usage_cache: tuple[float, dict[str, Any]] | None = None
@@ -360,15 +364,27 @@ class ChatbotSessionManager:
     async def serve(self, session: ChatbotSession, attempt: Attempt, *,
                     fresh: Callable[[], bool], on_ticket: Callable[[Ticket | None], Any]
                     ) -> None:
-        """Answer with the session's custom agent, or route the answer through the pool
-        (fair queue by owner, shared 429 cooldowns, failover)."""
-        if session.has_custom_agent:
-            label = f"custom:{self.answered_by(session)[0]}"
-            await attempt(self.agent_for(session), label, None, _nothing)
+        """Route the answer through the pool (fair queue by owner, shared 429 cooldowns,
+        failover). A chat's own settings answer in a pool slot too: their agent uses the
+        pool's provider account, so its cooldowns, per-owner cap and concurrency hold
+        for them. An agent object given in code, or settings beside configured members
+        (an endpoint none of theirs), answers directly."""
+        custom = session.has_custom_agent
+        agent = self.agent_for(session) if custom else None
+        label = f"custom:{self.answered_by(session)[0]}" if custom else ""
+        if custom and (session.custom is not None or self.settings.MEMBERS):
+            await attempt(agent, label, None, _nothing)
             return
 
         async def on_member(lease: Lease, answered: Callable[[], None]) -> None:
-            await attempt(lease.agent, lease.member, lease, answered)
+            if custom:  # the slot, not the member's agent; usage is the custom agent's
+                try:
+                    await attempt(agent, label, None, answered)
+                except turns.ReplyCutOff:
+                    lease.outcome = "interrupted"  # as for the pool's own agents
+                    raise
+            else:
+                await attempt(lease.agent, lease.member, lease, answered)
 
         await route(self.pool, on_member, owner=session.owner or session.session_id,
                     prefer=session.home, fresh=fresh, on_ticket=on_ticket,

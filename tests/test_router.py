@@ -207,3 +207,50 @@ def test_a_429_after_a_tool_step_still_holds_everyone_back(make_manager, fakes):
     pool = manager.get_stats()["pool"][0]
     assert pool["state"] == "cooling down" and pool["rate_limited"] == 1
     assert pool["errors"] == 0  # the provider's limit, not the member's fault
+
+
+def test_a_chats_own_agent_waits_out_the_pools_429_too(make_manager, fakes):
+    """It uses the same provider account: a custom agent hammering through a cooldown
+    would multiply the limit as much as a pool agent."""
+    from core.agents import AgentSpec
+
+    fake, _ = fakes
+    manager = make_manager(OPENAI_API_KEY="sk-one", OPENAI_BASE_URL=fake.url,
+                           CHAT_MODEL="fake-1", OPENAI_TIMEOUT=10, RATE_LIMIT_PER_MINUTE=0)
+    fake.modes.append("429:2")
+    first = manager.create_session().start("hello")
+    while (place := manager.queue_place(first)) is None or not place.cooldown:
+        first.wait(0.01)
+    custom = manager.create_session(owner="ada")
+    custom.agent = AgentSpec("fake-1", "Be brief.", 0.2)
+    run = custom.start("hello")
+    while manager.queue_place(run) is None:  # it waits in the queue, like anyone
+        run.wait(0.01)
+    assert run.wait(20) and first.wait(20)
+    assert (run.status, run.reply) == (COMPLETE, REPLY)
+    limited_at = fake.requests[0]["at"]
+    assert [r for r in fake.requests if r["at"] < limited_at + 1.95] == fake.requests[:1]
+    assert fake.requests[-1]["body"]["messages"][0]["content"] == "Be brief."
+
+
+def test_a_chats_own_agent_counts_against_its_browsers_slots(make_manager):
+    gate = threading.Event()
+    model = ScriptedModel(answer=lambda _: "done", gate=gate)
+    manager = make_manager(agent_factory=scripted_factory(model), AGENT_MAX_CONCURRENCY=4,
+                           MAX_RUNS_PER_USER=1, RATE_LIMIT_PER_MINUTE=0)
+    from core.agents import AgentSpec
+
+    shared = manager.create_session(owner="ada")
+    held = shared.start("first")
+    while manager.pool.held("ada") < 1:
+        held.wait(0.01)
+    own = manager.create_session(owner="ada")
+    own.agent = AgentSpec("offline-demo", "Be brief.", 0.2)
+    waiting = own.start("second")
+    while manager.queue_place(waiting) is None:  # one slot per browser: it waits
+        waiting.wait(0.01)
+    assert manager.pool.held("ada") == 1
+    gate.set()
+    assert held.wait(20) and waiting.wait(20)
+    assert (waiting.status, waiting.reply) == (COMPLETE, "done")
+    assert manager.pool.held("ada") == 0 and manager.pool.members[0].in_flight == 0
