@@ -364,7 +364,13 @@ sent = st.session_state.get("chat_box")  # a disabled chat_input would drop it
 if sent and (run is not None or elsewhere is not None):
     keep_refused(sent, BUSY)  # sent from a tab that had not seen this reply start
 if "restore" in st.session_state:
-    st.session_state.chat_box, refusal = st.session_state.pop("restore")
+    text, refusal = st.session_state.pop("restore")
+    # the box fills only with a value other than the one it was last filled with (its
+    # own rule): the same message refused twice in a row came back empty. A space at
+    # the end, every other time, makes it another (a message is sent stripped)
+    if text == st.session_state.get("restored_last"):
+        text = text + " " if not text.endswith(" ") else text.rstrip()
+    st.session_state.chat_box = st.session_state.restored_last = text
 busy = run is not None or elsewhere is not None
 prompt = st.chat_input("A reply is being written… wait for it, or stop it" if busy
                        else "Message PoolChat", submit_mode="disable", key="chat_box",

@@ -846,11 +846,17 @@ def test_a_refused_message_stays_in_the_box_to_edit(tmp_path, browser):
     try:
         page = context.new_page()
         page.goto(server.url)
+        send(page, "what is 1+1")
+        wait_for_reply(page, 1, "1+1 = 2")
         send(page, "This message is far too long for the limit")
         expect(page.get_by_text("The message is too long")).to_be_visible(timeout=WAIT_MS)
         box = page.get_by_test_id("stChatInputTextArea")
         expect(box).to_have_value("This message is far too long for the limit")
         shot(page, "refused-mobile")
+        for _ in range(2):  # sent again as it is: refused again, and again given back
+            box.press("Enter")
+            expect(box).to_have_value(re.compile(r"^This message is far too long for the "
+                                                 r"limit ?$"), timeout=WAIT_MS)
     finally:
         context.close()
         stop_app(server)
