@@ -227,10 +227,13 @@ class ChatbotSessionManager:
         return self.store.choose_branch(session.session_id, message_id)
 
     def set_feedback(self, session: ChatbotSession, message_id: int, score: int | None,
-                     comment: str | None = None) -> bool:
+                     comment: str | None = None,
+                     expected: tuple[int | None, str] | None = None) -> bool:
         """Thumbs up (1) or down (0) on one of this session's replies, or None to clear;
-        ``comment`` None keeps the one written before."""
-        return self.store.set_feedback(session.session_id, message_id, score, comment)
+        ``comment`` None keeps the one written before; ``expected``: only if the stored
+        feedback is still that (else False)."""
+        return self.store.set_feedback(session.session_id, message_id, score, comment,
+                                       expected)
 
     def rename_session(self, session: ChatbotSession, title: str) -> None:
         self._save(session, title=title)

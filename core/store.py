@@ -167,13 +167,18 @@ class SessionStore:
 
     def change_mark(self, session_id: str, owner: str | None) -> tuple[Any, ...]:
         """A value that changes whenever what a chat page shows changes in the database:
-        the chat's row (title, branch, agent, last use), its newest message, and the
-        owner's list of chats. An idle tab compares it to catch up with other tabs and
+        the chat's row (title, branch, agent, last use), its newest message, its
+        feedback, and the owner's list of chats. An idle tab compares it to catch up with other tabs and
         replicas; two indexed lookups, cheap enough to ask every few seconds."""
         chat = select(sessions.c.updated_at, sessions.c.title, sessions.c.branch_id,
                       sessions.c.agent_spec,
                       select(func.max(messages.c.id)).where(
-                          messages.c.session_id == session_id).scalar_subquery()
+                          messages.c.session_id == session_id).scalar_subquery(),
+                      # feedback given (or cleared) in another tab
+                      select(func.count()).where(
+                          feedback.c.session_id == session_id).scalar_subquery(),
+                      select(func.max(feedback.c.updated_at)).where(
+                          feedback.c.session_id == session_id).scalar_subquery(),
                       ).where(sessions.c.id == session_id)
         mine = select(func.count(), func.max(sessions.c.updated_at)).where(
             sessions.c.owner == owner)
@@ -347,16 +352,23 @@ class SessionStore:
         return found is not None
 
     def set_feedback(self, session_id: str, message_id: int, score: int | None,
-                     comment: str | None = None) -> bool:
+                     comment: str | None = None,
+                     expected: tuple[int | None, str] | None = None) -> bool:
         """Record (or, with ``score`` None, clear) feedback on one of the session's
         replies; ``comment`` None keeps the one stored (a thumb turned keeps what was
-        written). False when the message is not a reply of this session."""
+        written). False when the message is not a reply of this session, or, with
+        ``expected``, when the stored (score, comment) is not that (another tab's)."""
         with self._writing() as conn:
             owned = conn.execute(select(messages.c.id).where(
                 messages.c.id == message_id, messages.c.session_id == session_id,
                 messages.c.role == "ai")).first()
             if owned is None:
                 return False
+            if expected is not None:
+                stored = conn.execute(select(feedback.c.score, feedback.c.comment).where(
+                    feedback.c.message_id == message_id)).first()
+                if (tuple(stored) if stored else (None, "")) != expected:
+                    return False
             if comment is None:
                 comment = conn.execute(select(feedback.c.comment).where(
                     feedback.c.message_id == message_id)).scalar() or ""

@@ -3,6 +3,7 @@ cut short, and a footer per message (versions, edit, copy, feedback, time, model
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from datetime import datetime, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -153,7 +154,8 @@ def message_footer(text: str, created_at: float, reply: StoredMessage | None = N
                         type="tertiary"):
             st.code(text, language="markdown", wrap_lines=True)
         if reply is not None and session is not None:
-            key = f"feedback-{reply.id}-{reply.created_at}"  # a reused id: a new widget
+            # a reused id, or a thumb turned in another tab: a new widget, drawn as stored
+            key = f"feedback-{reply.id}-{reply.created_at}-{reply.score}"
             st.feedback("thumbs", key=key, default=reply.score, on_change=save_feedback,
                         args=(session, reply.id, key))
             if reply.score is not None:
@@ -162,14 +164,14 @@ def message_footer(text: str, created_at: float, reply: StoredMessage | None = N
                                 help="Your comment" if reply.comment
                                 else "Comment on this reply"):
                     with st.form(f"comment-{reply.id}", border=False):
-                        comment = st.text_area("Comment (optional)", value=reply.comment,
-                                               max_chars=FEEDBACK_COMMENT_CHARS)
-                        if st.form_submit_button("Save comment"):
-                            get_manager().set_feedback(session, reply.id, reply.score,
-                                                       comment)
-                            st.session_state[SAID] = ("Comment saved." if comment.strip()
-                                                      else "Comment removed.")
-                            st.rerun()  # a toast now would go with this run
+                        drawn = (reply.score, reply.comment)
+                        typed = f"comment-{reply.id}-{zlib.crc32(repr(drawn).encode())}"
+                        st.text_area("Comment (optional)", value=reply.comment,
+                                     max_chars=FEEDBACK_COMMENT_CHARS, key=typed)
+                        # a callback: it runs before the page, which may then draw the
+                        # field from another stored comment (a new widget, the text lost)
+                        st.form_submit_button("Save comment", on_click=save_comment,
+                                              args=(session, reply.id, drawn, typed))
         who = f" · {reply.model}" if reply is not None and reply.model else ""
         st.caption(f"{local_time(created_at)}{who}")
 
@@ -182,7 +184,7 @@ def say_what_was_done() -> None:
     saved): a toast drawn by the run that ``st.rerun`` ends is never seen."""
     said = st.session_state.pop(SAID, None)
     if said:
-        st.toast(said, icon=":material/check:")
+        st.toast(said[0], icon=said[1])
 
 
 def local_time(seconds: float) -> str:
@@ -199,6 +201,20 @@ def choose_branch(session: ChatbotSession, message_id: int) -> None:
 
 def save_feedback(session: ChatbotSession, message_id: int, key: str) -> None:
     get_manager().set_feedback(session, message_id, st.session_state.get(key))
+
+
+def save_comment(session: ChatbotSession, message_id: int,
+                 drawn: tuple[int | None, str], key: str) -> None:
+    """Save the comment typed, unless this reply's feedback changed since the field was
+    drawn (another tab): then nothing is written over it, and the user is told."""
+    comment = st.session_state.get(key, "")
+    if not get_manager().set_feedback(session, message_id, drawn[0], comment,
+                                      expected=drawn):
+        st.session_state[SAID] = ("This reply's feedback was changed in another tab "
+                                  "meanwhile; here it is now.", ":material/sync_problem:")
+    elif comment.strip() != drawn[1]:
+        st.session_state[SAID] = ("Comment saved." if comment.strip()
+                                  else "Comment removed.", ":material/check:")
 
 
 def _left_unanswered(grouped: list[list[StoredMessage]], index: int, answering: bool

@@ -278,6 +278,32 @@ class TestAgentSettings:
         assert stats()["sessions_with_custom_agents"] == 0
 
 
+def test_a_comment_is_saved_and_one_from_a_stale_tab_is_not_written_over_another():
+    """Another tab turned the thumb and commented after this one drew its field: saving
+    here must not claim success for text it dropped, nor undo the other tab's."""
+    from core.runtime import shared_manager
+
+    at = say(open_app(), "hello")
+    manager = shared_manager(lambda: None)
+    sid = at.query_params["session"]
+    reply = manager.store.load_stored(sid)[-1].id
+    at.get("feedback")[0].set_value(1).run()
+    comment = next(t for t in at.text_area if t.label == "Comment (optional)")
+    comment.input("Spot on")
+    next(b for b in at.button if b.label == "Save comment").click().run()
+    assert [t.value for t in at.toast] == ["Comment saved."]
+    assert manager.store.load_stored(sid)[-1].comment == "Spot on"
+    assert manager.store.set_feedback(sid, reply, 0, "Actually wrong")  # another tab
+    comment = next(t for t in at.text_area if t.label == "Comment (optional)")
+    comment.input("One more note")
+    next(b for b in at.button if b.label == "Save comment").click().run()
+    assert "changed in another tab meanwhile" in at.toast[0].value
+    stored = manager.store.load_stored(sid)[-1]
+    assert (stored.score, stored.comment) == (0, "Actually wrong")
+    assert next(t for t in at.text_area if t.label == "Comment (optional)"
+                ).value == "Actually wrong"  # drawn as it is now
+
+
 def test_settings_saved_from_a_stale_form_do_not_undo_another_tabs_change():
     """Another tab (or replica) gave the chat a prompt after this form was drawn: saving
     this form's temperature would write its old prompt back. It is drawn again instead,

@@ -231,6 +231,9 @@ def test_the_change_mark_moves_with_anything_a_chat_page_shows_and_nothing_else(
         lambda: store.update_session("chat-a", agent_spec={"model": "m2"}),
         lambda: store.ensure_session("chat-c", owner="me"),  # a new chat in the list
         lambda: store.delete_session("chat-c"),
+        lambda: store.set_feedback("chat-a", ids[1], 1),  # feedback from another tab
+        lambda: store.set_feedback("chat-a", ids[1], 1, "Spot on"),
+        lambda: store.set_feedback("chat-a", ids[1], None),
     ]
     for change in changes:
         change()
