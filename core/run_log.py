@@ -292,7 +292,12 @@ class RunLog:
             # not ended: ended elsewhere meanwhile, as stale; its rows are not its to
             # write any more (the chat may have gone on, below what it would replace)
             if ended:
-                if replaces is not None:
+                if replaces is not None and error is not None and not (text and text[0]):
+                    # a regenerate that failed before any answer text: its steps go, the
+                    # answer it was to replace stays (a tool call is no answer)
+                    for (mine,) in execute(sql.run_rows, row).fetchall():
+                        execute(sql.delete_one, {"mid": mine})
+                elif replaces is not None:
                     self._drop_replaced(execute, session_id, run_id, replaces)
                 execute(sql.end_run, {"rid": run_id, "status": status, "error": error,
                                       "now": now, "agent": agent})

@@ -102,3 +102,17 @@ def test_retries_follow_retry_after_within_the_configured_bound(chat, fake):
     with pytest.raises(ChatError, match="rate-limiting"):
         session.send("hello")
     assert len(fake.requests) == 6  # 1 + 2 retries, then it gives up
+
+
+def test_a_regenerate_that_fails_after_its_tool_step_keeps_the_answer_it_was_to_replace(
+        chat, fake):
+    """A tool call is no answer: the old one stays, as when it fails before any word."""
+    manager, session = chat()
+    assert session.send("what is 3*4") == "The answer is 12."
+    before = [(r.message.type, r.message.text, r.status)
+              for r in manager.store.load_stored(session.session_id)]
+    fake.modes.extend(["ok", "500", "500", "500"])  # the tool call, then failures
+    run = manager.chat.regenerate(session)
+    assert run.wait(20) and run.status == "interrupted" and "HTTP 500" in run.error
+    assert [(r.message.type, r.message.text, r.status)
+            for r in manager.store.load_stored(session.session_id)] == before
