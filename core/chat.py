@@ -580,7 +580,7 @@ class ChatEngine:
                 pass
         final = _final_reply(done, progress.stored)
         if status == COMPLETE and final is None:
-            status, error = INTERRUPTED, "The model returned no reply. Retry."
+            status, error = INTERRUPTED, "The model returned no reply. Try again."
         message: BaseMessage | None = final if status == COMPLETE else (
             AIMessage(progress.text) if progress.text else final)
         usage = self._usage(session, progress, status, final)
@@ -596,7 +596,7 @@ class ChatEngine:
             if failure is not None:  # reported; the sweep ends the run later
                 status, error = INTERRUPTED, str(describe_error(failure))
             elif not ended:  # ended elsewhere as stale meanwhile: as it was stored
-                status, error = INTERRUPTED, "The reply was interrupted. Retry."
+                status, error = INTERRUPTED, "The reply was interrupted. Try again."
             if status == COMPLETE and recent is not None and message is not None:
                 recent.extend([*produced, message], progress.reply_id, HISTORY_WINDOW)
                 self.recent.put(run.session_id, recent)
@@ -716,13 +716,13 @@ def outcome(run: Run) -> str:
         return run.reply
     if run.status == STOPPED:
         raise ChatError("The reply was stopped.")
-    raise ChatError(run.error or "The reply was interrupted. Retry.", run.retryable)
+    raise ChatError(run.error or "The reply was interrupted. Try again.", run.retryable)
 
 
 def _follow(run: Run) -> Iterator[turns.Event]:
     yield from run.follow()
     if run.status == INTERRUPTED:
-        raise ChatError(run.error or "The reply was interrupted. Retry.", run.retryable)
+        raise ChatError(run.error or "The reply was interrupted. Try again.", run.retryable)
 
 
 def _finished_step(produced: list[BaseMessage], start: int

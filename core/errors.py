@@ -29,9 +29,9 @@ def describe_error(exc: BaseException) -> ChatError:
         return exc
     if isinstance(exc, ReplyCutOff):
         return ChatError("The model's reply was cut off (the connection dropped). "
-                         "What arrived is kept, marked as interrupted. Retry.")
+                         "What arrived is kept, marked as interrupted. Try again.")
     if isinstance(exc, RunEnded):
-        return ChatError("The reply was interrupted. Retry.")
+        return ChatError("The reply was interrupted. Try again.")
     if isinstance(exc, ProviderCooldown):
         return ChatError(str(exc))
     if isinstance(exc, PoolTimeout):
@@ -49,15 +49,15 @@ def describe_error(exc: BaseException) -> ChatError:
                          retryable=False)
     if isinstance(exc, openai.RateLimitError):
         return ChatError("The model provider is rate-limiting requests (429). "
-                         "Wait a moment and retry.")
+                         "Wait a moment and try again.")
     if isinstance(exc, openai.APITimeoutError):
-        return ChatError("The model provider did not answer in time. Retry in a moment.")
+        return ChatError("The model provider did not answer in time. Try again in a moment.")
     if isinstance(exc, openai.APIConnectionError):
-        return ChatError("Could not reach the model provider. Retry in a moment; if it "
+        return ChatError("Could not reach the model provider. Try again in a moment; if it "
                          "goes on, the app's operator must check its address "
                          "(OPENAI_BASE_URL, or the member's base_url).")
     if isinstance(exc, openai.APIStatusError):
-        return ChatError(f"The model provider failed with HTTP {exc.status_code}. Retry.")
+        return ChatError(f"The model provider failed with HTTP {exc.status_code}. Try again.")
     if isinstance(exc, (StoreError, SQLAlchemyError)):
-        return ChatError("The chat database is unavailable right now. Retry shortly.")
-    return ChatError(f"The assistant failed ({type(exc).__name__}). Retry.")
+        return ChatError("The chat database is unavailable right now. Try again shortly.")
+    return ChatError(f"The assistant failed ({type(exc).__name__}). Try again.")
