@@ -68,9 +68,7 @@ class NoOutsideImages:
     the chat out. Links stay links (a click is the user's choice).
     """
 
-    # fonts.gstatic.com: Streamlit's favicon for a Material icon (page_icon)
-    POLICY = (b"content-security-policy",
-              b"img-src 'self' data: blob: https://fonts.gstatic.com")
+    POLICY = (b"content-security-policy", b"img-src 'self' data: blob:")
 
     def __init__(self, app) -> None:
         self.app = app
@@ -126,7 +124,9 @@ app = st.App("app.py", routes=[Route("/api/stats.json", stats_json)],
              middleware=[Middleware(BrowserIdCookie), Middleware(NoOutsideImages)])
 
 if __name__ == "__main__":
-    st.set_page_config(page_title="PoolChat", page_icon=":material/forum:", layout="wide")
+    # an emoji: Streamlit draws it as a data: SVG (a Material icon's favicon is fetched
+    # from fonts.gstatic.com on every load, outside the image policy above)
+    st.set_page_config(page_title="PoolChat", page_icon="💬", layout="wide")
     st.navigation([
         st.Page("pages/chat.py", title="Chat", icon=":material/chat:", url_path="chat",
                 default=True),
