@@ -40,11 +40,14 @@ OFFLINE_HELP = (
 )
 
 # An arithmetic expression: numbers joined by at least one operator, brackets allowed.
-# It starts where a number starts, never inside one: tried at every digit of a long
-# number, the search took quadratic time (4 s for 8,000 digits, the server frozen).
+# It starts where a run of brackets and spaces, or a number, starts, never inside one,
+# and never gives back what a run took (possessive): tried at every digit or space of
+# a long run, the search took quadratic time (4 s for 8,000 characters, the server
+# frozen).
 _NUMBER = r"\d+(?:\.\d+)?"
 _EXPRESSION = re.compile(
-    rf"[(\s]*(?<![\d.])-?{_NUMBER}[)\s]*(?:(?:\*\*|//|[-+*/%^×÷])[(\s]*-?{_NUMBER}[)\s]*)+"
+    rf"(?<![(\s])[(\s]*+(?<![\d.])-?{_NUMBER}[)\s]*+"
+    rf"(?:(?:\*\*|//|[-+*/%^×÷])[(\s]*+-?{_NUMBER}[)\s]*+)+"
 )
 _NAME_GIVEN = re.compile(r"\bmy name is\s+([^\W\d_][\w' .-]{0,60}?)\s*(?:[.!,;]|$)", re.I)
 _NAME_ASKED = re.compile(r"\bwhat(?:'s| is) my name\b|\bwho am i\b", re.I)
