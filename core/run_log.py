@@ -205,18 +205,24 @@ class RunLog:
 
     def _drop_replaced(self, execute: Execute, session_id: str, run_id: str,
                        question: int) -> None:
-        """Once a run has stored something of its answer, the answer it replaces (a
+        """Once a run has written some of its answer's text, the answer it replaces (a
         regenerate's: the rows below its question that are not its own) goes, the
-        feedback given on it kept for the stats. A run that stored nothing (stopped in
-        the queue, failed before its first word) leaves the previous answer as it was."""
-        mine = {i for (i,) in execute(self._sql.run_rows,
-                                      {"sid": session_id, "rid": run_id}).fetchall()}
+        feedback given on it kept for the stats. A run that wrote no text (stopped in
+        the queue, failed or stopped before its first word, or after a tool step only:
+        a tool call is no answer) leaves the previous answer, and its own rows go."""
+        mine = {i: (role, content) for i, role, content in execute(
+            self._sql.run_rows_text, {"sid": session_id, "rid": run_id}).fetchall()}
         if not mine:
             return
         links = execute(self._sql.links, {"sid": session_id}).fetchall()
-        for below in descendants([(i, up) for i, up, _ in links], question) - mine:
-            execute(self._sql.keep_feedback, {"mid": below})
-            execute(self._sql.delete_one, {"mid": below})
+        replaced = descendants([(i, up) for i, up, _ in links], question) - mine.keys()
+        if not replaced:  # nothing to replace (not a regenerate): its rows stay
+            return
+        answered = any(role == "ai" and content for role, content in mine.values())
+        for gone in replaced if answered else mine:
+            if answered:
+                execute(self._sql.keep_feedback, {"mid": gone})
+            execute(self._sql.delete_one, {"mid": gone})
 
     def advance_reply(self, session_id: str, run_id: str, reply_id: int,
                       message: BaseMessage, results: Sequence[BaseMessage],
@@ -292,12 +298,7 @@ class RunLog:
             # not ended: ended elsewhere meanwhile, as stale; its rows are not its to
             # write any more (the chat may have gone on, below what it would replace)
             if ended:
-                if replaces is not None and error is not None and not (text and text[0]):
-                    # a regenerate that failed before any answer text: its steps go, the
-                    # answer it was to replace stays (a tool call is no answer)
-                    for (mine,) in execute(sql.run_rows, row).fetchall():
-                        execute(sql.delete_one, {"mid": mine})
-                elif replaces is not None:
+                if replaces is not None:
                     self._drop_replaced(execute, session_id, run_id, replaces)
                 execute(sql.end_run, {"rid": run_id, "status": status, "error": error,
                                       "now": now, "agent": agent})

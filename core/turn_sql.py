@@ -84,8 +84,9 @@ class TurnStatements:
             feedback.c.score, feedback.c.comment, feedback.c.updated_at)
             .join(messages, messages.c.id == feedback.c.message_id)
             .where(feedback.c.message_id == bindparam("mid"))))
-        self.run_rows = c(select(messages.c.id).where(messages.c.session_id == sid,
-                                                      messages.c.run_id == bindparam("rid")))
+        self.run_rows_text = c(select(messages.c.id, messages.c.role, messages.c.content)
+                               .where(messages.c.session_id == sid,
+                                      messages.c.run_id == bindparam("rid")))
         self.title_if_empty = c(update(sessions).where(sessions.c.id == sid,
                                                        sessions.c.title == "")
                                 .values(title=bindparam("title")))

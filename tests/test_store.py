@@ -446,3 +446,32 @@ def test_a_regenerate_written_elsewhere_shows_its_reply_not_the_old_answer_besid
                            "complete", replaces=started.user_message_id)
     assert [m.text for m in store.load_messages(session_id)] == [
         "first", "one", "question", "A new answer"]
+
+
+@pytest.mark.parametrize("end", ["swept", "stopped"])
+def test_a_regenerate_that_wrote_only_a_tool_step_leaves_the_answer_it_would_replace(
+        make_manager, end):
+    """A tool call is no answer: whether its replica died (swept) or its user stopped
+    it there, the previous answer stays and the regenerate's own rows go."""
+    import time
+
+    manager = make_manager(RATE_LIMIT_PER_MINUTE=0)
+    session = manager.create_session(owner="ada")
+    session.send("hello")
+    before = [(r.message.type, r.message.text) for r in manager.store.load_stored(
+        session.session_id)]
+    log, sid = manager.store.runs, session.session_id
+    started = log.start_turn(sid, None, run={"id": "regen-1", "agent": "pool:0",
+                                             "replica": "gone-host-1-abc"},
+                             reply={"model": "offline-demo"}, stale_before=0)
+    call = AIMessage("", tool_calls=[{"name": "calculator", "args": {"expression": "1+1"},
+                                      "id": "c1"}])
+    _, reply_id = log.advance_reply(sid, "regen-1", started.reply_id, call,
+                                    [ToolMessage("2", tool_call_id="c1", name="calculator")],
+                                    {"model": "offline-demo", "custom_agent": False})
+    if end == "swept":
+        assert log.interrupt_stale_runs(time.time() + 100)
+    else:
+        assert log.finish_turn(sid, "regen-1", reply_id, None, STOPPED, steps=True,
+                               replaces=started.user_message_id)
+    assert [(r.message.type, r.message.text) for r in manager.store.load_stored(sid)] == before
