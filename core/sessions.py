@@ -429,24 +429,34 @@ class ChatbotSessionManager:
         return self.pool.agents[session.home]
 
     def custom_models(self) -> tuple[str, ...] | None:
-        """The models a chat's own agent may use (None: any). A user picks the model the
-        operator pays for: by default those the pool answers with, else CUSTOM_MODELS."""
+        """The models a chat's own agent may use (None: any). A user picks a model the
+        operator pays for: the pool's own (with members configured, CHAT_MODEL: a chat's
+        own agent talks to OPENAI_BASE_URL, none of theirs) and CUSTOM_MODELS."""
         configured = [m.strip() for m in self.settings.CUSTOM_MODELS.split(",") if m.strip()]
         if "*" in configured:
             return None
-        return tuple(dict.fromkeys(configured or (m.model for m in self.pool.members)))
+        own = ((self.settings.CHAT_MODEL,) if self.settings.MEMBERS
+               else (m.model for m in self.pool.members))
+        return tuple(dict.fromkeys([*own, *configured]))
 
     def set_agent(self, session: ChatbotSession, value: Agent | AgentSpec | None) -> None:
         """An AgentSpec (persisted), any agent object (this process only) or None.
-        A spec's model must be one of ``custom_models()`` (ValueError)."""
+        A spec's model must be one of ``custom_models()``, or the chat's own already
+        (ValueError); so must its agent build."""
         spec = value if isinstance(value, AgentSpec) else None
         allowed = None if self.settings.offline else self.custom_models()
-        if spec is not None and allowed is not None and spec.model not in allowed:
+        current = (session.spec or self.default_spec).model
+        if (spec is not None and allowed is not None and spec.model not in allowed
+                and spec.model != current):
             raise ValueError(f"The model {spec.model!r} is not offered here; choose one of: "
                              f"{', '.join(allowed)}.")
         custom = None if value is None or spec is not None else value
-        if spec is not None:
-            self.custom_agent(spec)  # build now: a bad spec fails here, not mid-chat
+        if spec is not None:  # built now: a bad spec fails here, not mid-chat
+            try:
+                self.custom_agent(spec)
+            except Exception as exc:  # e.g. no API key for this endpoint
+                raise ValueError("An agent cannot be built with these settings "
+                                 f"({type(exc).__name__}).") from None
         with self._lock:
             if self._sessions.get(session.session_id) is session:
                 self._custom_objects += (custom is not None) - (session.custom is not None)

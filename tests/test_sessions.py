@@ -302,6 +302,33 @@ def test_a_custom_agent_may_use_only_the_models_offered(make_manager):
     anything.create_session().agent = AgentSpec("o1-pro", "", 0.5)
 
 
+def test_the_pools_model_is_always_offered_and_a_chats_own_model_may_stay(make_manager):
+    """CUSTOM_MODELS adds to the pool's model: a chat changing only its prompt is not
+    refused; a chat whose model is no longer offered may keep it, not switch to it."""
+    manager = make_manager(OPENAI_API_KEY="sk-test", CHAT_MODEL="gpt-4o-mini",
+                           CUSTOM_MODELS="gpt-4o")
+    assert manager.custom_models() == ("gpt-4o-mini", "gpt-4o")
+    session = manager.create_session(owner="ada")
+    session.agent = AgentSpec("gpt-4o-mini", "Be brief.", 0.5)  # the pool's own
+    session.spec = AgentSpec("legacy-model", "Be brief.", 0.5)  # stored long ago
+    session.agent = AgentSpec("legacy-model", "Be terse.", 0.5)  # kept, prompt changed
+    with pytest.raises(ValueError, match="not offered"):
+        manager.create_session().agent = AgentSpec("legacy-model", "", 0.5)
+
+
+def test_with_members_a_chats_own_agent_is_offered_chat_model_and_must_build(
+        make_manager):
+    """Its agent talks to OPENAI_BASE_URL, none of the members': their models are not
+    offered, and with no key there a clear refusal, not a traceback."""
+    manager = make_manager(MEMBERS=[{"name": "local", "model": "llama3",
+                                     "api_key": "sk-local",
+                                     "base_url": "http://127.0.0.1:9/v1"}],
+                           CHAT_MODEL="gpt-4o-mini")
+    assert manager.custom_models() == ("gpt-4o-mini",)
+    with pytest.raises(ValueError, match="cannot be built with these settings"):
+        manager.create_session().agent = AgentSpec("gpt-4o-mini", "Be brief.", 0.5)
+
+
 class TestRateLimit:
     def test_a_burst_beyond_the_per_minute_limit_is_refused_then_refills(self, make_manager):
         now = [0.0]
