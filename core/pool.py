@@ -102,11 +102,13 @@ class Place:
 class Ticket:
     """A request's place in the queue; the borrower may ask the pool where it stands."""
 
-    __slots__ = ("owner", "prefer", "exclude", "index", "probe", "event", "loop", "future")
+    __slots__ = ("owner", "prefer", "exclude", "index", "probe", "event", "loop", "future",
+                 "counted")
 
     def __init__(self, owner: str | None = None, prefer: int | None = None,
-                 exclude: Sequence[str] = ()) -> None:
+                 exclude: Sequence[str] = (), counted: bool = True) -> None:
         self.owner = owner
+        self.counted = counted  # False: a chat's own agent in the slot, not the member's
         self.prefer = prefer
         self.exclude = frozenset(exclude)
         self.index: int | None = None
@@ -458,12 +460,13 @@ class AgentPool:
     def _release(self, lease: Lease, ticket: Ticket, busy: float, outcome: str) -> None:
         with self._lock:
             member = self._members[lease.index]
-            member.served += 1
-            member.errors += outcome == "error"
-            member.stopped += outcome == "stopped"
-            member.interrupted += outcome == "interrupted"
-            member.busy_seconds += busy
-            member.wait_seconds += lease.waited
+            if ticket.counted:  # the member's own figures, as its latency and usage are
+                member.served += 1
+                member.errors += outcome == "error"
+                member.stopped += outcome == "stopped"
+                member.interrupted += outcome == "interrupted"
+                member.busy_seconds += busy
+                member.wait_seconds += lease.waited
             if outcome == "ok":
                 self._succeeded(member, ticket)
             self._ungrant(ticket)

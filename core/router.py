@@ -77,15 +77,17 @@ Attempt = Callable[[Lease, Callable[[], None]], Awaitable[None]]  # lease, "it a
 
 async def route(pool: AgentPool, attempt: Attempt, *, owner: str | None,
                 prefer: int | None, fresh: Callable[[], bool],
-                on_ticket: Callable[[Ticket | None], Any], max_retries: int) -> None:
+                on_ticket: Callable[[Ticket | None], Any], max_retries: int,
+                counted: bool = True) -> None:
     """Run ``attempt`` on a member, again after a 429 (up to ``max_retries`` times) and
     once more after a member failure, as long as ``fresh()`` says nothing was produced.
-    ``attempt`` calls its second argument once the member answers (a probe succeeded)."""
+    ``attempt`` calls its second argument once the member answers (a probe succeeded).
+    ``counted`` False: the slot serves another agent (not in the member's figures)."""
     exclude: list[str] = []
     rate_retries = 0
     failed_over = False
     while True:
-        ticket = Ticket()
+        ticket = Ticket(counted=counted)
         on_ticket(ticket)
         lease: Lease | None = None
         try:

@@ -391,7 +391,7 @@ class ChatbotSessionManager:
 
         await route(self.pool, on_member, owner=session.owner or session.session_id,
                     prefer=session.home, fresh=fresh, on_ticket=on_ticket,
-                    max_retries=self.settings.OPENAI_MAX_RETRIES)
+                    max_retries=self.settings.OPENAI_MAX_RETRIES, counted=not custom)
 
     def queue_place(self, run: Run) -> Place | None:
         """Where a run waiting for a pool member stands (None: it is not waiting)."""

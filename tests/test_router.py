@@ -254,3 +254,5 @@ def test_a_chats_own_agent_counts_against_its_browsers_slots(make_manager):
     assert held.wait(20) and waiting.wait(20)
     assert (waiting.status, waiting.reply) == (COMPLETE, "done")
     assert manager.pool.held("ada") == 0 and manager.pool.members[0].in_flight == 0
+    # the member's figures are its own agent's, as its latency and usage are
+    assert manager.pool.members[0].served == 1
