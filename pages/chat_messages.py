@@ -210,7 +210,7 @@ def save_comment(session: ChatbotSession, message_id: int,
     comment = st.session_state.get(key, "")
     if not get_manager().set_feedback(session, message_id, drawn[0], comment,
                                       expected=drawn):
-        st.session_state[SAID] = ("This reply's feedback was changed in another tab "
+        st.session_state[SAID] = ("This reply or its feedback was changed in another tab "
                                   "meanwhile; here it is now.", ":material/sync_problem:")
     elif comment.strip() != drawn[1]:
         st.session_state[SAID] = ("Comment saved." if comment.strip()
