@@ -218,10 +218,12 @@ class RunLog:
         replaced = descendants([(i, up) for i, up, _ in links], question) - mine.keys()
         if not replaced:  # nothing to replace (not a regenerate): its rows stay
             return
-        answered = any(role == "ai" and content for role, content in mine.values())
-        for gone in replaced if answered else mine:
-            if answered:
-                execute(self._sql.keep_feedback, {"mid": gone})
+        if not any(role == "ai" and content for role, content in mine.values()):
+            for own in mine:  # no answer: the one it would replace stays
+                execute(self._sql.delete_one, {"mid": own})
+            return
+        for gone in replaced:
+            execute(self._sql.keep_feedback, {"mid": gone})
             execute(self._sql.delete_one, {"mid": gone})
 
     def advance_reply(self, session_id: str, run_id: str, reply_id: int,

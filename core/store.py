@@ -168,8 +168,9 @@ class SessionStore:
     def change_mark(self, session_id: str, owner: str | None) -> tuple[Any, ...]:
         """A value that changes whenever what a chat page shows changes in the database:
         the chat's row (title, branch, agent, last use), its newest message, its
-        feedback, and the owner's list of chats. An idle tab compares it to catch up with other tabs and
-        replicas; two indexed lookups, cheap enough to ask every few seconds."""
+        feedback, and the owner's list of chats. An idle tab compares it to catch up with
+        other tabs and replicas; two queries of indexed lookups, cheap enough to ask
+        every few seconds."""
         chat = select(sessions.c.updated_at, sessions.c.title, sessions.c.branch_id,
                       sessions.c.agent_spec,
                       select(func.max(messages.c.id)).where(
