@@ -3,6 +3,7 @@ then this browser's conversations, searchable and grouped by day."""
 
 from __future__ import annotations
 
+import time
 import zlib
 from datetime import datetime
 
@@ -25,6 +26,14 @@ def switch_to(session: ChatbotSession) -> None:
     st.query_params[SESSION_PARAM] = session.session_id
 
 
+def switch_from_sidebar(session: ChatbotSession) -> None:
+    """``switch_to`` for a chat chosen in the sidebar: on a phone, the sidebar closes."""
+    switch_to(session)
+    # new each time: the closing script's container key (drawn where the last run drew
+    # one, an element is updated, its script not run again)
+    st.session_state[CHAT_CHOSEN] = time.monotonic_ns()
+
+
 
 def new_chat_button(manager: ChatbotSessionManager, owner: str) -> None:
     st.sidebar.button("New chat", icon=":material/add:", use_container_width=True,
@@ -34,8 +43,7 @@ def new_chat_button(manager: ChatbotSessionManager, owner: str) -> None:
 def start_new_chat(manager: ChatbotSessionManager, owner: str) -> None:
     """A callback, so it runs before the page: a message sent right after the click
     (the same rerun) goes to the new chat, not the one being left."""
-    switch_to(manager.create_session(owner=owner))
-    st.session_state[CHAT_CHOSEN] = True
+    switch_from_sidebar(manager.create_session(owner=owner))
 
 
 # Runs in the page (a constant). On a phone the sidebar covers the chat: once a chat is
@@ -53,10 +61,8 @@ CHAT_CHOSEN = "chat_chosen_in_sidebar"
 
 def close_sidebar_on_phone() -> None:
     """After New chat, a chat opened from the list or a delete: a phone shows the chat."""
-    if st.session_state.pop(CHAT_CHOSEN, False):  # in a new container each time: an
-        # element drawn where the last run drew one is updated, its script not run again
-        chosen = st.session_state[CHAT_CHOSEN + "_count"] = st.session_state.get(
-            CHAT_CHOSEN + "_count", 0) + 1
+    chosen = st.session_state.pop(CHAT_CHOSEN, None)
+    if chosen is not None:
         st.sidebar.container(key=f"close-sidebar-{chosen}").html(
             CLOSE_SIDEBAR_ON_PHONE, unsafe_allow_javascript=True)
 
@@ -65,8 +71,7 @@ def open_chat(manager: ChatbotSessionManager, owner: str, session_id: str) -> No
     """A callback, like ``start_new_chat``: the page runs on the chat chosen."""
     resumed = manager.get_session(session_id, owner=owner)
     if resumed is not None:
-        switch_to(resumed)
-        st.session_state[CHAT_CHOSEN] = True
+        switch_from_sidebar(resumed)
 
 
 def conversation_list(manager: ChatbotSessionManager, session: ChatbotSession,
@@ -202,8 +207,7 @@ def delete_chat(manager: ChatbotSessionManager, session: ChatbotSession, owner: 
     the new chat, not into the one deleted."""
     manager.delete_session(session.session_id, owner=owner)
     st.session_state.pop(confirm_key(session), None)
-    switch_to(manager.create_session(owner=owner))
-    st.session_state[CHAT_CHOSEN] = True
+    switch_from_sidebar(manager.create_session(owner=owner))
 
 
 def agent_settings(manager: ChatbotSessionManager, session: ChatbotSession) -> None:
