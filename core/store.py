@@ -23,6 +23,7 @@ from langchain_core.messages import (
     messages_from_dict,
 )
 from sqlalchemy import (
+    Column,
     String,
     cast,
     create_engine,
@@ -30,7 +31,6 @@ from sqlalchemy import (
     event,
     exists,
     func,
-    insert,
     literal,
     select,
     update,
@@ -159,6 +159,14 @@ class SessionStore:
     def _insert_or_ignore(self, table: Table) -> Any:
         module = postgresql if self.dialect == "postgresql" else sqlite
         return module.insert(table).on_conflict_do_nothing()
+
+    def _upsert(self, table: Table, key: list[Column], given: dict[str, Any]) -> Any:
+        """INSERT, or on a row with the same ``key`` set only the ``given`` columns
+        to the values inserted."""
+        module = postgresql if self.dialect == "postgresql" else sqlite
+        statement = module.insert(table)
+        return statement.on_conflict_do_update(
+            index_elements=key, set_={name: statement.excluded[name] for name in given})
 
     def get_session(self, session_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
@@ -365,19 +373,20 @@ class SessionStore:
                 messages.c.role == "ai")).first()
             if owned is None:
                 return False
-            if expected is not None:
+            if expected is not None:  # locked: a change in flight elsewhere is waited for
                 stored = conn.execute(select(feedback.c.score, feedback.c.comment).where(
-                    feedback.c.message_id == message_id)).first()
+                    feedback.c.message_id == message_id).with_for_update()).first()
                 if (tuple(stored) if stored else (None, "")) != expected:
                     return False
-            if comment is None:
-                comment = conn.execute(select(feedback.c.comment).where(
-                    feedback.c.message_id == message_id)).scalar() or ""
-            conn.execute(delete(feedback).where(feedback.c.message_id == message_id))
-            if score is not None:
-                conn.execute(insert(feedback).values(
-                    message_id=message_id, session_id=session_id, score=1 if score else 0,
-                    comment=comment.strip()[:FEEDBACK_COMMENT_CHARS], updated_at=time.time()))
+            if score is None:
+                conn.execute(delete(feedback).where(feedback.c.message_id == message_id))
+                return True
+            given = {"score": 1 if score else 0, "updated_at": time.time()}
+            if comment is not None:
+                given["comment"] = comment.strip()[:FEEDBACK_COMMENT_CHARS]
+            # one statement: two replicas writing at once cannot both insert
+            conn.execute(self._upsert(feedback, [feedback.c.message_id], given).values(
+                {"message_id": message_id, "session_id": session_id, "comment": "", **given}))
         return True
 
     def feedback_by_agent(self, shared_model: str = "") -> list[dict[str, Any]]:

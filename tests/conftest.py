@@ -52,6 +52,12 @@ def db_url(request, tmp_path) -> Iterator[str]:
 
 
 @pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database, for what only a server database does (row locks)."""
+    yield from _pg_database()
+
+
+@pytest.fixture
 def sqlite_url(tmp_path) -> str:
     return f"sqlite:///{tmp_path}/poolchat.db"
 

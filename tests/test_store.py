@@ -2,14 +2,17 @@
 
 import json
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage, message_to_dict
-from sqlalchemy import insert, inspect, select
+from sqlalchemy import create_engine, insert, inspect, select
+from sqlalchemy import text as sql
 
 from core.direct_writes import DirectWriter, every_column
 from core.migrations import MIGRATIONS, applied, migrate
-from core.schema import messages, runs
+from core.schema import feedback, messages, runs
 from core.store import STOPPED, SessionStore, metadata
 
 
@@ -240,6 +243,45 @@ def test_the_change_mark_moves_with_anything_a_chat_page_shows_and_nothing_else(
         moved = store.change_mark("chat-a", "me")
         assert moved != mark
         mark = moved
+
+
+def test_feedback_written_on_two_replicas_at_once_is_one_row_not_an_error(pg_url):
+    """Another replica's feedback on the same reply, not committed yet, when this one
+    turns the thumb: this one waits for it, then turns it, keeping its comment."""
+    store, other = SessionStore(pg_url), create_engine(pg_url)
+    store.ensure_session("chat-a")
+    _, reply = store.append_messages("chat-a", [HumanMessage("hi"), AIMessage("hello")])
+    with ThreadPoolExecutor(1) as pool, other.begin() as conn:
+        conn.execute(insert(feedback).values(message_id=reply, session_id="chat-a", score=1,
+                                              comment="Nice", updated_at=0))
+        turned = pool.submit(store.set_feedback, "chat-a", reply, 0)
+        _wait_for_a_lock_wait(conn, turned)
+    assert turned.result(timeout=30) is True
+    with store.engine.connect() as conn:
+        assert conn.execute(select(feedback.c.score, feedback.c.comment)).all() == [(0, "Nice")]
+
+    # a comment saved from a tab drawn before another replica's change, in flight: refused
+    with ThreadPoolExecutor(1) as pool, other.begin() as conn:
+        conn.execute(feedback.update().values(comment="Better: wrong"))
+        stale = pool.submit(store.set_feedback, "chat-a", reply, 0, "Stale", (0, "Nice"))
+        _wait_for_a_lock_wait(conn, stale)
+    assert stale.result(timeout=30) is False
+    with store.engine.connect() as conn:
+        assert conn.execute(select(feedback.c.comment)).scalar() == "Better: wrong"
+    store.close()
+    other.dispose()
+
+
+def _wait_for_a_lock_wait(conn, future, seconds: float = 30) -> None:
+    """Until another backend waits for a lock this connection holds (or ``future`` ends,
+    which shows it did not wait)."""
+    deadline = time.monotonic() + seconds
+    while not future.done() and time.monotonic() < deadline:
+        if conn.execute(sql("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type"
+                             " = 'Lock' AND datname = current_database()")).scalar():
+            return
+        time.sleep(0.01)
+    raise AssertionError("the write did not wait for the other replica's")
 
 
 def test_a_reply_with_a_tool_step_counts_as_one_reply(make_manager):
