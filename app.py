@@ -16,7 +16,7 @@ from streamlit.runtime.pages_manager import PagesManager
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request, cookie_parser
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from core.auth import password_matches
@@ -110,6 +110,24 @@ async def stats_json(request: Request) -> JSONResponse:
     return JSONResponse(stats, headers={"Cache-Control": "no-store"})
 
 
+async def stop_run(request: Request) -> Response:
+    """A Stop click sent again by the page with ``navigator.sendBeacon`` (pages/chat.py),
+    which still goes out when the page is reloaded or closed right after the click.
+    The body is the run's id; only the browser whose chat it is can stop it."""
+    owner = request.cookies.get(BROWSER_COOKIE)
+    body = b""
+    async for chunk in request.stream():  # a run id is 24 characters: read no more
+        body += chunk
+        if len(body) > 100:
+            break
+    run_id = body[:100].decode("ascii", "replace").strip()
+    if not is_valid_session_id(owner):
+        return Response(status_code=403)
+    manager = await run_in_threadpool(shared_manager, load_app_settings)
+    stopped = await run_in_threadpool(manager.stop_run, run_id, owner)
+    return Response(status_code=204 if stopped else 404)
+
+
 logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 logging.getLogger("poolchat").setLevel(logging.INFO)
 
@@ -120,7 +138,8 @@ logging.getLogger("poolchat").setLevel(logging.INFO)
 PagesManager.uses_pages_directory = False
 keep_clicks()  # a click followed at once by a message is not lost (pages/clicks.py)
 
-app = st.App("app.py", routes=[Route("/api/stats.json", stats_json)],
+app = st.App("app.py", routes=[Route("/api/stats.json", stats_json),
+                     Route("/api/stop", stop_run, methods=["POST"])],
              middleware=[Middleware(BrowserIdCookie), Middleware(NoOutsideImages)])
 
 if __name__ == "__main__":

@@ -372,6 +372,9 @@ class RunLog:
                                                    runs.c.status == RUNNING)
                                 .values(stop_requested=True)).rowcount > 0
 
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        return self._one_run(runs.c.id == run_id)
+
     def running_run(self, session_id: str) -> dict[str, Any] | None:
         return self._one_run(runs.c.session_id == session_id, runs.c.status == RUNNING)
 

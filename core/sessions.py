@@ -240,6 +240,16 @@ class ChatbotSessionManager:
         self.store.update_session(session.session_id,
                                   title=_one_line(title)[:TITLE_MAX_CHARS])
 
+    def stop_run(self, run_id: str, owner: str) -> bool:
+        """Stop a reply by its run's id, for the browser whose chat it is: the page sends
+        a Stop click this way too, since the click's own message dies with a page
+        reloaded or closed at once. Does not wait for the partial reply's write."""
+        row = self.store.runs.run(run_id) if is_valid_session_id(run_id) else None
+        session = self.get_session(row["session_id"], owner=owner) if row else None
+        if session is None or session.owner != owner:
+            return False
+        return self.chat.stop(session.session_id, wait=0, run_id=run_id)
+
     def evict_idle(self, now: float | None = None) -> int:
         """Drop sessions idle longer than SESSION_IDLE_TTL from memory (they stay stored)."""
         now = self._clock() if now is None else now

@@ -189,7 +189,7 @@ def watch_elsewhere(session: ChatbotSession, seen: dict) -> None:
     running the page again once the reply moved or went stale (the page then ends it).
     This run ends meanwhile, so a click (Stop asks the reply's owner to stop) is taken
     at once, not after a sleep."""
-    st.button("Stop", icon=":material/stop_circle:", key="stop-button",
+    st.button("Stop", icon=":material/stop_circle:", key=f"stop-{seen['id']}",
               on_click=stop_reply, args=(session, seen["id"]))
 
     @st.fragment(run_every=ELSEWHERE_POLL)
@@ -218,6 +218,29 @@ def keep_in_step(session: ChatbotSession, shown: tuple) -> None:
             st.rerun(scope="app")
 
     look()
+
+
+# Runs in the page (a constant), once per tab. A Stop button's key is "stop-<run id>";
+# its click also goes as a beacon (app.py's /api/stop), which the browser still sends
+# when the page is reloaded or closed right after the click, when the click's own
+# message to the server dies with the page (without it, 4 of 4 such Stops were lost).
+STOP_BEACON = """<script>
+(() => {
+  if (window.poolchatStopBeacon) return;
+  window.poolchatStopBeacon = true;
+  document.addEventListener("click", (event) => {
+    const button = event.target.closest?.('[class*="st-key-stop-"] button');
+    if (!button) return;
+    const holder = button.closest('[class*="st-key-stop-"]');
+    const key = [...holder.classList].find((name) => name.startsWith("st-key-stop-"));
+    navigator.sendBeacon("api/stop", key.slice("st-key-stop-".length));
+  }, true);
+})();
+</script>"""
+
+
+def send_stops_as_beacons() -> None:
+    st.sidebar.html(STOP_BEACON, unsafe_allow_javascript=True)
 
 
 def stop_reply(session: ChatbotSession, run_id: str) -> None:
@@ -394,6 +417,7 @@ new_chat_button(manager, owner)
 conversation_actions(manager, session, owner, title, rows)
 agent_settings(manager, session)
 conversation_list(manager, session, owner)
+send_stops_as_beacons()
 close_sidebar_on_phone()
 
 chat_header(manager, session, title)

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import sqlite3
+import time
 from contextlib import contextmanager
 from urllib.parse import parse_qs, urlparse
 from pathlib import Path
@@ -198,6 +199,36 @@ def test_the_sidebar_lists_this_browsers_conversations_across_reloads(server, ne
     sidebar.get_by_role("button", name="what is 1+1").click()
     wait_for_reply(page, 1, "1+1 = 2")
     shot(page, "conversations")
+
+
+@pytest.mark.parametrize("leave", ["close", "reload"])
+def test_a_stop_clicked_as_the_page_goes_away_still_stops_the_reply(server, new_page, leave):
+    """The click's own message to the server dies with a page closed or reloaded right
+    after it; the page also sends it as a beacon, which the browser sends anyway."""
+    page = new_page(server.url)
+    send(page, "Tell me about yourself")
+    expect(messages(page).nth(1)).to_contain_text("offline", timeout=WAIT_MS)
+    stored_messages(server, page)  # the chat's id is in the address by now
+    chat = parse_qs(urlparse(address(page)).query)["session"][0]
+    stop = page.get_by_role("button", name="Stop")
+    if leave == "close":
+        stop.evaluate("button => button.click()")
+        page.close()
+    else:
+        stop.evaluate("button => { button.click(); location.reload(); }")
+    with sqlite3.connect(server.database) as db:
+        def status():
+            return db.execute("SELECT status FROM messages WHERE session_id = ? AND role ="
+                              " 'ai' ORDER BY id DESC LIMIT 1", (chat,)).fetchone()[0]
+        wait_until(lambda: status() != "running")
+        assert status() == "stopped"
+
+
+def wait_until(condition, seconds: float = WAIT_MS / 1000) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
 
 
 def test_stop_keeps_exactly_what_was_shown_marked_stopped(server, new_page):

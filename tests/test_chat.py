@@ -138,6 +138,29 @@ class TestStop:
         usage = manager.get_stats()["pool"][0]
         assert (usage["in_flight"], usage["stopped"], usage["errors"]) == (0, 1, 0)
 
+    def test_a_stop_by_run_id_is_taken_only_from_the_browser_whose_chat_it_is(
+            self, scripted):
+        """The page's Stop beacon names a run: another browser, an unknown or malformed
+        id stop nothing."""
+        manager, model = scripted
+        model.enqueue(STORY, pause_after=2, pause=60)
+        session = manager.create_session(owner="browser-a" * 3)
+        run = session.start("tell me")
+        first_tokens(run, 2)
+        assert not manager.stop_run(run.id, owner="browser-b" * 3)
+        assert not manager.stop_run("x" * 24, owner="browser-a" * 3)
+        assert not manager.stop_run("../" + run.id, owner="browser-a" * 3)
+        assert not run.finished
+        assert manager.stop_run(run.id, owner="browser-a" * 3)
+        assert run.wait(10) and run.status == STOPPED
+
+        model.enqueue(STORY, pause_after=2, pause=60)
+        ownerless = manager.create_session()  # made in code, no browser's
+        run = ownerless.start("tell me")
+        first_tokens(run, 2)
+        assert not manager.stop_run(run.id, owner="browser-a" * 3)
+        ownerless.stop()
+
     def test_the_next_message_starts_at_once_after_a_stop(self, scripted):
         manager, model = scripted
         model.enqueue(STORY, pause_after=2, pause=60).enqueue("Second answer")

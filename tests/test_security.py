@@ -41,6 +41,16 @@ class TestStatsApi:
         assert right.status_code == 200 and "total_sessions" in right.json()
 
 
+class TestStopApi:
+    def test_only_a_browser_with_its_cookie_is_heard_and_an_unknown_run_stops_nothing(self):
+        api = client(Route("/api/stop", entry.stop_run, methods=["POST"]))
+        assert api.post("/api/stop", content="x" * 24).status_code == 403  # no cookie yet
+        api.get("/")  # the browser gets its cookie
+        assert api.post("/api/stop", content="x" * 24).status_code == 404
+        assert api.post("/api/stop", content="x" * 10_000).status_code == 404
+        assert api.get("/api/stop").status_code == 405
+
+
 class TestBrowserCookie:
     def test_a_new_browser_gets_a_random_httponly_samesite_cookie(self):
         first = client().get("/")
