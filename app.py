@@ -9,6 +9,7 @@ that declares the pages.
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 
 import streamlit as st
@@ -19,7 +20,7 @@ from starlette.requests import Request, cookie_parser
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from core.auth import password_matches
+from core.auth import TooManyGuesses
 from core.ids import is_valid_session_id
 from core.runtime import shared_manager, shared_recorder
 from core.stats import public_stats
@@ -98,8 +99,12 @@ async def stats_json(request: Request) -> JSONResponse:
     """
     manager = await run_in_threadpool(shared_manager, load_app_settings)
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if not password_matches(given if scheme.lower() == "bearer" else None,
-                            manager.settings.STATS_PASSWORD):
+    try:
+        right = manager.stats_gate.check(given if scheme.lower() == "bearer" else None)
+    except TooManyGuesses as busy:
+        return JSONResponse({"error": str(busy)}, status_code=429,
+                            headers={"Retry-After": str(math.ceil(busy.retry_after))})
+    if not right:
         if given:  # guessing shows in the log (the token itself never does)
             logging.getLogger("poolchat").warning(
                 "stats API: a wrong bearer token from %s",

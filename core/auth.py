@@ -1,10 +1,17 @@
-"""Who may see the stats: one shared password, compared in constant time."""
+"""Who may see the stats: one shared password, compared in constant time, and wrong
+guesses limited for the whole process."""
 
 from __future__ import annotations
 
 import hmac
+import threading
+import time
+from collections.abc import Callable
 
 from pydantic import SecretStr
+
+GUESS_BURST = 20          # wrong passwords taken at once before the limit applies
+GUESSES_PER_MINUTE = 20   # then at most this many a minute, from everybody together
 
 
 def password_matches(given: str | None, password: SecretStr | None) -> bool:
@@ -13,3 +20,52 @@ def password_matches(given: str | None, password: SecretStr | None) -> bool:
         return True
     return given is not None and hmac.compare_digest(given.encode(),
                                                      password.get_secret_value().encode())
+
+
+class TooManyGuesses(Exception):
+    """Too many wrong passwords lately: none is checked for ``retry_after`` seconds."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"too many wrong passwords; try again in {retry_after:.0f} s")
+        self.retry_after = retry_after
+
+
+class PasswordGate:
+    """The stats password, for the page and the API alike, with wrong guesses limited
+    per process (a token bucket): a guesser behind Streamlit's proxy has no address of
+    its own to be limited by, so everybody shares the limit. While it holds, the right
+    password waits too; 20 a minute against a long random password is no attack.
+    """
+
+    def __init__(self, password: SecretStr | None, burst: int = GUESS_BURST,
+                 per_minute: float = GUESSES_PER_MINUTE,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._password = password
+        self._burst, self._rate = burst, per_minute / 60
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._allowance, self._since = float(burst), clock()
+
+    @property
+    def open(self) -> bool:
+        """No password is set: everybody sees the stats."""
+        return password_matches(None, self._password)
+
+    def check(self, given: str | None) -> bool:
+        """True for the password; False for a wrong one, which is counted. Raises
+        TooManyGuesses, without looking at ``given``, while the limit holds."""
+        if self.open:
+            return True
+        if not given:  # nothing tried (an API call without a token)
+            return False
+        with self._lock:
+            now = self._clock()
+            self._allowance = min(self._burst,
+                                  self._allowance + (now - self._since) * self._rate)
+            self._since = now
+            if self._allowance < 1:
+                raise TooManyGuesses((1 - self._allowance) / self._rate)
+            if password_matches(given, self._password):
+                return True
+            self._allowance -= 1
+            return False

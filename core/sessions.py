@@ -20,6 +20,7 @@ from langchain_core.messages import BaseMessage
 
 from core import turns
 from core.agents import Agent, AgentFactory, AgentSpec, agent_factory_for
+from core.auth import PasswordGate
 from core.chat import Attempt, ChatEngine
 from core.config import Settings, load_settings
 from core.ids import is_valid_session_id, new_replica_id, new_session_id
@@ -138,6 +139,7 @@ class ChatbotSessionManager:
         self.agent_factory = agent_factory or agent_factory_for(
             settings, routed=not settings.MEMBERS)
         self.default_spec = AgentSpec.default(settings)
+        self.stats_gate = PasswordGate(settings.STATS_PASSWORD)  # page and API share it
         self.store = store or SessionStore(settings.DATABASE_URL)
         self._usage_cache: tuple[float, dict[str, Any]] | None = None
         self.members = PoolMembers(settings, self.default_spec, agent_factory)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import streamlit as st
-from pydantic import SecretStr
 
-from core.auth import password_matches
+from core.auth import PasswordGate, TooManyGuesses
 from core.config import TABLES, ConfigError, Settings, load_settings
 from core.ids import is_valid_session_id, new_session_id
 from core.runtime import shared_manager
@@ -69,15 +69,22 @@ def browser_id() -> str:
     return st.session_state.setdefault("tab_identity", new_session_id())
 
 
-def stats_unlocked(password: SecretStr | None) -> bool:
+def stats_unlocked(gate: PasswordGate) -> bool:
     """Ask for the stats password when one is set; remember it for this browser tab."""
-    if password_matches(None, password) or st.session_state.get("stats_unlocked"):
+    if gate.open or st.session_state.get("stats_unlocked"):
         return True
     given = st.text_input("Stats password", type="password")
-    if given and password_matches(given, password):
+    if not given:
+        return False
+    try:
+        right = gate.check(given)
+    except TooManyGuesses as busy:
+        st.error(f"Too many wrong passwords were tried lately; try again in "
+                 f"{math.ceil(busy.retry_after)} s.")
+        return False
+    if right:
         st.session_state.stats_unlocked = True
         st.rerun()
-    if given:
-        log.warning("stats page: a wrong password was given")  # never what was typed
-        st.error("Wrong password.")
+    log.warning("stats page: a wrong password was given")  # never what was typed
+    st.error("Wrong password.")
     return False

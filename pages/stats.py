@@ -21,7 +21,7 @@ USAGE_MAX_AGE = 1.0  # seconds: every open stats tab shares one usage query a se
 
 manager = manager_or_stop()
 st.title("PoolChat stats")
-if not stats_unlocked(manager.settings.STATS_PASSWORD):
+if not stats_unlocked(manager.stats_gate):
     st.stop()
 st.caption(f"Live: refreshes every {REFRESH_SECONDS} s. Aggregates only. "
            "Also served as JSON at `/api/stats.json`.")

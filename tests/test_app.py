@@ -457,6 +457,23 @@ class TestStatsPassword:
         assert {m.label for m in at.metric} >= {"Sessions", "Messages"}
 
 
+    def test_guessing_is_limited_for_everybody_and_says_for_how_long(self, monkeypatch):
+        from core.auth import GUESS_BURST
+        from core.runtime import shared_manager
+
+        monkeypatch.setenv("STATS_PASSWORD", "s3cret-pass")
+        at = AppTest.from_file(APP, default_timeout=30)
+        at.switch_page("pages/stats.py")
+        at.run()
+        manager = shared_manager(lambda: None)
+        for guess in range(GUESS_BURST):
+            assert manager.stats_gate.check(f"guess-{guess}") is False  # other tabs
+        at.text_input[0].input("s3cret-pass").run()  # the right one waits too
+        assert at.error[0].value.startswith("Too many wrong passwords were tried lately; "
+                                            "try again in 3 s")
+        assert not at.metric
+
+
     @pytest.mark.parametrize("blank", ["", "   "])
     def test_a_blank_password_is_no_password_not_one_that_unlocks_changes(
             self, monkeypatch, blank):

@@ -40,6 +40,17 @@ class TestStatsApi:
         right = api.get("/api/stats.json", headers={"Authorization": "Bearer s3cret-pass"})
         assert right.status_code == 200 and "total_sessions" in right.json()
 
+    def test_token_guessing_is_refused_for_a_while_with_retry_after(self, monkeypatch):
+        from core.auth import GUESS_BURST
+
+        monkeypatch.setenv("STATS_PASSWORD", "s3cret-pass")
+        api = client(Route("/api/stats.json", entry.stats_json))
+        for guess in range(GUESS_BURST):
+            assert api.get("/api/stats.json", headers={
+                "Authorization": f"Bearer guess-{guess}"}).status_code == 401
+        refused = api.get("/api/stats.json", headers={"Authorization": "Bearer s3cret-pass"})
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "3"
+
 
 class TestStopApi:
     def test_only_a_browser_with_its_cookie_is_heard_and_an_unknown_run_stops_nothing(self):

@@ -1,0 +1,43 @@
+"""The stats password: constant-time compare, wrong guesses limited for the process."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import SecretStr
+
+from core.auth import PasswordGate, TooManyGuesses
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_wrong_guesses_run_out_then_come_back_one_every_three_seconds():
+    clock = Clock()
+    gate = PasswordGate(SecretStr("s3cret-pass"), burst=3, per_minute=20, clock=clock)
+    assert gate.check("s3cret-pass") and gate.check("s3cret-pass")  # the right one is free
+    assert [gate.check(g) for g in ("a", "b", "c")] == [False, False, False]
+    with pytest.raises(TooManyGuesses) as busy:
+        gate.check("s3cret-pass")  # not even looked at while the limit holds
+    assert busy.value.retry_after == pytest.approx(3)
+    clock.now += 3
+    assert gate.check("d") is False
+    with pytest.raises(TooManyGuesses):
+        gate.check("e")
+    clock.now += 3600  # an idle hour gives back the burst, no more
+    assert [gate.check(g) for g in ("f", "g", "h")] == [False, False, False]
+    with pytest.raises(TooManyGuesses):
+        gate.check("s3cret-pass")
+
+
+def test_no_token_is_no_guess_and_no_password_is_an_open_gate():
+    gate = PasswordGate(SecretStr("s3cret-pass"), burst=1, clock=Clock())
+    assert [gate.check(None), gate.check(""), gate.check(None)] == [False] * 3
+    assert gate.check("s3cret-pass")  # the burst of one is still there
+    assert not gate.open
+    for password in (None, SecretStr("")):
+        assert PasswordGate(password).open and PasswordGate(password).check(None)
