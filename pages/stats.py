@@ -128,6 +128,19 @@ def pool_view() -> None:
                "over the latest 1,000 replies of each member.")
 
 
+@st.fragment(run_every=POOL_REFRESH_SECONDS)
+def member_now(name: str, form_version: int) -> None:
+    """The member as it is now, live: changed in another window, the page says so
+    (the form below still holds the version it was drawn with)."""
+    spec, version = manager.members.spec_of(name), manager.pool.member(name).version
+    st.caption(f"Now: {spec.model} · temperature {spec.temperature:.1f} · version {version}")
+    if version != form_version:
+        st.warning(f"{name} was changed in another window (now version {version}); the "
+                   f"form below shows version {form_version}.", icon=":material/sync_problem:")
+        if st.button("Show the change", key="show_member_change"):
+            st.rerun(scope="app")
+
+
 def reconfigure_form() -> None:
     """Replace a member's model, prompt or temperature: new runs use it at once.
 
@@ -145,7 +158,7 @@ def reconfigure_form() -> None:
     shown_key = f"member_version_shown:{name}"
     shown = st.session_state.get(shown_key, version)  # the version the form last showed
     st.session_state[shown_key] = version
-    st.caption(f"Now: {spec.model} · temperature {spec.temperature:.1f} · version {version}")
+    member_now(name, version)
     with st.form(f"reconfigure:{name}", border=True):
         offline = manager.settings.offline
         field = f"{name}:{version}"

@@ -120,6 +120,9 @@ def test_usage_cost_and_a_live_member_change_on_the_stats_page(server, fake, new
     expect(stats.get_by_text("Tokens and cost")).to_be_visible(timeout=WAIT_MS)
     cost = stats.get_by_test_id("stMetric").filter(has_text="Cost")
     expect(cost).to_contain_text("$", timeout=WAIT_MS)
+    other = new_page(server.url)  # a second admin window, open before the change
+    unlock_stats(other, server.url)
+    other.set_viewport_size({"width": 1280, "height": 2600})
     form = stats.get_by_test_id("stForm")
     model = form.get_by_label("Model")
     model.fill("fake-2")
@@ -127,6 +130,16 @@ def test_usage_cost_and_a_live_member_change_on_the_stats_page(server, fake, new
     expect(stats.get_by_text("cloud now answers with model fake-2 (version 2)")).to_be_visible(
         timeout=WAIT_MS)
     shot(stats, "router-stats")
+    # the other window says so by itself, and shows the change when asked
+    expect(other.get_by_text("cloud was changed in another window (now version 2)")
+           ).to_be_visible(timeout=WAIT_MS)
+    expect(other.get_by_text("Now: fake-2")).to_be_visible()
+    other.get_by_test_id("stForm").scroll_into_view_if_needed()
+    shot(other, "router-stats-changed-elsewhere")
+    other.get_by_role("button", name="Show the change").click()
+    expect(other.get_by_test_id("stForm").get_by_label("Model")).to_have_value(
+        "fake-2", timeout=WAIT_MS)
+    expect(other.get_by_text("was changed in another window")).to_have_count(0)
     form.get_by_role("button", name="Apply").click()  # again, nothing changed: no version 3
     expect(stats.get_by_text("Nothing to apply: cloud already answers")).to_be_visible(
         timeout=WAIT_MS)
