@@ -317,7 +317,8 @@ class RunLog:
         """Save running replies' text so far (reply id, its run, text) and mark their runs
         alive, in one transaction.
 
-        Returns the runs someone asked to stop (from any replica). A reply that already
+        Returns the runs someone asked to stop (from any replica), and those whose chat
+        was deleted (by another replica: its stop went with the run). A reply that already
         ended, or a row that is not its run's (a deleted chat's id reused), is left alone.
         """
         now = time.time()
@@ -333,9 +334,10 @@ class RunLog:
                      for i, r, m in replies])
             conn.execute(update(runs).where(runs.c.id.in_(run_ids), runs.c.status == RUNNING)
                          .values(updated_at=now))
-            stop = conn.execute(select(runs.c.id).where(
-                runs.c.id.in_(run_ids), runs.c.stop_requested)).scalars().all()
-        return set(stop)
+            stored = conn.execute(select(runs.c.id, runs.c.stop_requested).where(
+                runs.c.id.in_(run_ids))).all()
+        return {r.id for r in stored if r.stop_requested} | (
+            set(run_ids) - {r.id for r in stored})
 
     def interrupt_stale_runs(self, cutoff: float,
                              gone: Callable[[str, str], bool] | None = None) -> int:

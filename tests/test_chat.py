@@ -375,6 +375,23 @@ class TestAcrossProcesses:
         finally:
             other.close()
 
+    def test_a_chat_deleted_on_another_replica_stops_its_reply_here(self, scripted, db_url):
+        """The delete takes the run's row (and its stop request) with it: the run's next
+        checkpoint finds it gone and stops, no longer paying the provider for nobody."""
+        manager, model = scripted
+        model.enqueue(STORY, pause_after=4, pause=60)
+        session = manager.create_session()
+        run = session.start("tell me")
+        first_tokens(run, 4)
+        other = ChatbotSessionManager(DATABASE_URL=db_url)
+        try:
+            assert other.delete_session(session.session_id)
+            assert run.wait(10 * CHECKPOINT_EVERY)  # at its next checkpoint, not in 60 s
+            assert run.status == INTERRUPTED  # its rows were gone: nothing to mark stopped
+            assert other.store.get_session(session.session_id) is None  # not brought back
+        finally:
+            other.close()
+
 
 CHILD = """
 import sys
