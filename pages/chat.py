@@ -407,6 +407,8 @@ if prompt is not None and not busy:
 
 stored = manager.store.get_session(session.session_id)
 title = stored["title"] if stored else ""
+if stored:  # saved by another replica, the settings are in the database only
+    manager.adopt_settings(session, stored["agent_spec"])
 rows = manager.store.load_stored(session.session_id, last=SHOWN_MESSAGES)
 last_shown = rows[-1].id if rows else 0
 # what a message sent from this page will follow; none while a reply is written (the

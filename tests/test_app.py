@@ -330,6 +330,25 @@ def test_settings_saved_from_a_stale_form_do_not_undo_another_tabs_change():
     assert manager_session(at).agent_spec == AgentSpec("offline-demo", "Be a pirate.", 1.5)
 
 
+def test_settings_saved_on_another_replica_are_shown_at_the_next_page_run():
+    """This process holds the chat's record in memory; another replica's save is in the
+    database only: the header and the form show it, not the record's old settings."""
+    from core.runtime import shared_manager
+
+    at = say(open_app(), "hello")
+    assert any("shared pool" in m.value for m in at.markdown)
+    manager = shared_manager(lambda: None)
+    manager.store.update_session(at.query_params["session"], agent_spec={
+        "model": "offline-demo", "system_prompt": "Be a pirate.", "temperature": 0.3})
+    at.run()
+    assert any("custom agent · offline-demo · temperature 0.3" in m.value
+               for m in at.markdown)
+    assert at.sidebar.text_area[0].value == "Be a pirate."
+    manager.store.update_session(at.query_params["session"], agent_spec=None)  # reset there
+    at.run()
+    assert any("shared pool" in m.value for m in at.markdown)
+
+
 def test_settings_with_no_model_name_are_refused_in_a_line_and_change_nothing(monkeypatch):
     from tests.servers import free_port
 
