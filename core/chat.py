@@ -661,7 +661,7 @@ class ChatEngine:
         among it) is let go when it returns, not held through the next second's sleep."""
         progress = list(self._progress.values())
         changed = [p for p in progress if len(p.done.partial) != p.saved_chunks]
-        replies = [(p.reply_id, p.run.id, AIMessage(p.text)) for p in changed]
+        replies = [(p.reply_id, p.run.id, AIMessage(p.text), p.model) for p in changed]
         saved = [(p, p.reply_id, len(p.done.partial)) for p in changed]
         try:
             stops = await asyncio.to_thread(self.store.runs.checkpoint, replies,

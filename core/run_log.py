@@ -312,10 +312,12 @@ class RunLog:
             return ended
         return finish
 
-    def checkpoint(self, replies: Sequence[tuple[int, str, BaseMessage]],
+    def checkpoint(self, replies: Sequence[tuple[int, str, BaseMessage, str]],
                    run_ids: Sequence[str]) -> set[str]:
-        """Save running replies' text so far (reply id, its run, text) and mark their runs
-        alive, in one transaction.
+        """Save running replies' text so far (reply id, its run, text, the model that
+        writes it: "" while not known) and mark their runs alive, in one transaction.
+        The model stored when the run began is a guess (the pool's first); a reply cut
+        off by a crash keeps the one that wrote it.
 
         Returns the runs someone asked to stop (from any replica), and those whose chat
         was deleted (by another replica: its stop went with the run). A reply that already
@@ -329,9 +331,11 @@ class RunLog:
                 conn.execute(update(messages).where(
                     messages.c.id == bindparam("mid"), messages.c.run_id == bindparam("rid"),
                     messages.c.status == RUNNING)
-                    .values(content=bindparam("text"), payload=bindparam("data")),
-                    [{"mid": i, "rid": r, "text": m.text, "data": payload(m)}
-                     for i, r, m in replies])
+                    .values(content=bindparam("text"), payload=bindparam("data"),
+                            model=func.coalesce(func.nullif(bindparam("model"), ""),
+                                                messages.c.model)),
+                    [{"mid": i, "rid": r, "text": m.text, "data": payload(m), "model": model}
+                     for i, r, m, model in replies])
             conn.execute(update(runs).where(runs.c.id.in_(run_ids), runs.c.status == RUNNING)
                          .values(updated_at=now))
             stored = conn.execute(select(runs.c.id, runs.c.stop_requested).where(

@@ -741,7 +741,7 @@ def test_a_reply_written_by_another_replica_is_followed_and_stop_reaches_it(
         reply = messages(page).nth(3)
         expect(messages(page).nth(2)).to_contain_text("tell me a story", timeout=WAIT_MS)
         for words in ("Once upon", "Once upon a time there"):
-            elsewhere.runs.checkpoint([(started.reply_id, run_id, AIMessage(words))],
+            elsewhere.runs.checkpoint([(started.reply_id, run_id, AIMessage(words), "")],
                                       [run_id])
             expect(reply).to_contain_text(words, timeout=WAIT_MS)
         expect(page.get_by_test_id("stChatInputTextArea")).to_be_disabled()
@@ -768,7 +768,7 @@ def test_a_regenerate_written_by_another_replica_replaces_the_answer_in_sight(
 
     with run_on_another_replica(server, new_page, None) as (
             page, elsewhere, chat, run_id, started):
-        elsewhere.runs.checkpoint([(started.reply_id, run_id, AIMessage("Two, again"))],
+        elsewhere.runs.checkpoint([(started.reply_id, run_id, AIMessage("Two, again"), "")],
                                   [run_id])
         reply = messages(page).nth(1)
         expect(reply).to_contain_text("Two, again", timeout=WAIT_MS)

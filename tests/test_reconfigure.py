@@ -4,12 +4,14 @@ flight finish on the old agent, new ones use the new, each records the version."
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import pytest
 from langchain.agents import create_agent
 from sqlalchemy import select
 
 from core import AgentSpec
+from core.runs import CHECKPOINT_EVERY
 from core.schema import COMPLETE, messages, usage
 from tests.fakes import ScriptedModel
 
@@ -48,6 +50,29 @@ def test_a_reconfigured_member_serves_new_runs_while_old_ones_finish(make_manage
     assert (replies[first.id], replies[second.id]) == (old, "new-model")
     assert manager.members.spec_of("pool:0").system_prompt == "Be terse."
     assert manager.get_stats()["pool"][0]["version"] == 2
+
+
+def test_a_reply_being_written_is_stored_with_the_model_writing_it(make_manager):
+    """The reply row starts with a guess (the pool's model at start-up); the first
+    checkpoint with text stores the model that answers: a crash then leaves the reply
+    marked with the right one (footer, export, stats by model)."""
+    models: dict[str, ScriptedModel] = {}
+    manager = make_manager(agent_factory=by_spec_factory(models), RATE_LIMIT_PER_MINUTE=0)
+    manager.members.reconfigure("pool:0", AgentSpec("new-model", "", 0.3))
+    models["new-model"].enqueue("a long reply cut off", pause_after=2, pause=60)
+    session = manager.create_session(owner="a")
+    run = session.start("one")
+
+    def stored() -> tuple[str, str]:
+        with manager.store.engine.connect() as conn:
+            return conn.execute(select(messages.c.model, messages.c.status).where(
+                messages.c.run_id == run.id)).one()
+
+    deadline = time.monotonic() + 20 * CHECKPOINT_EVERY
+    while stored() != ("new-model", "running"):
+        assert time.monotonic() < deadline, stored()
+        run.wait(0.05)
+    session.stop()
 
 
 def test_a_bad_spec_changes_nothing(make_manager):

@@ -207,7 +207,7 @@ def test_a_deleted_chats_run_ending_late_never_touches_another_chats_rows(db_url
     alice = start("a" * 32, "run-a", "alice question")
     store.delete_session("a" * 32)
     bob = start("b" * 32, "run-b", "bob question")
-    store.runs.checkpoint([(alice.reply_id, "run-a", AIMessage("alice partial"))], ["run-a"])
+    store.runs.checkpoint([(alice.reply_id, "run-a", AIMessage("alice partial"), "")], ["run-a"])
     store.runs.finish_turn("a" * 32, "run-a", alice.reply_id, AIMessage("ALICE PRIVATE"),
                            "complete")
     store.runs.finish_turn("a" * 32, "run-a", alice.reply_id, None, "stopped")
@@ -307,7 +307,7 @@ def test_a_regenerate_whose_process_died_replaces_the_answer_only_if_it_wrote_so
                                                                "replica": "dead"},
                                         reply={"model": "m"}, stale_before=time.time() - 10)
         if words:
-            store.runs.checkpoint([(started.reply_id, run_id, AIMessage(words))], [run_id])
+            store.runs.checkpoint([(started.reply_id, run_id, AIMessage(words), "")], [run_id])
 
     for session_id, words in (("w" * 32, "Half of a new"), ("n" * 32, "")):
         store.ensure_session(session_id)
@@ -372,7 +372,7 @@ def test_a_run_whose_owner_checkpoints_while_the_sweep_looks_goes_on(store):
     cutoff = time.time()
 
     def gone(run: str, _replica: str) -> bool:
-        store.runs.checkpoint([(started.reply_id, run, AIMessage("Half"))], [run])
+        store.runs.checkpoint([(started.reply_id, run, AIMessage("Half"), "")], [run])
         return False
 
     assert store.runs.interrupt_stale_runs(cutoff, gone=gone) == 0
@@ -398,7 +398,7 @@ def test_a_run_ended_elsewhere_as_stale_writes_nothing_when_it_ends_late(store):
     late = new_run_id()
     started = store.runs.start_turn(sid, None, run={"id": late, "agent": "", "replica": "a"},
                                     reply={"model": "m"}, stale_before=time.time() - 10)
-    store.runs.checkpoint([(started.reply_id, late, AIMessage("new ans"))], [late])
+    store.runs.checkpoint([(started.reply_id, late, AIMessage("new ans"), "")], [late])
     went_on = new_run_id()
     second = store.runs.start_turn(sid, HumanMessage("Q2"),
                                    run={"id": went_on, "agent": "", "replica": "b"},
@@ -478,7 +478,7 @@ def test_a_regenerate_written_elsewhere_shows_its_reply_not_the_old_answer_besid
     started = store.runs.start_turn(session_id, None, run={"id": run_id, "agent": "",
                                                            "replica": "elsewhere"},
                                     reply={"model": "m"}, stale_before=time.time() - 10)
-    store.runs.checkpoint([(started.reply_id, run_id, AIMessage("Half of a new"))], [run_id])
+    store.runs.checkpoint([(started.reply_id, run_id, AIMessage("Half of a new"), "")], [run_id])
     shown = [(r.message.text, r.status) for r in store.load_stored(session_id)]
     assert shown == [("first", "complete"), ("one", "complete"), ("question", "complete"),
                      ("Half of a new", "running")]
