@@ -41,6 +41,7 @@ IDLE_TICK = 0.25      # seconds between updates while no token arrives
 ELSEWHERE_POLL = 1.0  # seconds between looks at a reply written by another replica
 RESUME_AFTER = 0.2    # seconds from a page showing a reply so far to following it live
 SHOWN_END = "shown_end"  # the chat the last page run showed and its last message id
+SHOWN_SIZE = "shown_size"  # how many messages of each chat this tab shows
 DRAWN = "drawn_chat"  # what the last page run that ended showed: (chat, bubbles)
 Drawn = tuple[str, tuple[int, ...]]
 
@@ -243,6 +244,24 @@ def send_stops_as_beacons() -> None:
     st.sidebar.html(STOP_BEACON, unsafe_allow_javascript=True)
 
 
+def shown_rows(session: ChatbotSession) -> tuple[list[StoredMessage], bool]:
+    """The chat's newest messages, as many as this tab asked to see, and whether there
+    are earlier ones. A window cut inside a turn starts at its next question: an answer
+    or a tool step without the question above it reads wrong."""
+    size = st.session_state.get(SHOWN_SIZE, {}).get(session.session_id, SHOWN_MESSAGES)
+    rows = manager.store.load_stored(session.session_id, last=size + 1)
+    if len(rows) <= size:
+        return rows, False
+    rows = rows[1:]
+    start = next((i for i, r in enumerate(rows) if isinstance(r.message, HumanMessage)), 0)
+    return rows[start:], True
+
+
+def show_earlier(session: ChatbotSession, shown: int) -> None:
+    sizes = st.session_state.setdefault(SHOWN_SIZE, {})
+    sizes[session.session_id] = shown + SHOWN_MESSAGES
+
+
 def stop_reply(session: ChatbotSession, run_id: str) -> None:
     """The Stop button's callback: runs before the page, so the partial is stored first.
     It stops the reply it was drawn under, never one started since in another tab."""
@@ -409,14 +428,14 @@ stored = manager.store.get_session(session.session_id)
 title = stored["title"] if stored else ""
 if stored:  # saved by another replica, the settings are in the database only
     manager.adopt_settings(session, stored["agent_spec"])
-rows = manager.store.load_stored(session.session_id, last=SHOWN_MESSAGES)
+rows, earlier = shown_rows(session)
 last_shown = rows[-1].id if rows else 0
 # what a message sent from this page will follow; none while a reply is written (the
 # box is off, and the reply's last row may change before the next page draws it)
 st.session_state[SHOWN_END] = None if busy else (session.session_id, last_shown)
 
 new_chat_button(manager, owner)
-conversation_actions(manager, session, owner, title, rows)
+conversation_actions(manager, session, owner, title, rows, whole=not earlier)
 agent_settings(manager, session)
 conversation_list(manager, session, owner)
 send_stops_as_beacons()
@@ -424,8 +443,10 @@ close_sidebar_on_phone()
 
 chat_header(manager, session, title)
 say_what_was_done()
-if len(rows) == SHOWN_MESSAGES:
-    st.caption(f"Showing the latest {SHOWN_MESSAGES} messages; export to see them all.")
+if earlier:
+    st.caption(f"Showing the latest {len(rows)} messages.")
+    st.button("Show earlier messages", icon=":material/history:", key="show-earlier",
+              on_click=show_earlier, args=(session, len(rows)))
 refusal = refusal or st.session_state.pop("edit_refused", None)
 if run is not None:  # its reply streams below, live: history up to its user message
     history = [r for r in rows if r.id <= run.user_message_id]

@@ -11,7 +11,7 @@ import streamlit as st
 
 from core.agents import AgentSpec
 from core.export import conversation_json, conversation_markdown, file_name
-from core.limits import PROMPT_MAX_CHARS, SHOWN_MESSAGES, TITLE_MAX_CHARS
+from core.limits import PROMPT_MAX_CHARS, TITLE_MAX_CHARS
 from core.offline_model import OFFLINE_MODEL_NAME
 from core.sessions import ChatbotSession, ChatbotSessionManager
 from core.store import RUNNING, StoredMessage
@@ -111,9 +111,9 @@ def day_group(seconds: float) -> str:
 
 
 def conversation_actions(manager: ChatbotSessionManager, session: ChatbotSession,
-                         owner: str, title: str, rows: list[StoredMessage]) -> None:
-    """Rename, export, delete. ``rows``: what the page shows, the whole chat when it holds
-    fewer than ``SHOWN_MESSAGES``."""
+                         owner: str, title: str, rows: list[StoredMessage], whole: bool
+                         ) -> None:
+    """Rename, export, delete. ``rows``: what the page shows (``whole``: all of it)."""
     # keyed by chat: another chat (a new one after Delete, one opened from the list)
     # starts with it closed, not open on the controls of the chat before
     with st.sidebar.expander("This conversation", icon=":material/edit_note:",
@@ -129,19 +129,19 @@ def conversation_actions(manager: ChatbotSessionManager, session: ChatbotSession
         if renamed and new_title.strip() not in ("", title):
             manager.rename_session(session, new_title)
             st.rerun()
-        export_buttons(manager, session, title, rows)
+        export_buttons(manager, session, title, rows, whole)
         confirm = st.checkbox("Yes, delete this conversation", key=confirm_key(session))
         st.button("Delete", icon=":material/delete:", disabled=not confirm,
                   on_click=delete_chat, args=(manager, session, owner))
 
 
 def export_buttons(manager: ChatbotSessionManager, session: ChatbotSession, title: str,
-                   rows: list[StoredMessage]) -> None:
+                   rows: list[StoredMessage], whole: bool) -> None:
     """The chat as Markdown and JSON. A chat the page holds whole goes as a file made now:
     a file made on click (Streamlit's deferred download) is replaced on every rerun, and
     a click that came as a reply ended fetched the replaced one: no file, the button
     spinning for good (a helper's walk, 5 clicks in 8). A longer chat is read on click."""
-    if len(rows) < SHOWN_MESSAGES:
+    if whole:
         markdown, data = conversation_markdown(title, rows), conversation_json(title, rows)
     else:
         def everything():  # read only when a download is clicked, not on every rerun

@@ -330,6 +330,34 @@ def test_settings_saved_from_a_stale_form_do_not_undo_another_tabs_change():
     assert manager_session(at).agent_spec == AgentSpec("offline-demo", "Be a pirate.", 1.5)
 
 
+def test_a_long_chat_shows_its_latest_turns_whole_and_earlier_ones_on_request():
+    """More messages than the page shows: the window starts at a question, never inside
+    a turn (an answer or a tool step without its question), and more come on a click."""
+    from langchain_core.messages import AIMessage, ToolMessage
+
+    from core.limits import SHOWN_MESSAGES
+    from core.runtime import shared_manager
+
+    at = say(open_app(), "hello")
+    manager, sid = shared_manager(lambda: None), at.query_params["session"]
+    tool_turn = [HumanMessage("what is 2+2?"),
+                 AIMessage("", tool_calls=[{"name": "calculator", "id": "c1",
+                                            "args": {"expression": "2+2"}}]),
+                 ToolMessage("4", tool_call_id="c1", name="calculator"), AIMessage("4")]
+    for _ in range(50):
+        manager.store.append_messages(sid, tool_turn)
+    for i in range(21):
+        manager.store.append_messages(sid, [HumanMessage(f"q{i}"), AIMessage(f"a{i}")])
+    # 2 + 200 + 42 rows: the newest SHOWN_MESSAGES begin with a tool step and its answer
+    at.run()
+    assert at.chat_message[0].name == "user"
+    assert at.caption[0].value == f"Showing the latest {SHOWN_MESSAGES - 2} messages."
+    assert len(user_texts(at)) == 39 + 21
+    at.button(key="show-earlier").click().run()
+    assert len(user_texts(at)) == 1 + 50 + 21  # all of them
+    assert not [b for b in at.button if b.key == "show-earlier"]
+
+
 def test_settings_saved_on_another_replica_are_shown_at_the_next_page_run():
     """This process holds the chat's record in memory; another replica's save is in the
     database only: the header and the form show it, not the record's old settings."""
