@@ -94,8 +94,7 @@ def follow(run: Run, session: ChatbotSession, live: bool = True) -> None:
     st.empty()
     with st.chat_message("assistant"):
         steps, blocks, tail, status = st.container(), st.container(), st.empty(), st.empty()
-        st.button("Stop", icon=":material/stop_circle:", key=f"stop-{run.id}",
-                  on_click=stop_reply, args=(session, run.id))
+        stop_button(session, run.id)
     st.empty()  # over the previous run's Retry or Regenerate, which cannot apply now
     splitter, calls, seen, started = BlockSplitter(), {}, 0, time.monotonic()
     waiting = True
@@ -184,14 +183,19 @@ def waiting_note(place: Place | None, started: float) -> str:
             f"(about {math.ceil(place.estimate)} s).")
 
 
-def watch_elsewhere(session: ChatbotSession, seen: dict) -> None:
+def stop_button(session: ChatbotSession, run_id: str) -> None:
+    st.button("Stop", icon=":material/stop_circle:", key=f"stop-{run_id}",
+              on_click=stop_reply, args=(session, run_id))
+
+
+def watch_elsewhere(session: ChatbotSession, seen: dict, stop_drawn: bool) -> None:
     """A reply written by another replica (or a process that died): its progress is
     shown from the store, and a fragment looks again every ``ELSEWHERE_POLL`` seconds,
     running the page again once the reply moved or went stale (the page then ends it).
     This run ends meanwhile, so a click (Stop asks the reply's owner to stop) is taken
     at once, not after a sleep."""
-    st.button("Stop", icon=":material/stop_circle:", key=f"stop-{seen['id']}",
-              on_click=stop_reply, args=(session, seen["id"]))
+    if not stop_drawn:  # in the reply's bubble, unless the page does not show it
+        stop_button(session, seen["id"])
 
     @st.fragment(run_every=ELSEWHERE_POLL)
     def look() -> None:
@@ -460,11 +464,12 @@ if run is not None:  # its reply streams below, live: history up to its user mes
         follow_after_this_run(run, session, drawn)
 else:
     drawn = drawing(session, rows)
-    show_history(rows, session, busy=elsewhere is not None)
+    stop_inside = show_history(rows, session, busy=elsewhere is not None, in_running_reply=(
+        None if elsewhere is None else lambda: stop_button(session, elsewhere["id"])))
     if refusal:
         st.warning(refusal, icon=":material/block:")
     if elsewhere is not None:
-        watch_elsewhere(session, elsewhere)
+        watch_elsewhere(session, elsewhere, stop_inside)
     elif rows:
         label = "Retry" if isinstance(rows[-1].message, HumanMessage) else "Regenerate"
         # In a container: Streamlit keeps a widget that a later run draws over in sight

@@ -21,6 +21,9 @@ UNANSWERED = "No reply was saved for this message (interrupted)."
 STATUS_NOTES = {STOPPED: "Stopped by you — partial reply.",
                 INTERRUPTED: "Interrupted — partial reply.",
                 RUNNING: "Still being written…"}
+# a reply written elsewhere with nothing yet: queued, waiting out a provider's limit,
+# or the model thinking (another process knows which)
+WAITING = "Waiting for the reply to begin…"
 
 
 
@@ -34,7 +37,8 @@ def tool_step(name: str, args: dict, result: str | None) -> None:
 
 
 def show_history(rows: list[StoredMessage], session: ChatbotSession,
-                 answering: bool = False, busy: bool = False) -> None:
+                 answering: bool = False, busy: bool = False,
+                 in_running_reply: Callable[[], None] | None = None) -> bool:
     """One bubble per user message and one per assistant turn (tool steps, then text),
     each with its time, a copy button and, on replies, the model and feedback.
 
@@ -42,7 +46,8 @@ def show_history(rows: list[StoredMessage], session: ChatbotSession,
     shows it, each from the run that answered its question (one query); the last message
     is being ``answering`` live below, when it is. While a reply is written (here or,
     ``busy``, by another process) no message can be edited, and the reply being written
-    has no footer yet (nothing to rate or copy until it ends).
+    has no footer yet (nothing to rate or copy until it ends); ``in_running_reply`` is
+    drawn inside its bubble (Stop), and the return value says whether it was.
     """
     versions = get_manager().store.versions(
         session.session_id, [r.id for r in rows if isinstance(r.message, HumanMessage)])
@@ -56,6 +61,7 @@ def show_history(rows: list[StoredMessage], session: ChatbotSession,
     last_question = _question_of_last_reply(grouped)
     runs = get_manager().store.runs.runs_answering(
         session.session_id, unanswered | {last_question} - {None})
+    drawn = False
     for index, turn in enumerate(grouped):
         first = turn[0]
         if isinstance(first.message, HumanMessage):
@@ -84,7 +90,8 @@ def show_history(rows: list[StoredMessage], session: ChatbotSession,
                     texts.append(message.text)
                     answer = row
                 if row.status != COMPLETE:
-                    st.caption(STATUS_NOTES.get(row.status, row.status))
+                    st.caption(WAITING if row.status == RUNNING and not _begun(turn)
+                               else STATUS_NOTES.get(row.status, row.status))
             last_run = runs.get(last_question) if index == len(grouped) - 1 else None
             if last_run and last_run["error"]:
                 # a regenerate that failed before its first word wrote nothing here: the
@@ -94,6 +101,16 @@ def show_history(rows: list[StoredMessage], session: ChatbotSession,
                          + last_run["error"], icon=":material/error:")
             if answer is not None and answer.status != RUNNING:
                 message_footer("\n\n".join(texts), answer.created_at, answer, session)
+            if in_running_reply is not None and turn[-1].status == RUNNING:
+                in_running_reply()
+                drawn, in_running_reply = True, None
+    return drawn
+
+
+def _begun(turn: list[StoredMessage]) -> bool:
+    """Something of the reply is there: a word or a tool step."""
+    return any(isinstance(r.message, AIMessage) and (r.message.text or r.message.tool_calls)
+               for r in turn)
 
 
 def version_switcher(session: ChatbotSession, message_id: int, versions: list[int] | None,

@@ -740,10 +740,14 @@ def test_a_reply_written_by_another_replica_is_followed_and_stop_reaches_it(
             page, elsewhere, chat, run_id, started):
         reply = messages(page).nth(3)
         expect(messages(page).nth(2)).to_contain_text("tell me a story", timeout=WAIT_MS)
+        # queued there, or waiting out a provider's limit: nothing written yet
+        expect(reply).to_contain_text("Waiting for the reply to begin", timeout=WAIT_MS)
+        expect(reply.get_by_role("button", name="Stop")).to_be_visible()  # in its bubble
         for words in ("Once upon", "Once upon a time there"):
             elsewhere.runs.checkpoint([(started.reply_id, run_id, AIMessage(words), "")],
                                       [run_id])
             expect(reply).to_contain_text(words, timeout=WAIT_MS)
+        expect(reply).to_contain_text("Still being written")
         expect(page.get_by_test_id("stChatInputTextArea")).to_be_disabled()
         expect(reply.get_by_role("radio", name="Thumbs up")).to_have_count(0)  # not yet
         expect(messages(page).nth(2).get_by_test_id("stPopoverButton").first
