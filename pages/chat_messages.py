@@ -171,9 +171,13 @@ def message_footer(text: str, created_at: float, reply: StoredMessage | None = N
                         type="tertiary"):
             st.code(text, language="markdown", wrap_lines=True)
         if reply is not None and session is not None:
-            # a reused id, or a thumb turned in another tab: a new widget, drawn as stored
-            key = f"feedback-{reply.id}-{reply.created_at}-{reply.score}"
-            st.feedback("thumbs", key=key, default=reply.score, on_change=save_feedback,
+            # keyed by reply (a reused id: a new widget) and drawn as stored (a thumb
+            # turned in another tab). Not keyed by the score: a new widget is drawn
+            # beside the old one, which stays in sight until the run ends (a whole
+            # reply, when the thumb is given while another reply streams)
+            key = f"feedback-{reply.id}-{reply.created_at}"
+            st.session_state[key] = reply.score
+            st.feedback("thumbs", key=key, on_change=save_feedback,
                         args=(session, reply.id, key))
             if reply.score is not None:
                 with st.popover("", icon=":material/comment:" if reply.comment

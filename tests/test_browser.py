@@ -816,6 +816,25 @@ def test_feedback_persists_across_a_reload_and_reaches_the_stats(server, new_pag
     assert up(after) == up(before) + 1
 
 
+def test_a_thumb_given_while_another_reply_streams_is_drawn_once(server, new_page):
+    """The thumb's click runs the page again while the next reply streams: one pair of
+    thumbs, turned, and no stale second pair beside it until the reply ends."""
+    page = new_page(server.url)
+    send(page, "what is 6*7")
+    wait_for_reply(page, 1, "6*7 = 42")
+    send(page, "Tell me about yourself")
+    expect(messages(page).nth(3)).to_contain_text("offline", timeout=WAIT_MS)
+    first = messages(page).nth(1)
+    first.get_by_role("radio", name="Thumbs up").click()
+    expect(first.get_by_test_id("stPopoverButton").filter(visible=True)  # copy, comment:
+           ).to_have_count(2, timeout=WAIT_MS)  # the reply drawn again
+    expect(page.get_by_role("button", name="Stop")).to_be_visible()  # still streaming
+    expect(first.get_by_role("radio", name="Thumbs up")).to_have_count(1)
+    expect(first.get_by_role("radio", name="Thumbs up")).to_have_attribute(
+        "aria-checked", "true")
+    shot(page, "thumb-while-streaming")
+
+
 def test_copy_puts_the_reply_on_the_clipboard(server, browser):
     context = browser.new_context(viewport={"width": 1280, "height": 900},
                                   permissions=["clipboard-read", "clipboard-write"])
