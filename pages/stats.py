@@ -71,28 +71,35 @@ def seconds(p50: float | None, p95: float | None) -> str:
 
 
 MEMBER_COLUMNS = {  # wide enough for "failing (key refused) · 299 s" and "model (v2)"
-    "Member · model": st.column_config.TextColumn(width=160),
+    "Member · model": st.column_config.TextColumn(width=280),
     "State": st.column_config.TextColumn(width=190),
     "Requests": st.column_config.NumberColumn(
-        help="Requests sent to this member, failed ones included (see Errors, 429s)"),
+        help="Requests this replica sent to the member, failed ones included (see Errors, "
+             "429s)"),
 }
+SPEED_COLUMNS = {"Member": st.column_config.TextColumn(width=280)}
 
 
-def members_frame(members: list[dict]) -> pd.DataFrame:
-    """The live pool view as people read it: one row per member (its weight after its
-    name, when not 1, then its model and version), narrow enough for a laptop's screen
-    beside the sidebar."""
-    return pd.DataFrame([{
+def members_frames(members: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The live pool view as people read it, in two tables narrow enough for a laptop's
+    screen beside the sidebar: load and health (this replica's counters), then speed
+    (from the replies stored, every replica's). A member is named with its weight (when
+    not 1), then its model and version."""
+    load = pd.DataFrame([{
         "Member · model": m["member"] + (f" ×{m['weight']:g}" if m["weight"] != 1 else "")
         + f" · {m['model']} (v{m['version']})",
         "State": m["state"] + (f" ({m['failing_for']})" if m["failing_for"] else "")
         + (f" · {math.ceil(m['cooldown_s'])} s" if m["cooldown_s"] else ""),
         "In flight": m["in_flight"], "Requests": m["served"],
         "Errors": m["errors"], "429s": m["rate_limited"],
-        "First token p50/p95": seconds(m["ttft_p50_s"], m["ttft_p95_s"]),
-        "Reply p50/p95": seconds(m["total_p50_s"], m["total_p95_s"]),
-        "Tokens/min": round(m["tokens_per_min"]),
     } for m in members])
+    speed = pd.DataFrame([{
+        "Member": m["member"],
+        "First token p50 / p95 (s)": seconds(m["ttft_p50_s"], m["ttft_p95_s"]),
+        "Reply p50 / p95 (s)": seconds(m["total_p50_s"], m["total_p95_s"]),
+        "Tokens per minute": round(m["tokens_per_min"]),
+    } for m in members])
+    return load, speed
 
 
 def usage_table(groups: dict[str, dict], label: str) -> pd.DataFrame:
@@ -123,9 +130,12 @@ def pool_view() -> None:
     st.caption(f"Replies being written in this process: {manager.chat.in_flight()} "
                "(custom agents' included; a reply holds a pool slot only while the model "
                "answers).")
-    st.dataframe(members_frame(members), hide_index=True, column_config=MEMBER_COLUMNS)
-    st.caption(f"Refreshes every {POOL_REFRESH_SECONDS} s. Latency percentiles, in seconds, "
-               "over the latest 1,000 replies of each member.")
+    load, speed = members_frames(members)
+    st.dataframe(load, hide_index=True, column_config=MEMBER_COLUMNS)
+    st.dataframe(speed, hide_index=True, column_config=SPEED_COLUMNS)
+    st.caption(f"Refreshes every {POOL_REFRESH_SECONDS} s. Requests, errors and 429s: this "
+               "replica's. Latency percentiles: the latest 1,000 replies of each member, "
+               "every replica's.")
 
 
 @st.fragment(run_every=POOL_REFRESH_SECONDS)
