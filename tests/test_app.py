@@ -434,6 +434,30 @@ class TestStatsPage:
         assert metrics["Agent pool size"] == "1"
         assert metrics["Custom-agent sessions"] == "0"
 
+    def test_a_replica_that_stopped_reporting_has_no_replies_in_flight(self):
+        """Its last report said one; the process is gone, and its reply with it."""
+        import pandas as pd
+        from sqlalchemy import update
+
+        from core.replicas import ReplicaReporter
+        from core.runtime import shared_manager
+        from core.schema import replicas
+
+        say(open_app(), "hello")
+        manager = shared_manager(lambda: None)
+        last = manager.get_stats()
+        last["pool"] = [{**last["pool"][0], "in_flight": 1}]
+        ReplicaReporter(manager, replica_id="gone-replica").publish(last)
+        with manager.store.engine.begin() as conn:
+            conn.execute(update(replicas).where(replicas.c.id == "gone-replica")
+                         .values(last_seen=replicas.c.last_seen - 600))
+        at = AppTest.from_file(APP, default_timeout=30)
+        at.switch_page("pages/stats.py")
+        at.run()
+        table = next(d.value for d in at.dataframe if "replica" in d.value.columns)
+        gone = table.set_index("replica").loc["gone-replica"]
+        assert gone["status"] == "stopped reporting" and pd.isna(gone["in flight"])
+
     def test_it_charts_sessions_pool_and_custom_usage_without_ids_or_text(self):
         chat = say(open_app(), "My secret is swordfish")
         from core.runtime import shared_recorder
