@@ -238,8 +238,9 @@ class SessionStore:
             conn.execute(delete(feedback).where(feedback.c.session_id == session_id))
             conn.execute(delete(replaced_feedback)
                          .where(replaced_feedback.c.session_id == session_id))
-            conn.execute(delete(runs).where(runs.c.session_id == session_id))
+            # messages before runs, as every writer takes them (a checkpoint elsewhere)
             conn.execute(delete(messages).where(messages.c.session_id == session_id))
+            conn.execute(delete(runs).where(runs.c.session_id == session_id))
             result = conn.execute(delete(sessions).where(sessions.c.id == session_id))
         return result.rowcount > 0
 

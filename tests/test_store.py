@@ -272,6 +272,40 @@ def test_feedback_written_on_two_replicas_at_once_is_one_row_not_an_error(pg_url
     other.dispose()
 
 
+def test_a_chat_deleted_while_another_replica_checkpoints_its_reply_is_no_deadlock(pg_url):
+    """A checkpoint locks the reply row, then the run's; a chat's delete takes them in
+    the same order (it took the run's first: PostgreSQL then aborted one of the two)."""
+    from sqlalchemy import event
+
+    here, there = SessionStore(pg_url), SessionStore(pg_url)
+    here.ensure_session("chat-a")
+    started = here.runs.start_turn("chat-a", HumanMessage("q"),
+                                   run={"id": "r" * 24, "agent": "", "replica": "here"},
+                                   reply={"model": "m"}, stale_before=time.time() - 60)
+    holding, release = threading.Event(), threading.Event()
+    watching = create_engine(pg_url)
+
+    @event.listens_for(here.engine, "after_cursor_execute")
+    def hold_the_reply_row(conn, cursor, statement, *args):
+        if statement.startswith("UPDATE messages"):
+            holding.set()
+            assert release.wait(30)
+
+    with ThreadPoolExecutor(2) as pool, watching.connect() as watcher:
+        checkpoint = pool.submit(here.runs.checkpoint, [
+            (started.reply_id, "r" * 24, AIMessage("half"), "m")], ["r" * 24])
+        assert holding.wait(30)
+        deleted = pool.submit(there.delete_session, "chat-a")
+        _wait_for_a_lock_wait(watcher, deleted)  # the delete waits for the reply row
+        release.set()
+        assert checkpoint.result(timeout=30) == set()  # then the delete goes on
+        assert deleted.result(timeout=30) is True
+    assert there.get_session("chat-a") is None
+    here.close()
+    there.close()
+    watching.dispose()
+
+
 def _wait_for_a_lock_wait(conn, future, seconds: float = 30) -> None:
     """Until another backend waits for a lock this connection holds (or ``future`` ends,
     which shows it did not wait)."""
