@@ -6,12 +6,14 @@ from __future__ import annotations
 import hmac
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 from pydantic import SecretStr
 
 GUESS_BURST = 20          # wrong passwords taken at once before the limit applies
 GUESSES_PER_MINUTE = 20   # then at most this many a minute, from everybody together
+TRUSTED_BROWSERS = 1000   # browsers remembered as having given the password
 
 
 def password_matches(given: str | None, password: SecretStr | None) -> bool:
@@ -34,7 +36,8 @@ class PasswordGate:
     """The stats password, for the page and the API alike, with wrong guesses limited
     per process (a token bucket): a guesser behind Streamlit's proxy has no address of
     its own to be limited by, so everybody shares the limit. While it holds, the right
-    password waits too; 20 a minute against a long random password is no attack.
+    password waits too (20 a minute against a long random password is no attack),
+    except from a browser that gave it before: a guesser cannot lock its admin out.
     """
 
     def __init__(self, password: SecretStr | None, burst: int = GUESS_BURST,
@@ -45,15 +48,17 @@ class PasswordGate:
         self._clock = clock
         self._lock = threading.Lock()
         self._allowance, self._since = float(burst), clock()
+        self._trusted: OrderedDict[str, None] = OrderedDict()  # browsers that gave it
 
     @property
     def open(self) -> bool:
         """No password is set: everybody sees the stats."""
         return password_matches(None, self._password)
 
-    def check(self, given: str | None) -> bool:
+    def check(self, given: str | None, browser: str | None = None) -> bool:
         """True for the password; False for a wrong one, which is counted. Raises
-        TooManyGuesses, without looking at ``given``, while the limit holds."""
+        TooManyGuesses, without looking at ``given``, while the limit holds, unless
+        ``browser`` (its random id) gave the password before."""
         if self.open:
             return True
         if not given:  # nothing tried (an API call without a token)
@@ -63,9 +68,14 @@ class PasswordGate:
             self._allowance = min(self._burst,
                                   self._allowance + (now - self._since) * self._rate)
             self._since = now
-            if self._allowance < 1:
+            if self._allowance < 1 and browser not in self._trusted:
                 raise TooManyGuesses((1 - self._allowance) / self._rate)
             if password_matches(given, self._password):
+                if browser is not None:
+                    self._trusted[browser] = None
+                    self._trusted.move_to_end(browser)
+                    if len(self._trusted) > TRUSTED_BROWSERS:
+                        self._trusted.popitem(last=False)
                 return True
             self._allowance -= 1
             return False

@@ -77,7 +77,7 @@ def stats_unlocked(gate: PasswordGate) -> bool:
     if not given:
         return False
     try:
-        right = gate.check(given)
+        right = gate.check(given, browser=browser_id())
     except TooManyGuesses as busy:
         st.error(f"Too many wrong passwords were tried lately; try again in "
                  f"{math.ceil(busy.retry_after)} s.")

@@ -41,3 +41,18 @@ def test_no_token_is_no_guess_and_no_password_is_an_open_gate():
     assert not gate.open
     for password in (None, SecretStr("")):
         assert PasswordGate(password).open and PasswordGate(password).check(None)
+
+
+def test_a_browser_that_gave_the_password_is_not_locked_out_by_guessers():
+    """One wrong guess every 3 s would keep the limit on for good: the admin's browser,
+    having given the password before, still gets in; any other waits."""
+    clock = Clock()
+    gate = PasswordGate(SecretStr("s3cret-pass"), burst=2, per_minute=20, clock=clock)
+    assert gate.check("s3cret-pass", browser="admin-browser")
+    assert [gate.check("a"), gate.check("b")] == [False, False]  # the guessers
+    for _ in range(100):
+        clock.now += 3
+        assert gate.check("wrong") is False  # one guess every 3 s
+        assert gate.check("s3cret-pass", browser="admin-browser")
+        with pytest.raises(TooManyGuesses):
+            gate.check("s3cret-pass", browser="another-browser")
