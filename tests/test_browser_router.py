@@ -136,9 +136,20 @@ def test_usage_cost_and_a_live_member_change_on_the_stats_page(server, fake, new
     expect(other.get_by_text("Now: fake-2")).to_be_visible()
     other.get_by_test_id("stForm").scroll_into_view_if_needed()
     shot(other, "router-stats-changed-elsewhere")
-    other.get_by_role("button", name="Show the change").click()
-    expect(other.get_by_test_id("stForm").get_by_label("Model")).to_have_value(
-        "fake-2", timeout=WAIT_MS)
+    # the button is in a fragment the page runs again every 2 s: under a full suite's
+    # load a click was once not taken (the form stayed as it was for 20 s); a person
+    # clicks again, and so does this test (at most twice more)
+    show = other.get_by_role("button", name="Show the change")
+    for attempt in range(3):
+        if show.first.is_visible():
+            show.first.click()
+        try:
+            expect(other.get_by_test_id("stForm").get_by_label("Model")).to_have_value(
+                "fake-2", timeout=WAIT_MS // 2)
+            break
+        except AssertionError:
+            if attempt == 2:
+                raise
     expect(other.get_by_text("was changed in another window")).to_have_count(0)
     form.get_by_role("button", name="Apply").click()  # again, nothing changed: no version 3
     expect(stats.get_by_text("Nothing to apply: cloud already answers")).to_be_visible(
