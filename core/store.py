@@ -37,7 +37,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, IntegrityError
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.schema import Table
 
@@ -368,6 +368,13 @@ class SessionStore:
         replies; ``comment`` None keeps the one stored (a thumb turned keeps what was
         written). False when the message is not a reply of this session, or, with
         ``expected``, when the stored (score, comment) is not that (another tab's)."""
+        try:
+            return self._set_feedback(session_id, message_id, score, comment, expected)
+        except IntegrityError:  # the reply went meanwhile (its chat deleted elsewhere)
+            return False
+
+    def _set_feedback(self, session_id: str, message_id: int, score: int | None,
+                      comment: str | None, expected: tuple[int | None, str] | None) -> bool:
         with self._writing() as conn:
             owned = conn.execute(select(messages.c.id).where(
                 messages.c.id == message_id, messages.c.session_id == session_id,

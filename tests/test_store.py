@@ -306,6 +306,21 @@ def test_a_chat_deleted_while_another_replica_checkpoints_its_reply_is_no_deadlo
     watching.dispose()
 
 
+def test_a_thumb_given_as_its_chat_is_deleted_elsewhere_is_refused_not_an_error(pg_url):
+    """The reply's row is being deleted by another replica (not committed yet) when the
+    thumb is stored: the store says no (False), as for any reply not there."""
+    store, other = SessionStore(pg_url), create_engine(pg_url)
+    store.ensure_session("chat-a")
+    _, reply = store.append_messages("chat-a", [HumanMessage("hi"), AIMessage("hello")])
+    with ThreadPoolExecutor(1) as pool, other.begin() as conn:
+        conn.execute(messages.delete().where(messages.c.session_id == "chat-a"))
+        thumb = pool.submit(store.set_feedback, "chat-a", reply, 1)
+        _wait_for_a_lock_wait(conn, thumb)
+    assert thumb.result(timeout=30) is False
+    store.close()
+    other.dispose()
+
+
 def _wait_for_a_lock_wait(conn, future, seconds: float = 30) -> None:
     """Until another backend waits for a lock this connection holds (or ``future`` ends,
     which shows it did not wait)."""
