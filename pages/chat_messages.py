@@ -67,7 +67,8 @@ def show_history(rows: list[StoredMessage], session: ChatbotSession,
         if isinstance(first.message, HumanMessage):
             with st.chat_message("user"):
                 st.text(first.message.text)
-                message_footer(first.message.text, first.created_at, before=lambda row=first: (
+                message_footer(first.message.text, first.created_at, key=first.id,
+                               before=lambda row=first: (
                     version_switcher(session, row.id, versions.get(row.id), busy),
                     edit_button(session, row, busy)))
                 # a slot drawn every time: a note from the page before (stopped, say)
@@ -100,7 +101,8 @@ def show_history(rows: list[StoredMessage], session: ChatbotSession,
                 st.error(("Regenerating failed; the answer above is kept. " if kept else "")
                          + last_run["error"], icon=":material/error:")
             if answer is not None and answer.status != RUNNING:
-                message_footer("\n\n".join(texts), answer.created_at, answer, session)
+                message_footer("\n\n".join(texts), answer.created_at, answer, session,
+                               key=answer.id)
             if in_running_reply is not None and turn[-1].status == RUNNING:
                 in_running_reply()
                 drawn, in_running_reply = True, None
@@ -161,10 +163,14 @@ def send_edit(session: ChatbotSession, message_id: int, key: str, was: str) -> N
 
 def message_footer(text: str, created_at: float, reply: StoredMessage | None = None,
                    session: ChatbotSession | None = None,
-                   before: Callable[[], object] | None = None) -> None:
+                   before: Callable[[], object] | None = None, key: int = 0) -> None:
     """Time (and model), a copy button, and feedback on a reply, on one discreet line
-    (after what ``before`` draws: a user message's versions and edit button)."""
-    with st.container(horizontal=True, vertical_alignment="center", gap="small"):
+    (after what ``before`` draws: a user message's versions and edit button).
+
+    Keyed by message: a popover left open (the editor, a copy) must not open on another
+    message that comes to its place (the window of a long chat moves with an edit)."""
+    with st.container(horizontal=True, vertical_alignment="center", gap="small",
+                      key=f"footer-{key}"):
         if before is not None:
             before()
         with st.popover("", icon=":material/content_copy:", help="Copy as Markdown",

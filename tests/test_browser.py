@@ -939,6 +939,36 @@ def test_editing_a_message_forks_the_chat_and_the_switcher_keeps_the_branch(serv
     wait_for_reply(page, 3, "Your name is Ada.")
 
 
+def test_an_edit_in_a_long_chat_leaves_no_editor_open_on_another_message(server,
+                                                                           new_page):
+    """The page shows the latest messages; an edit moves that window to the new branch,
+    and another message comes to the edited one's place: its editor must not be open."""
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    from core.limits import SHOWN_MESSAGES
+    from core.store import SessionStore
+
+    page = new_page(server.url)
+    send(page, "hello first")
+    wait_for_reply(page, 1, "offline")
+    chat = parse_qs(urlparse(address(page)).query)["session"][0]
+    store = SessionStore(f"sqlite:///{server.database}")
+    for i in range(SHOWN_MESSAGES // 2 + 10):
+        store.append_messages(chat, [HumanMessage(f"q{i}"), AIMessage(f"a{i}")])
+    store.close()
+    page.reload()
+    first = messages(page).nth(0)
+    expect(first).to_contain_text("q10", timeout=WAIT_MS)
+    first.get_by_role("button", name="edit").click()
+    editor = page.get_by_test_id("stPopoverBody").filter(visible=True)
+    editor.get_by_label("Edit your message").fill("q10, asked again")
+    editor.get_by_role("button", name="Send the new version").click()
+    expect(page.get_by_text("q10, asked again")).to_be_visible(timeout=WAIT_MS)
+    expect(page.get_by_test_id("stChatInputTextArea")).to_be_enabled(timeout=WAIT_MS)
+    expect(page.get_by_test_id("stPopoverBody").filter(visible=True)).to_have_count(0)
+    shot(page, "long-chat-after-edit")
+
+
 def test_a_reply_to_an_edit_shows_nothing_of_the_branch_left(server, new_page):
     page = new_page(server.url)
     send(page, "My name is Ada.")
