@@ -73,8 +73,12 @@ def stats_unlocked(gate: PasswordGate) -> bool:
     """Ask for the stats password when one is set; remember it for this browser tab."""
     if gate.open or st.session_state.get("stats_unlocked"):
         return True
-    given = st.text_input("Stats password", type="password")
-    if not given:
+    # a form: the same password can be given again (a text field alone reruns only
+    # when its value changes, so after "try again in 3 s" Enter did nothing)
+    with st.form("stats-password", border=False):
+        given = st.text_input("Stats password", type="password")
+        submitted = st.form_submit_button("Unlock", icon=":material/lock_open:")
+    if not submitted or not given:
         return False
     try:
         right = gate.check(given, browser=browser_id())

@@ -515,6 +515,11 @@ class TestProviderErrors:
             assert not at.error[0].value.startswith("Regenerating failed")
 
 
+def unlock(at: AppTest, password: str) -> AppTest:
+    at.text_input[0].input(password)
+    return next(b for b in at.button if b.label == "Unlock").click().run()
+
+
 class TestStatsPassword:
     def test_the_stats_page_asks_for_the_password_when_one_is_set(self, monkeypatch):
         monkeypatch.setenv("STATS_PASSWORD", "s3cret-pass")
@@ -522,9 +527,9 @@ class TestStatsPassword:
         at.switch_page("pages/stats.py")
         at.run()
         assert not at.metric
-        at.text_input[0].input("wrong").run()
+        unlock(at, "wrong")
         assert at.error[0].value == "Wrong password."
-        at.text_input[0].input("s3cret-pass").run()
+        unlock(at, "s3cret-pass")
         assert {m.label for m in at.metric} >= {"Sessions", "Messages"}
 
 
@@ -539,7 +544,7 @@ class TestStatsPassword:
         manager = shared_manager(lambda: None)
         for guess in range(GUESS_BURST):
             assert manager.stats_gate.check(f"guess-{guess}") is False  # other tabs
-        at.text_input[0].input("s3cret-pass").run()  # the right one waits too
+        unlock(at, "s3cret-pass")  # the right one waits too
         assert at.error[0].value.startswith("Too many wrong passwords were tried lately; "
                                             "try again in 3 s")
         assert not at.metric
@@ -565,7 +570,7 @@ class TestStatsPassword:
         at = AppTest.from_file(APP, default_timeout=30)
         at.switch_page("pages/stats.py")
         at.run()
-        at.text_input[0].input("s3cret-pass").run()
+        unlock(at, "s3cret-pass")
         from core.runtime import shared_manager
 
         members = shared_manager(lambda: None).members
@@ -610,7 +615,7 @@ class TestStatsPassword:
             at = AppTest.from_file(APP, default_timeout=30)
             at.switch_page("pages/stats.py")
             at.run()
-            at.text_input[0].input("s3cret-pass").run()
+            unlock(at, "s3cret-pass")
             windows.append(at)
         one, two = windows
         from core.runtime import shared_manager
