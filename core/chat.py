@@ -553,6 +553,7 @@ class ChatEngine:
             return
         call, results = step
         model, custom = self.conversations.answered_by(session)
+        model = progress.model or model  # the member answering, not the start's guess
         progress.writing = asyncio.ensure_future(asyncio.to_thread(
             self.store.runs.advance_reply, progress.run.session_id, progress.run.id,
             progress.reply_id, call, results, {"model": model, "custom_agent": custom}))

@@ -116,3 +116,21 @@ def test_a_regenerate_that_fails_after_its_tool_step_keeps_the_answer_it_was_to_
     assert run.wait(20) and run.status == "interrupted" and "HTTP 500" in run.error
     assert [(r.message.type, r.message.text, r.status)
             for r in manager.store.load_stored(session.session_id)] == before
+
+
+def test_a_tool_step_is_stored_with_the_model_that_made_it(chat, fake):
+    """After a member's model is changed, every row of a reply names the new one: the
+    tool call as well as the answer (the step's row was given the start's guess)."""
+    from sqlalchemy import select
+
+    from core import AgentSpec
+    from core.schema import messages
+
+    manager, session = chat()
+    manager.members.reconfigure("pool:0", AgentSpec("fake-2", "", 0.0))
+    assert session.send("what is 3*4") == "The answer is 12."
+    with manager.store.engine.connect() as conn:
+        models = conn.execute(select(messages.c.model).where(
+            messages.c.role == "ai").order_by(messages.c.id)).scalars().all()
+    assert models == ["fake-2", "fake-2"]  # the tool call, the answer
+    assert fake.requests[-1]["body"]["model"] == "fake-2"
