@@ -267,7 +267,7 @@ def live_stats() -> None:
             "status": "stopped reporting" if r["stale"] else "live",
             "last seen (s ago)": round(now - r["last_seen"], 1),
             # a replica that stopped reporting writes nothing: what it had then is gone
-            "in flight": None if r["stale"] else r["in_flight"],
+            "in flight": "—" if r["stale"] else str(r["in_flight"]),
             "requests": r["served"], "errors": r["errors"],
             "sessions in memory": r["sessions_in_memory"],
         } for r in replicas]), hide_index=True)
