@@ -340,6 +340,9 @@ def count_page_view(manager: ChatbotSessionManager) -> None:
 
 EXAMPLES = ("What is 12*7?", "What time is it?", "My name is Ada. What is my name?")
 OFFLINE_NOTICE = "offline-demo"
+# The box stays open while a reply is written (here or in another tab): a draft can be
+# typed meanwhile, and one sent too early comes back into the box with the reason.
+BUSY_PLACEHOLDER = "A reply is being written… type your next message, send it once it ends"
 
 
 def chat_header(manager: ChatbotSessionManager, session: ChatbotSession, title: str) -> None:
@@ -418,9 +421,8 @@ if "restore" in st.session_state:
         text = text + " " if not text.endswith(" ") else text.rstrip()
     st.session_state.chat_box = st.session_state.restored_last = text
 busy = run is not None or elsewhere is not None
-prompt = st.chat_input("A reply is being written… wait for it, or stop it" if busy
-                       else "Message PoolChat", submit_mode="disable", key="chat_box",
-                       disabled=busy)
+prompt = st.chat_input(BUSY_PLACEHOLDER if busy else "Message PoolChat",
+                       submit_mode="disable", key="chat_box")
 prompt = st.session_state.pop("example", None) or prompt
 if prompt is not None and not busy:
     run, refused = start_run(session, prompt)

@@ -95,7 +95,18 @@ def messages(page: Page):
 
 def wait_for_reply(page: Page, index: int, text: str) -> None:
     expect(messages(page).nth(index)).to_contain_text(text, timeout=WAIT_MS)
-    expect(page.get_by_test_id("stChatInputTextArea")).to_be_enabled(timeout=WAIT_MS)
+    wait_until_idle(page)
+
+
+IDLE_PLACEHOLDER = "Message PoolChat"
+
+
+def wait_until_idle(page: Page) -> None:
+    """Until the page was drawn with no reply being written in its chat: the chat box
+    says so (it stays open while a reply is written, for a draft)."""
+    box = page.get_by_test_id("stChatInputTextArea")
+    expect(box).to_have_attribute("placeholder", IDLE_PLACEHOLDER, timeout=WAIT_MS)
+    expect(box).to_be_enabled(timeout=WAIT_MS)
 
 
 def stored_messages(server, page: Page) -> list[dict]:
@@ -342,10 +353,9 @@ def test_a_second_tab_follows_the_reply_live(server, new_page):
     second.goto(address(page))
     expect(messages(second).nth(1)).to_contain_text("offline demo", timeout=WAIT_MS)
     box = second.get_by_test_id("stChatInputTextArea")
-    expect(box).to_be_disabled()
-    assert "A reply is being written" in box.get_attribute("placeholder")  # says why
+    assert "A reply is being written" in box.get_attribute("placeholder")  # says so
     wait_for_reply(second, 1, "and restart.")
-    assert box.get_attribute("placeholder") == "Message PoolChat"
+    assert box.get_attribute("placeholder") == IDLE_PLACEHOLDER
     wait_for_reply(page, 1, "and restart.")
     assert len(stored_messages(server, page)) == 2
 
@@ -371,12 +381,38 @@ def test_an_idle_tab_follows_a_reply_started_in_another_tab_and_keeps_its_draft(
     # nothing is done in the second tab: it sees the reply start and follows it live
     expect(messages(second).nth(3)).to_contain_text("offline demo", timeout=WAIT_MS)
     expect(second.get_by_role("button", name="Stop")).to_be_visible()
-    expect(box).to_be_disabled()
+    box.press_sequentially(", typed on")  # the draft goes on while the reply is written
+    expect(second.get_by_role("button", name="Stop")).to_be_visible()  # it still was
     shot(second, "idle-tab-follows-a-reply")
     wait_for_reply(second, 3, "and restart.")
-    expect(box).to_have_value("a draft not sent yet")  # what was typed is still there
+    expect(box).to_have_value("a draft not sent yet, typed on")  # nothing typed is lost
     expect(messages(second)).to_have_count(4)
     shot(second, "idle-tab-after-the-reply")
+
+
+def test_a_draft_typed_while_the_reply_streams_is_kept_and_sent_after_it(
+        server, new_page):
+    """Like the best chat apps: the next message can be typed while a reply streams; an
+    Enter too early gives it back with the reason; once the reply ends it goes."""
+    page = new_page(server.url)
+    send(page, "Tell me about yourself")
+    expect(messages(page).nth(1)).to_contain_text("offline demo", timeout=WAIT_MS)
+    box = page.get_by_test_id("stChatInputTextArea")
+    box.press_sequentially("what is 6*7")
+    box.press("Enter")  # too early
+    expect(page.get_by_text("A reply is still being written")).to_be_visible(
+        timeout=WAIT_MS)
+    expect(box).to_have_value("what is 6*7")
+    expect(page.get_by_role("button", name="Stop")).to_be_visible()  # still streaming
+    shot(page, "draft-sent-too-early")
+    wait_for_reply(page, 1, "and restart.")
+    expect(box).to_have_value("what is 6*7")
+    box.press("Enter")
+    wait_for_reply(page, 3, "6*7 = 42")
+    stored = stored_messages(server, page)
+    assert [m["content"] for m in stored if m["role"] == "human"] == [
+        "Tell me about yourself", "what is 6*7"]  # once each
+    assert stored[-1]["content"] == "6*7 = 42"
 
 
 def test_a_regenerate_in_one_tab_is_followed_and_can_be_stopped_from_the_other(
@@ -744,7 +780,8 @@ def test_a_reply_written_by_another_replica_is_followed_and_stop_reaches_it(
                                       [run_id])
             expect(reply).to_contain_text(words, timeout=WAIT_MS)
         expect(reply).to_contain_text("Still being written")
-        expect(page.get_by_test_id("stChatInputTextArea")).to_be_disabled()
+        expect(page.get_by_test_id("stChatInputTextArea")).to_have_attribute(
+            "placeholder", re.compile("A reply is being written"))
         expect(reply.get_by_role("radio", name="Thumbs up")).to_have_count(0)  # not yet
         expect(messages(page).nth(2).get_by_test_id("stPopoverButton").first
                ).to_be_disabled()  # no edit while a reply is written
@@ -757,7 +794,7 @@ def test_a_reply_written_by_another_replica_is_followed_and_stop_reaches_it(
         elsewhere.runs.finish_turn(chat, run_id, started.reply_id,
                                    AIMessage("Once upon a time there"), "stopped")
         expect(reply).to_contain_text("Stopped", timeout=WAIT_MS)
-        expect(page.get_by_test_id("stChatInputTextArea")).to_be_enabled(timeout=WAIT_MS)
+        wait_until_idle(page)
 
 
 def test_a_regenerate_written_by_another_replica_replaces_the_answer_in_sight(
@@ -778,7 +815,7 @@ def test_a_regenerate_written_by_another_replica_replaces_the_answer_in_sight(
         elsewhere.runs.finish_turn(chat, run_id, started.reply_id,
                                    AIMessage("Two, again: 2"), "complete",
                                    replaces=started.user_message_id)
-        expect(page.get_by_test_id("stChatInputTextArea")).to_be_enabled(timeout=WAIT_MS)
+        wait_until_idle(page)
         expect(reply).to_contain_text("Two, again: 2")
         expect(messages(page)).to_have_count(2)
         assert [m["content"] for m in stored_messages(server, page)] == [
@@ -960,7 +997,7 @@ def test_an_edit_in_a_long_chat_leaves_no_editor_open_on_another_message(server,
     editor.get_by_label("Edit your message").fill("q10, asked again")
     editor.get_by_role("button", name="Send the new version").click()
     expect(page.get_by_text("q10, asked again")).to_be_visible(timeout=WAIT_MS)
-    expect(page.get_by_test_id("stChatInputTextArea")).to_be_enabled(timeout=WAIT_MS)
+    wait_until_idle(page)
     expect(page.get_by_test_id("stPopoverBody").filter(visible=True)).to_have_count(0)
     shot(page, "long-chat-after-edit")
 
