@@ -236,8 +236,10 @@ class RunLog:
 
         def advance(execute: Execute) -> tuple[list[int], int]:
             if execute(self._sql.set_reply, {"mid": reply_id, "content": message.text,
-                                             "payload": payload(message),
-                                             "status": COMPLETE}).rowcount != 1:
+                                             "payload": payload(message), "status": COMPLETE,
+                                             "model": reply.get("model"),
+                                             "custom": reply.get("custom_agent")}
+                       ).rowcount != 1:
                 raise RunEnded()
             ids = insert_chain(execute, self._sql.insert,
                                message_rows(session_id, results, COMPLETE, None, False, now,

@@ -92,10 +92,14 @@ class TurnStatements:
                                 .values(title=bindparam("title")))
         # a reply row is written by its run while running: one ended elsewhere (as
         # stale) is left as it was (rowcount 0); messages before runs, as every writer
+        # (with the model answering now: a member may have changed since the row opened)
         self.set_reply = c(update(messages).where(messages.c.id == bindparam("mid"),
                                                   messages.c.status == RUNNING)
                            .values(content=bindparam("content"), payload=bindparam("payload"),
-                                   status=bindparam("status")))
+                                   status=bindparam("status"),
+                                   model=func.coalesce(bindparam("model"), messages.c.model),
+                                   custom_agent=func.coalesce(bindparam("custom"),
+                                                              messages.c.custom_agent)))
         run_reply = (messages.c.id == bindparam("mid"), messages.c.session_id == sid,
                      messages.c.run_id == bindparam("rid"),  # never another chat's row
                      messages.c.status == RUNNING)

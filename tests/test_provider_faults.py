@@ -134,3 +134,35 @@ def test_a_tool_step_is_stored_with_the_model_that_made_it(chat, fake):
             messages.c.role == "ai").order_by(messages.c.id)).scalars().all()
     assert models == ["fake-2", "fake-2"]  # the tool call, the answer
     assert fake.requests[-1]["body"]["model"] == "fake-2"
+
+
+def test_a_tool_step_names_the_new_model_before_the_reply_ends(chat, fake):
+    """What a crash right after the tool step leaves behind: the step's rows, stored
+    before the answer is asked for, already name the member's model of now (the end,
+    which a crash never reaches, used to be what put it right)."""
+    import time
+
+    from sqlalchemy import select
+
+    from core import AgentSpec
+    from core.schema import messages
+
+    manager, session = chat()
+    manager.members.reconfigure("pool:0", AgentSpec("fake-2", "", 0.0))
+    fake.modes.extend(["ok", "hang"])  # the tool call, then an answer that never comes
+    run = session.start("what is 3*4")
+    rows = []
+    deadline = time.monotonic() + 20
+    while len(rows) < 2 and time.monotonic() < deadline:  # the step is stored
+        with manager.store.engine.connect() as conn:
+            rows = conn.execute(select(messages.c.role, messages.c.model).where(
+                messages.c.role.in_(["ai", "tool"]), messages.c.status == "complete")
+            ).all()
+        if len(rows) < 2:
+            run.wait(0.05)
+    try:
+        assert sorted(rows) == [("ai", "fake-2"), ("tool", None)]  # the call, its result
+        assert run.status == "running"  # as a crash would find it: no end yet
+    finally:
+        fake.release.set()
+        run.wait(20)
