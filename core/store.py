@@ -156,15 +156,17 @@ class SessionStore:
             run(self._sql.new_session,
                 session_row(session_id, time.time(), owner, title, agent_spec))
 
+    def _dialect_insert(self, table: Table) -> Any:
+        """An INSERT with this database's ON CONFLICT clauses."""
+        return (postgresql if self.dialect == "postgresql" else sqlite).insert(table)
+
     def _insert_or_ignore(self, table: Table) -> Any:
-        module = postgresql if self.dialect == "postgresql" else sqlite
-        return module.insert(table).on_conflict_do_nothing()
+        return self._dialect_insert(table).on_conflict_do_nothing()
 
     def _upsert(self, table: Table, key: list[Column], given: dict[str, Any]) -> Any:
         """INSERT, or on a row with the same ``key`` set only the ``given`` columns
         to the values inserted."""
-        module = postgresql if self.dialect == "postgresql" else sqlite
-        statement = module.insert(table)
+        statement = self._dialect_insert(table)
         return statement.on_conflict_do_update(
             index_elements=key, set_={name: statement.excluded[name] for name in given})
 
