@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import secrets
+from contextlib import asynccontextmanager
 
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
@@ -22,7 +23,7 @@ from starlette.routing import Route
 
 from core.auth import TooManyGuesses
 from core.ids import is_valid_session_id
-from core.runtime import shared_manager, shared_recorder
+from core.runtime import reset_shared_manager, shared_manager, shared_recorder
 from core.stats import public_stats
 from pages.clicks import keep_clicks
 from pages.common import BROWSER_COOKIE, BROWSER_COOKIE_MAX_AGE, load_app_settings
@@ -133,6 +134,16 @@ async def stop_run(request: Request) -> Response:
     return Response(status_code=204 if stopped else 404)
 
 
+@asynccontextmanager
+async def stop_runs_at_shutdown(_app):
+    """On SIGTERM (a redeploy, a restart) Streamlit's server ends gracefully, then the
+    process dies of the signal: nothing at exit would run. Here, replies still being
+    written are stopped first, each stored up to its last word, marked interrupted
+    (retryable), with its usage; without it they stayed "running" until a sweep."""
+    yield
+    await run_in_threadpool(reset_shared_manager)
+
+
 logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 logging.getLogger("poolchat").setLevel(logging.INFO)
 
@@ -145,7 +156,8 @@ keep_clicks()  # a click followed at once by a message is not lost (pages/clicks
 
 app = st.App("app.py", routes=[Route("/api/stats.json", stats_json),
                      Route("/api/stop", stop_run, methods=["POST"])],
-             middleware=[Middleware(BrowserIdCookie), Middleware(NoOutsideImages)])
+             middleware=[Middleware(BrowserIdCookie), Middleware(NoOutsideImages)],
+             lifespan=stop_runs_at_shutdown)
 
 if __name__ == "__main__":
     # an emoji: Streamlit draws it as a data: SVG (a Material icon's favicon is fetched

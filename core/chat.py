@@ -51,6 +51,7 @@ BUSY = "A reply is still being written in this chat. Wait for it, or stop it fir
 MOVED_ON = ("This chat changed in another tab or window since this page showed it; "
             "here is the latest.")
 DELETED = "This chat was deleted (in another tab or window)."
+SHUT_DOWN = "The server restarted while this reply was being written. Try again."
 SWEEP_EVERY = 10  # checkpoints between sweeps for runs whose owner died
 DELETED_KEPT = 10_000  # deleted chats remembered here, so no late message brings one back
 ALLOWANCES_KEPT = 100_000  # owners' rate-limit buckets; the least recently used one goes
@@ -152,6 +153,7 @@ class ChatEngine:
         self._allowances: OrderedDict[str, tuple[float, float]] = OrderedDict()  # left, when
         self._progress: dict[str, _Progress] = {}  # worker thread only
         self._stop_before_start: set[str] = set()  # worker thread only
+        self.shutting_down = False  # runs cancelled from now on end interrupted, not stopped
         self.sweep()
         self._checkpointer = worker.submit(self._checkpoints())
 
@@ -536,6 +538,8 @@ class ChatEngine:
                 on_ticket=run.wait_in)
         except asyncio.CancelledError:
             status = STOPPED
+            if self.shutting_down:  # no user stopped it: it can be asked for again
+                status, error, retryable = INTERRUPTED, SHUT_DOWN, True
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 task.uncancel()

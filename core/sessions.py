@@ -543,7 +543,9 @@ class ChatbotSessionManager:
             self.page_views += 1
 
     def close(self) -> None:
-        """Stop the runs still going (their partial replies are stored), then the store."""
+        """Stop the runs still going (their partial replies are stored, marked
+        interrupted by the shutdown: retryable), then the store."""
+        self.chat.shutting_down = True
         self.worker.close()
         self.store.close()
 

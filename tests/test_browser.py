@@ -633,6 +633,41 @@ def test_after_a_reply_the_cursor_is_back_in_the_chat_box(server, new_page):
         wait_for_reply(page, index, answer)
 
 
+def test_a_restart_mid_reply_keeps_it_so_far_with_the_reason(tmp_path, new_page):
+    """A redeploy stops the server with SIGTERM while a reply streams: the reply is
+    stored up to where it got, marked interrupted by the restart (not left "running"
+    until a sweep), and the page served by the next process says so and offers
+    Regenerate."""
+    data = tmp_path / "restarted"
+    data.mkdir()
+    first = start_app(data, OFFLINE_STREAM_DELAY="0.3")
+    try:
+        page = new_page(first.url)
+        send(page, "Tell me about yourself")
+        expect(messages(page).nth(1)).to_contain_text("arithmetic", timeout=WAIT_MS)
+        page.wait_for_url("**session=*")
+        chat = address(page)
+    finally:
+        stop_app(first)  # SIGTERM, as a platform sends it
+    stored = stored_messages(first, page)
+    assert [m["status"] for m in stored] == ["complete", "interrupted"]
+    assert "arithmetic" in stored[1]["content"]
+    with sqlite3.connect(first.database) as db:
+        assert db.execute("SELECT status, error FROM runs").fetchall() == [
+            ("interrupted", "The server restarted while this reply was being written. "
+                            "Try again.")]
+        assert db.execute("SELECT count(*) FROM usage").fetchone() == (1,)  # metered
+    second = start_app(data, OFFLINE_STREAM_DELAY="0.3")
+    try:
+        page.goto(chat.replace(first.url, second.url))
+        reply = messages(page).nth(1)
+        expect(reply).to_contain_text("The server restarted", timeout=WAIT_MS)
+        expect(page.get_by_role("button", name="Regenerate")).to_be_visible()
+        shot(page, "restarted-mid-reply")
+    finally:
+        stop_app(second)
+
+
 def test_closing_the_tab_mid_reply_lets_the_reply_finish(server, new_page):
     page = new_page(server.url)
     send(page, "Tell me about yourself")

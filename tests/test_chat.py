@@ -18,6 +18,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
 from core import ChatbotSessionManager
+from core.chat import SHUT_DOWN
 from core.errors import ChatError, MessageRejected
 from core.runs import CHECKPOINT_EVERY
 from core.store import COMPLETE, INTERRUPTED, RUNNING, STOPPED
@@ -137,6 +138,23 @@ class TestStop:
         assert manager.store.runs.latest_run(session.session_id)["status"] == STOPPED
         usage = manager.get_stats()["pool"][0]
         assert (usage["in_flight"], usage["stopped"], usage["errors"]) == (0, 1, 0)
+
+    def test_a_shutdown_mid_reply_stores_it_interrupted_to_be_retried(self, scripted,
+                                                                    make_manager):
+        """A redeploy's SIGTERM closes the manager (app.py's lifespan): a reply being
+        written is stored up to its last word and ended as interrupted by the restart,
+        which the user can retry; nobody stopped it."""
+        manager, model = scripted
+        model.enqueue(STORY, pause_after=3, pause=60)
+        session = manager.create_session()
+        run = session.start("tell me")
+        shown = first_tokens(run, 3)
+        manager.close()
+        assert (run.status, run.error, run.retryable) == (INTERRUPTED, SHUT_DOWN, True)
+        later = make_manager(agent_factory=scripted_factory(model))  # the next process
+        assert stored(later, session)[-1] == ("ai", "".join(shown), INTERRUPTED)
+        latest = later.store.runs.latest_run(session.session_id)
+        assert (latest["status"], latest["error"]) == (INTERRUPTED, SHUT_DOWN)
 
     def test_a_stop_by_run_id_is_taken_only_from_the_browser_whose_chat_it_is(
             self, scripted):
