@@ -154,8 +154,17 @@ logging.getLogger("poolchat").setLevel(logging.INFO)
 PagesManager.uses_pages_directory = False
 keep_clicks()  # a click followed at once by a message is not lost (pages/clicks.py)
 
-app = st.App("app.py", routes=[Route("/api/stats.json", stats_json),
-                     Route("/api/stop", stop_run, methods=["POST"])],
+def api_routes() -> list[Route]:
+    """The API at the root and, behind a base path (``server.baseUrlPath``), under it
+    too: st.App mounts routes at the root only, and the page's Stop beacon posts to a
+    relative ``api/stop`` (under a base path it got Streamlit's 405 and was lost)."""
+    base = str(st.get_option("server.baseUrlPath") or "").strip("/")
+    return [route for prefix in ("", *([f"/{base}"] if base else [])) for route in (
+        Route(f"{prefix}/api/stats.json", stats_json),
+        Route(f"{prefix}/api/stop", stop_run, methods=["POST"]))]
+
+
+app = st.App("app.py", routes=api_routes(),
              middleware=[Middleware(BrowserIdCookie), Middleware(NoOutsideImages)],
              lifespan=stop_runs_at_shutdown)
 

@@ -62,6 +62,18 @@ class TestStopApi:
         assert api.get("/api/stop").status_code == 405
 
 
+    def test_behind_a_base_path_the_api_answers_under_it_too(self, monkeypatch):
+        """The page's Stop beacon posts to a relative ``api/stop``: behind
+        ``server.baseUrlPath`` that is ``/<base>/api/stop`` (st.App mounts routes at
+        the root only; there it got Streamlit's 405)."""
+        monkeypatch.setattr(entry.st, "get_option", lambda name: {
+            "server.baseUrlPath": "/poolchat/"}.get(name, ""))
+        api = client(*entry.api_routes())
+        assert api.post("/poolchat/api/stop", content="x" * 24).status_code == 403
+        assert api.get("/poolchat/api/stats.json").json()["agent_pool_size"] == 1
+        assert api.get("/api/stats.json").status_code == 200  # the root still answers
+
+
 class TestBrowserCookie:
     def test_a_new_browser_gets_a_random_httponly_samesite_cookie(self):
         first = client().get("/")
