@@ -62,6 +62,22 @@ class TestStopApi:
         assert api.get("/api/stop").status_code == 405
 
 
+    def test_the_browser_whose_chat_it_is_stops_its_reply(self, monkeypatch):
+        from core.runtime import shared_manager
+        from core.store import STOPPED
+
+        monkeypatch.setenv("OFFLINE_STREAM_DELAY", "0.5")  # a reply of ~20 s
+        api = client(Route("/api/stop", entry.stop_run, methods=["POST"]))
+        api.get("/")
+        owner = api.cookies["poolchat_browser"]
+        manager = shared_manager(entry.load_app_settings)
+        run = manager.create_session(owner=owner).start("Tell me about yourself")
+        stranger = client(Route("/api/stop", entry.stop_run, methods=["POST"]))
+        stranger.get("/")
+        assert stranger.post("/api/stop", content=run.id).status_code == 404  # not theirs
+        assert api.post("/api/stop", content=run.id).status_code == 204
+        assert run.wait(10) and run.status == STOPPED
+
     def test_behind_a_base_path_the_api_answers_under_it_too(self, monkeypatch):
         """The page's Stop beacon posts to a relative ``api/stop``: behind
         ``server.baseUrlPath`` that is ``/<base>/api/stop`` (st.App mounts routes at
