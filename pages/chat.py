@@ -6,6 +6,7 @@ bookmark or a server restart resumes it; a conversation of another browser never
 
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -248,6 +249,46 @@ def send_stops_as_beacons() -> None:
     st.sidebar.html(STOP_BEACON, unsafe_allow_javascript=True)
 
 
+# Runs in the page (a constant), once per tab. While a reply is written the box stays
+# open for the next message, and Enter (or the send arrow, dimmed) does nothing there, as
+# in the best chat apps. Sent anyway, it came back refused, but the box was emptied and
+# locked for a moment: letters typed meanwhile were lost (6 of 6 in a walk). The page
+# says it is busy by its placeholder; a tab that has not seen the reply start yet still
+# sends, and gets its message back with the reason (the server's check).
+HOLD_SENDS_WHILE_BUSY = """<script>
+(() => {
+  if (window.poolchatHoldSends) return;
+  window.poolchatHoldSends = true;
+  const BUSY = %s;
+  const busy = () => {
+    const box = document.querySelector('[data-testid="stChatInputTextArea"]');
+    return Boolean(box && box.placeholder === BUSY);
+  };
+  const hold = (event) => { event.preventDefault(); event.stopImmediatePropagation(); };
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing
+        && event.target.matches?.('[data-testid="stChatInputTextArea"]') && busy()) {
+      hold(event);
+    }
+  }, true);
+  document.addEventListener("click", (event) => {
+    if (event.target.closest?.('[data-testid="stChatInputSubmitButton"]') && busy()) {
+      hold(event);
+    }
+  }, true);
+  const style = document.createElement("style");
+  style.textContent = `[data-testid="stChatInput"]:has(textarea[placeholder="${BUSY}"])
+    [data-testid="stChatInputSubmitButton"] { opacity: 0.3; cursor: not-allowed; }`;
+  document.head.appendChild(style);
+})();
+</script>"""
+
+
+def hold_sends_while_busy() -> None:
+    st.sidebar.html(HOLD_SENDS_WHILE_BUSY % json.dumps(BUSY_PLACEHOLDER),
+                    unsafe_allow_javascript=True)
+
+
 def shown_rows(session: ChatbotSession) -> tuple[list[StoredMessage], bool]:
     """The chat's newest messages, as many as this tab asked to see, and whether there
     are earlier ones. A window cut inside a turn starts at its next question: an answer
@@ -306,9 +347,9 @@ FOCUS_CHAT_BOX = """<script>
   let tries = 0;
   const settled = () => {  // at once, then until the box is drawn enabled (up to 3 s)
     const box = document.querySelector('[data-testid="stChatInputTextArea"]');
-    const active = document.activeElement;
-    if ((active && active !== document.body) || String(window.getSelection())
-        || ++tries > 120) {
+    const active = document.activeElement;  // a button clicked (New chat) keeps none
+    if ((active && active !== box && active.matches("input, textarea, select, "
+        + "[contenteditable]")) || String(window.getSelection()) || ++tries > 120) {
       return true;  // the user is in another field, or selecting: leave it
     }
     if (box && !box.disabled) {
@@ -324,12 +365,15 @@ FOCUS_CHAT_BOX = """<script>
 </script>"""
 
 
-def focus_chat_box(last_shown: int) -> None:
+def focus_chat_box(chat: str, last_shown: int) -> None:
     """Put the cursor back in the chat box once a reply has ended, as chat apps do,
-    unless the user is in another field. Drawn again (and so run) only when the last
-    message shown (an id, unique across chats) changes: a click on thumbs or a popover
-    must not pull the cursor away."""
-    st.html(f"<!-- {int(last_shown)} -->{FOCUS_CHAT_BOX}", unsafe_allow_javascript=True)
+    unless the user is in another field. Drawn again (and so run) only when the chat or
+    the last message shown changes: a click on thumbs or a popover must not pull the
+    cursor away (and every new chat, with nothing shown, is another one)."""
+    # a container keyed by both: an element only changed in place is not run again
+    # (an empty chat after another empty chat kept the focus on New chat)
+    st.container(key=f"focus-{chat}-{int(last_shown)}").html(
+        FOCUS_CHAT_BOX, unsafe_allow_javascript=True)
 
 
 def count_page_view(manager: ChatbotSessionManager) -> None:
@@ -342,7 +386,7 @@ EXAMPLES = ("What is 12*7?", "What time is it?", "My name is Ada. What is my nam
 OFFLINE_NOTICE = "offline-demo"
 # The box stays open while a reply is written (here or in another tab): a draft can be
 # typed meanwhile, and one sent too early comes back into the box with the reason.
-BUSY_PLACEHOLDER = "A reply is being written… type your next message, send it once it ends"
+BUSY_PLACEHOLDER = "A reply is being written… type ahead"  # one line on a phone
 
 
 def chat_header(manager: ChatbotSessionManager, session: ChatbotSession, title: str) -> None:
@@ -445,6 +489,7 @@ conversation_actions(manager, session, owner, title, rows, whole=not earlier)
 agent_settings(manager, session)
 conversation_list(manager, session, owner)
 send_stops_as_beacons()
+hold_sends_while_busy()
 close_sidebar_on_phone()
 
 chat_header(manager, session, title)
@@ -468,7 +513,9 @@ else:
     drawn = drawing(session, rows)
     stop_inside = show_history(rows, session, busy=elsewhere is not None, in_running_reply=(
         None if elsewhere is None else lambda: stop_button(session, elsewhere["id"])))
-    if refusal:
+    if refusal and elsewhere is not None:  # the page is drawn again as the reply moves
+        st.toast(refusal, icon=":material/block:", duration="long")
+    elif refusal:
         st.warning(refusal, icon=":material/block:")
     if elsewhere is not None:
         watch_elsewhere(session, elsewhere, stop_inside)
@@ -484,6 +531,6 @@ else:
     if elsewhere is None and manager.settings.TAB_SYNC_SECONDS:
         keep_in_step(session, shown)
     if elsewhere is None:
-        focus_chat_box(last_shown)
+        focus_chat_box(session.session_id, last_shown)
 st.session_state[DRAWN] = drawn
 

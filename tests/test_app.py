@@ -835,7 +835,9 @@ def test_an_edit_refused_because_another_tab_started_a_reply_waits_with_its_text
                                   stale_before=time.time() - 10)
     edit.set_value("My name is Grace.")
     at = send.click().run()
-    assert [w.value for w in at.warning] == [
+    # a toast: the page is drawn again each time that reply moves (a warning was gone
+    # within a second)
+    assert [t.value for t in at.toast] == [
         "A reply is still being written in this chat. Wait for it, or stop it first."]
     edit = next(t for t in at.text_area if t.label == "Edit your message")
     assert edit.value == "My name is Grace."
@@ -884,5 +886,5 @@ def test_a_version_switch_refused_while_another_tab_writes_a_reply_says_so():
     older = next(b for b in at.button if b.key and b.key.startswith("older-"))
     at = older.click().run()
     assert "A reply is being written in this chat; switch versions once it has ended." in [
-        w.value for w in at.warning]
+        w.value for w in at.toast]
     assert manager.store.get_session(sid)["branch_id"] == branch
