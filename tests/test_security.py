@@ -49,7 +49,8 @@ class TestStatsApi:
             assert api.get("/api/stats.json", headers={
                 "Authorization": f"Bearer guess-{guess}"}).status_code == 401
         refused = api.get("/api/stats.json", headers={"Authorization": "Bearer s3cret-pass"})
-        assert refused.status_code == 429 and refused.headers["retry-after"] == "3"
+        # 3 s until the next guess, less the time the guesses took (over 1 s under load)
+        assert refused.status_code == 429 and 1 <= int(refused.headers["retry-after"]) <= 3
 
 
 class TestStopApi:
