@@ -339,8 +339,8 @@ def shown_end(session: ChatbotSession) -> int | None:
     return last if chat == session.session_id else None
 
 
-# Runs in the page (a constant: no user text in it). The box is off while a reply is
-# written, so the browser's focus falls to the page: typing after the reply went nowhere.
+# Runs in the page (a constant: no user text in it). A send locks the box until its page
+# run ends, so the browser's focus falls to the page: typing after the reply went nowhere.
 FOCUS_CHAT_BOX = """<script>
 (() => {
   if (!window.matchMedia("(pointer: fine)").matches) return;  // a phone: no keyboard pop
@@ -385,7 +385,7 @@ def count_page_view(manager: ChatbotSessionManager) -> None:
 EXAMPLES = ("What is 12*7?", "What time is it?", "My name is Ada. What is my name?")
 OFFLINE_NOTICE = "offline-demo"
 # The box stays open while a reply is written (here or in another tab): a draft can be
-# typed meanwhile, and one sent too early comes back into the box with the reason.
+# typed meanwhile; the page holds its Enter until the reply ends (HOLD_SENDS_WHILE_BUSY).
 BUSY_PLACEHOLDER = "A reply is being written… type ahead"  # one line on a phone
 
 
@@ -453,7 +453,7 @@ elsewhere = None if run else manager.store.runs.running_run(session.session_id)
 if elsewhere is not None and elsewhere["updated_at"] < time.time() - STALE_AFTER:
     manager.chat.sweep()  # its owner died: the reply ends, marked interrupted
     elsewhere = None
-sent = st.session_state.get("chat_box")  # a disabled chat_input would drop it
+sent = st.session_state.get("chat_box")  # this run's message, if one was sent
 if sent and (run is not None or elsewhere is not None):
     keep_refused(sent, BUSY)  # sent from a tab that had not seen this reply start
 if "restore" in st.session_state:
@@ -480,8 +480,8 @@ if stored:  # saved by another replica, the settings are in the database only
     manager.adopt_settings(session, stored["agent_spec"])
 rows, earlier = shown_rows(session)
 last_shown = rows[-1].id if rows else 0
-# what a message sent from this page will follow; none while a reply is written (the
-# box is off, and the reply's last row may change before the next page draws it)
+# what a message sent from this page will follow; none while a reply is written (its
+# sends are refused, and the reply's last row may change before the next page draws it)
 st.session_state[SHOWN_END] = None if busy else (session.session_id, last_shown)
 
 new_chat_button(manager, owner)
