@@ -254,26 +254,37 @@ def send_stops_as_beacons() -> None:
 # in the best chat apps. Sent anyway, it came back refused, but the box was emptied and
 # locked for a moment: letters typed meanwhile were lost (6 of 6 in a walk). The page
 # says it is busy by its placeholder; a tab that has not seen the reply start yet still
-# sends, and gets its message back with the reason (the server's check).
+# sends, and gets its message back with the reason (the server's check). After a Stop
+# the next send goes at once, before the page is drawn again (the server takes a message
+# sent right after a click: pages/clicks.py); held, it sat unsent in the box.
 HOLD_SENDS_WHILE_BUSY = """<script>
 (() => {
   if (window.poolchatHoldSends) return;
   window.poolchatHoldSends = true;
   const BUSY = %s;
+  let stopped = false;  // Stop was clicked: the next send goes, drawn again or not yet
   const busy = () => {
     const box = document.querySelector('[data-testid="stChatInputTextArea"]');
-    return Boolean(box && box.placeholder === BUSY);
+    const shown = Boolean(box && box.placeholder === BUSY);
+    if (!shown) stopped = false;
+    return shown && !stopped;
   };
   const hold = (event) => { event.preventDefault(); event.stopImmediatePropagation(); };
+  const sent = (event) => {
+    if (busy()) hold(event);
+    else stopped = false;  // one send after a Stop; then the reply it starts holds again
+  };
   document.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing
-        && event.target.matches?.('[data-testid="stChatInputTextArea"]') && busy()) {
-      hold(event);
+        && event.target.matches?.('[data-testid="stChatInputTextArea"]')) {
+      sent(event);
     }
   }, true);
   document.addEventListener("click", (event) => {
-    if (event.target.closest?.('[data-testid="stChatInputSubmitButton"]') && busy()) {
-      hold(event);
+    if (event.target.closest?.('[data-testid="stChatInputSubmitButton"]')) {
+      sent(event);
+    } else if (event.target.closest?.("button")) {  // Stop, or Retry, Regenerate…
+      stopped = Boolean(event.target.closest('[class*="st-key-stop-"]'));
     }
   }, true);
   const style = document.createElement("style");

@@ -282,6 +282,30 @@ def test_an_idle_tab_follows_a_reply_started_in_another_tab_and_keeps_its_draft(
     shot(second, "idle-tab-after-the-reply")
 
 
+def test_enter_right_after_stop_sends_the_draft_typed_meanwhile(server, new_page):
+    """Stop, then Enter at once, before the page is drawn again without the reply: the
+    draft goes and is answered, the stopped reply stays. (The page held that Enter as if
+    the reply still ran: the draft sat in the box, unsent, seen in a full suite's run.)"""
+    page = new_page(server.url)
+    send(page, "Tell me about yourself")
+    expect(messages(page).nth(1)).to_contain_text("offline demo", timeout=WAIT_MS)
+    box = page.get_by_test_id("stChatInputTextArea")
+    box.fill("what is 2+3")
+    page.evaluate("""() => {  // in one go: the page cannot be drawn again in between
+        document.querySelector('[class*="st-key-stop-"] button').click();
+        document.querySelector('[data-testid="stChatInputTextArea"]').dispatchEvent(
+            new KeyboardEvent("keydown", {key: "Enter", code: "Enter", keyCode: 13,
+                                          bubbles: true, cancelable: true}));
+    }""")
+    wait_for_reply(page, 3, "2+3 = 5")
+    expect(messages(page).nth(1)).to_contain_text("Stopped by you")
+    stored = stored_messages(server, page)
+    assert [m["content"] for m in stored if m["role"] == "human"] == [
+        "Tell me about yourself", "what is 2+3"]  # once each
+    assert stored[1]["status"] == "stopped"
+    assert (stored[-1]["content"], stored[-1]["status"]) == ("2+3 = 5", "complete")
+
+
 def test_a_draft_typed_while_the_reply_streams_is_kept_and_sent_after_it(
         server, new_page):
     """Like the best chat apps: the next message can be typed while a reply streams, and
