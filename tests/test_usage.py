@@ -115,7 +115,10 @@ def test_a_member_is_charged_only_its_own_try(make_manager):
         assert session.stop()
         stopped = {r["run_id"]: r for r in rows(waiting)}[run.id]
         assert stopped["status"] == "stopped" and stopped["member"] == "limited"
-        assert stopped["total_seconds"] < 0.4 <= stopped["queue_seconds"]
+        # the wait (at least the 0.5 s above) is the queue's, the try's own time is not
+        # (a try under load took 0.44 s: no fixed bound for it, only less than the wait)
+        assert stopped["total_seconds"] < stopped["queue_seconds"]
+        assert stopped["queue_seconds"] >= 0.5
         assert waiting.get_usage()["member"]["limited"]["total_p50"] is None  # no reply
 
 
