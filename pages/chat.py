@@ -271,8 +271,12 @@ HOLD_SENDS_WHILE_BUSY = """<script>
   };
   const hold = (event) => { event.preventDefault(); event.stopImmediatePropagation(); };
   const sent = (event) => {
-    if (busy()) hold(event);
-    else stopped = false;  // one send after a Stop; then the reply it starts holds again
+    if (busy()) {
+      hold(event);
+    } else {
+      stopped = false;  // one send after a Stop; then the reply it starts holds again
+      window.dispatchEvent(new Event("poolchat:sent"));  // (KEEP_DRAFTS_PER_CHAT)
+    }
   };
   document.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing
@@ -298,6 +302,72 @@ HOLD_SENDS_WHILE_BUSY = """<script>
 def hold_sends_while_busy() -> None:
     st.sidebar.html(HOLD_SENDS_WHILE_BUSY % json.dumps(BUSY_PLACEHOLDER),
                     unsafe_allow_javascript=True)
+
+
+# Runs in the page (a constant), once per tab. Streamlit has one chat box for every chat:
+# a draft typed in one chat went along to the next one opened (and a reload lost it).
+# Here each chat keeps its own draft, as in the best chat apps: put aside when another
+# chat is opened (New chat, the list, Back), given back when it is opened again or the
+# page reloaded, dropped once sent. Drafts stay in this browser (localStorage, the 50
+# latest), never on the server.
+KEEP_DRAFTS_PER_CHAT = """<script>
+(() => {
+  if (window.poolchatDrafts) return;
+  window.poolchatDrafts = true;
+  const STORE = "poolchat-drafts", KEEP = 50;
+  const BOX = '[data-testid="stChatInputTextArea"]';
+  const chatInUrl = () => new URLSearchParams(location.search).get("session");
+  const drafts = () => {
+    try { return JSON.parse(localStorage.getItem(STORE)) || {}; } catch { return {}; }
+  };
+  const keep = (chat, text) => {
+    if (!chat) return;
+    const all = drafts();
+    delete all[chat];
+    if (text.trim()) all[chat] = text;  // the newest last
+    const names = Object.keys(all);
+    names.slice(0, Math.max(0, names.length - KEEP)).forEach((name) => delete all[name]);
+    try { localStorage.setItem(STORE, JSON.stringify(all)); } catch { /* storage off */ }
+  };
+  const fill = (box, text) => {  // as typing does: the box's own state follows
+    Object.getOwnPropertyDescriptor(HTMLTextAreaElement.prototype, "value").set
+      .call(box, text);
+    box.dispatchEvent(new Event("input", {bubbles: true}));
+  };
+  let shown = null, drawnBox = null;  // the chat the box was for; that box
+  const follow = () => {
+    const chat = chatInUrl(), box = document.querySelector(BOX);
+    if (!chat || !box) return;  // another page, or the chat not in the URL yet
+    if (chat !== shown && box === drawnBox) {  // another chat opened in this box:
+      keep(shown, box.value);  // this draft put aside (typing kept it too), its own back
+      fill(box, drafts()[chat] || "");
+    } else if ((chat !== shown || box !== drawnBox) && !box.value && drafts()[chat]) {
+      fill(box, drafts()[chat]);  // a box drawn anew: a (re)load, back from Stats
+    }
+    shown = chat;
+    drawnBox = box;
+  };
+  for (const name of ["pushState", "replaceState"]) {  // how Streamlit changes the URL
+    const original = history[name];
+    history[name] = function (...args) {
+      const result = original.apply(this, args);
+      follow();
+      return result;
+    };
+  }
+  window.addEventListener("popstate", follow);
+  setInterval(follow, 250);  // and a box drawn later than its URL
+  document.addEventListener("input", (event) => {
+    if (event.target.matches?.(BOX) && shown === chatInUrl()) keep(shown, event.target.value);
+  }, true);
+  window.addEventListener("poolchat:sent", () => keep(shown, ""));
+  follow();
+})();
+</script>"""
+
+
+def keep_drafts_per_chat() -> None:
+    st.sidebar.html(KEEP_DRAFTS_PER_CHAT, unsafe_allow_javascript=True)
 
 
 def shown_rows(session: ChatbotSession) -> tuple[list[StoredMessage], bool]:
@@ -501,6 +571,7 @@ agent_settings(manager, session)
 conversation_list(manager, session, owner)
 send_stops_as_beacons()
 hold_sends_while_busy()
+keep_drafts_per_chat()
 close_sidebar_on_phone()
 
 chat_header(manager, session, title)

@@ -319,3 +319,44 @@ def test_on_a_phone_the_sidebar_closes_once_a_chat_is_chosen(server, browser):
     finally:
         phone.close()
         wide.close()
+
+
+def test_each_chat_keeps_its_own_draft_across_switches_and_a_reload(server, new_page):
+    """Streamlit has one chat box for every chat: a draft typed in one went along to the
+    next chat opened. Each chat now has its own, back when the chat is opened again or
+    the page reloaded, and gone once sent."""
+    page = new_page(server.url)
+    send(page, "what is 1+1")
+    wait_for_reply(page, 1, "1+1 = 2")
+    first = address(page)
+    box = page.get_by_test_id("stChatInputTextArea")
+    box.fill("a draft for the first chat")
+    page.get_by_role("button", name="New chat").click()
+    moved_from(page, first)
+    expect(box).to_have_value("", timeout=WAIT_MS)  # not the first chat's draft
+    box.fill("a draft for the new chat")
+    second = address(page)
+    page.get_by_test_id("stSidebar").get_by_role("button", name="what is 1+1").click()
+    moved_from(page, second)
+    expect(box).to_have_value("a draft for the first chat", timeout=WAIT_MS)
+    shot(page, "draft-back-in-its-chat")
+    page.reload()
+    expect(box).to_have_value("a draft for the first chat", timeout=WAIT_MS)
+    page.get_by_role("link", name="Stats").click()  # the box is drawn anew on the way back
+    expect(page.get_by_text("PoolChat stats")).to_be_visible(timeout=WAIT_MS)
+    page.get_by_role("link", name="Chat").click()
+    expect(box).to_have_value("a draft for the first chat", timeout=WAIT_MS)
+    wait_until_idle(page)
+    box.press("Enter")
+    expect(messages(page).nth(2)).to_contain_text("a draft for the first chat",
+                                                  timeout=WAIT_MS)
+    wait_until_idle(page)
+    page.goto(second)
+    expect(box).to_have_value("a draft for the new chat", timeout=WAIT_MS)
+    page.goto(first)
+    expect(messages(page).nth(2)).to_contain_text("a draft for the first chat",
+                                                  timeout=WAIT_MS)
+    drafts = page.evaluate("JSON.parse(localStorage.getItem('poolchat-drafts'))")
+    chat = lambda url: parse_qs(urlparse(url).query)["session"][0]  # noqa: E731
+    assert drafts == {chat(second): "a draft for the new chat"}  # the sent one is gone
+    expect(box).to_have_value("")
