@@ -316,7 +316,7 @@ KEEP_DRAFTS_PER_CHAT = """<script>
   window.poolchatDrafts = true;
   const STORE = "poolchat-drafts", KEEP = 50;
   const BOX = '[data-testid="stChatInputTextArea"]';
-  const chatInUrl = () => new URLSearchParams(location.search).get("session");
+  const chatInUrl = () => new URLSearchParams(location.search).get(%s);
   const drafts = () => {
     try { return JSON.parse(localStorage.getItem(STORE)) || {}; } catch { return {}; }
   };
@@ -367,7 +367,8 @@ KEEP_DRAFTS_PER_CHAT = """<script>
 
 
 def keep_drafts_per_chat() -> None:
-    st.sidebar.html(KEEP_DRAFTS_PER_CHAT, unsafe_allow_javascript=True)
+    st.sidebar.html(KEEP_DRAFTS_PER_CHAT % json.dumps(SESSION_PARAM),
+                    unsafe_allow_javascript=True)
 
 
 def shown_rows(session: ChatbotSession) -> tuple[list[StoredMessage], bool]:
