@@ -14,7 +14,7 @@ import weakref
 import pytest
 from playwright.sync_api import Locator, Page, expect, sync_playwright
 
-from tests.servers import ROOT
+from tests.servers import ROOT, start_app, stop_app
 
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = os.environ.get("POOLCHAT_CHROMIUM", "/usr/bin/chromium")
@@ -22,6 +22,23 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--disable-dev-shm-usage"]
 WAIT_MS = 20_000
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The app on the offline model, one per test file (a file may define its own)."""
+    server = start_app(tmp_path_factory.mktemp("browser-data"), OFFLINE_STREAM_DELAY="0.15")
+    yield server
+    stop_app(server)
+
+
+@pytest.fixture(scope="module")
+def unsynced_server(tmp_path_factory):
+    """Idle tabs do not catch up on their own: a tab stays as stale as its page."""
+    server = start_app(tmp_path_factory.mktemp("browser-unsynced"),
+                       OFFLINE_STREAM_DELAY="0.15", TAB_SYNC_SECONDS="0")
+    yield server
+    stop_app(server)
 
 
 @pytest.fixture(scope="module")

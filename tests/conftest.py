@@ -14,7 +14,8 @@ from sqlalchemy import create_engine, text
 from core.config import Settings
 from core.sessions import ChatbotSessionManager
 from core.store import SessionStore
-from tests.browser import browser, new_page  # noqa: F401 - Chromium for the browser tests
+from tests.browser import (  # noqa: F401 - fixtures of the browser tests
+    browser, new_page, server, unsynced_server)
 
 PG_ADMIN_URL = os.environ.get("POOLCHAT_TEST_PG",
                               "postgresql+psycopg://postgres@127.0.0.1:5432/test")

@@ -8,7 +8,6 @@ import sqlite3
 from urllib.parse import parse_qs, urlparse
 from pathlib import Path
 
-import pytest
 from playwright.sync_api import expect
 
 from tests.browser import (
@@ -17,22 +16,6 @@ from tests.browser import (
     wait_until_drawn, wait_until_idle,
 )
 from tests.servers import start_app, stop_app
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    server = start_app(tmp_path_factory.mktemp("browser-data"), OFFLINE_STREAM_DELAY="0.15")
-    yield server
-    stop_app(server)
-
-
-@pytest.fixture(scope="module")
-def unsynced_server(tmp_path_factory):
-    """Idle tabs do not catch up on their own: a tab stays as stale as its page."""
-    server = start_app(tmp_path_factory.mktemp("browser-unsynced"),
-                       OFFLINE_STREAM_DELAY="0.15", TAB_SYNC_SECONDS="0")
-    yield server
-    stop_app(server)
 
 
 def test_feedback_persists_across_a_reload_and_reaches_the_stats(server, new_page):
