@@ -125,18 +125,16 @@ class RunLog:
 
         def start(execute: Execute) -> TurnStart:
             now = time.time()  # when written: a run's first heartbeat
+            made = None  # the chat's row, if made here: no run, message or branch yet
             if new_session is not None:
-                execute(sql.new_session, session_row(session_id, now, **new_session))
-            # the chat's row first: on a server its lock orders this start with a version
-            # switch (which takes it too), so neither goes on from a branch gone stale
-            execute(sql.touch, {"sid": session_id, "now": now})
-            for other, updated, replica, question in execute(
-                    sql.running_runs, {"sid": session_id}).fetchall():
-                if updated >= stale_before and replica != run["replica"]:
-                    raise RunInProgress()
-                self._end_run(execute, session_id, other, question, INTERRUPTED, None, now)
-            found = execute(sql.branch_and_last, {"sid": session_id}).fetchone()
-            branch, spec, last = found if found else (None, None, None)
+                chat = session_row(session_id, now, **new_session)
+                if execute(sql.new_session, chat).rowcount == 1:
+                    made = chat
+            if made is not None:  # its title, time and settings are the ones just stored
+                branch, spec, last = None, made["agent_spec"], None
+            else:
+                branch, spec, last = self._chat_before_turn(
+                    execute, session_id, run["replica"], stale_before, now)
             links = (None if branch is None and edit_of is None else
                      execute(sql.links, {"sid": session_id}).fetchall())
             path = (None if links is None or edit_of is not None else
@@ -148,7 +146,8 @@ class RunLog:
                     raise ChatMovedOn()
             if human is not None:
                 previous = end if edit_of is None else self._edited_parent(links, edit_of)
-                if previous is None and title:  # a chat made by its settings first
+                if previous is None and title and not (made and made["title"]):
+                    # a chat made by its settings first gets its title now
                     execute(sql.title_if_empty, {"sid": session_id, "title": title})
                 (row,) = message_rows(session_id, [human], COMPLETE, None, False, now)
                 (answered,) = insert_chain(execute, sql.insert, [row], previous)
@@ -169,6 +168,22 @@ class RunLog:
             return TurnStart(answered, previous, reply_id,
                              json.loads(spec) if spec else None)
         return start
+
+    def _chat_before_turn(self, execute: Execute, session_id: str, replica: str,
+                          stale_before: float, now: float) -> tuple[Any, Any, Any]:
+        """A stored chat's shown branch, settings and last message, once a run of it
+        still running has been refused or, left by a dead owner, ended."""
+        sql = self._sql
+        # the chat's row first: on a server its lock orders this start with a version
+        # switch (which takes it too), so neither goes on from a branch gone stale
+        execute(sql.touch, {"sid": session_id, "now": now})
+        for other, updated, owner, question in execute(
+                sql.running_runs, {"sid": session_id}).fetchall():
+            if updated >= stale_before and owner != replica:
+                raise RunInProgress()
+            self._end_run(execute, session_id, other, question, INTERRUPTED, None, now)
+        found = execute(sql.branch_and_last, {"sid": session_id}).fetchone()
+        return found if found else (None, None, None)
 
     def _insert_reply(self, execute: Execute, session_id: str, run_id: str,
                       reply: dict[str, Any], now: float, parent: int) -> int:

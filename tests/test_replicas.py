@@ -12,6 +12,7 @@ from concurrent.futures import ProcessPoolExecutor
 import pytest
 from langchain_core.messages import HumanMessage
 
+from core import AgentSpec
 from core.migrations import MIGRATIONS
 from core.replicas import ReplicaReporter
 from tests import replica_worker
@@ -130,6 +131,18 @@ class TestRetention:
         there.store.delete_session(session.session_id)  # retention ran on another replica
         assert session.send("what is 2+2") == "2+2 = 4"
         assert [m.text for m in session.messages][0] == "what is 2+2"
+
+    def test_a_chat_made_again_after_retention_keeps_its_settings(self, make_manager):
+        here, there = make_manager(), make_manager()
+        session = here.create_session()
+        spec = AgentSpec("offline-demo", "Be terse.", 0.3)
+        session.agent = spec
+        session.send("My name is Ada.")
+        there.store.delete_session(session.session_id)  # retention ran on another replica
+        assert session.send("what is 2+2") == "2+2 = 4"
+        assert session.agent_spec == spec  # the row made again holds them, as read back
+        assert there.get_session(session.session_id).agent_spec == spec
+        assert there.get_stats()["sessions_with_custom_agents"] == 1
 
     def test_retention_zero_keeps_everything(self, make_manager):
         manager = make_manager()
