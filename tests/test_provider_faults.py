@@ -163,6 +163,7 @@ def test_a_tool_step_names_the_new_model_before_the_reply_ends(chat, fake):
     try:
         assert sorted(rows) == [("ai", "fake-2"), ("tool", None)]  # the call, its result
         assert run.status == "running"  # as a crash would find it: no end yet
-    finally:
+    finally:  # the hung request is let go; the run is stopped, not left to time out
         fake.release.set()
-        run.wait(20)
+        manager.chat.stop(session.session_id)
+        assert run.wait(20)
