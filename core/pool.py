@@ -336,11 +336,15 @@ class AgentPool:
         now = self._wall()
         with self._lock:
             left = min(q.until for q in self._quotas.values()) - now
+            failing = sum(m.failing_until > now for m in self._members)
         if left > 0:
             return ProviderCooldown(f"The model provider asked us to slow down for longer "
                                     f"than {timeout:g} s; try again in {left:.0f} s.")
-        agents = "the agent was" if self.size == 1 else f"all {self.size} agents were"
-        return PoolTimeout(f"{agents} busy for {timeout:g} s; try again")
+        working = self.size - failing if failing < self.size else self.size
+        agents = "the agent was" if working == 1 else f"all {working} agents were"
+        failed = (f" ({failing} more {'is' if failing == 1 else 'are'} failing)"
+                  if failing and failing < self.size else "")
+        return PoolTimeout(f"{agents} busy for {timeout:g} s{failed}; try again")
 
     def _usable_at(self, ticket: Ticket) -> float:
         """When the first member this ticket may use is (or was) out of its provider's
@@ -542,10 +546,14 @@ class AgentPool:
             self._hand_over()
 
     def can_fail_over(self, name: str) -> bool:
-        """Another member that is not failing exists."""
+        """Another member that is not failing can take a request now. (If none can, the
+        retry goes to whichever member frees first, the one that failed included: waiting
+        for a busy member while the one that failed sits idle, then saying that all were
+        busy, told the user nothing true.)"""
         now = self._wall()
         with self._lock:
-            return any(m.name != name and m.failing_until <= now for m in self._members)
+            return any(self._members[i].name != name
+                       and self._members[i].failing_until <= now for i in self._free(now))
 
     # -- reporting ----------------------------------------------------------------------
     def _state(self, member: Member, now: float) -> tuple[str, float]:
@@ -607,32 +615,42 @@ class AgentPool:
             served = sum(m.served for m in self._members)
             busy = sum(m.busy_seconds for m in self._members)
             per_reply = busy / served if served else DEFAULT_SERVICE
-            slots = sum(m.max_concurrency for m in self._members if m.failing_until <= now)
-            usable = [m for m in self._members if m.name not in ticket.exclude]
-            lefts = [self._quotas[m.quota].until - now for m in usable]
-            cooldown = min(lefts) if lefts and min(lefts) > 0 else 0.0
+            usable = [i for i, m in enumerate(self._members) if m.name not in ticket.exclude]
+            healthy = [i for i in usable if self._members[i].failing_until <= now] or usable
+            cooling = {i: max(0.0, self._quotas[self._members[i].quota].until - now)
+                       for i in healthy}
+            cooldown = min(cooling.values(), default=0.0)  # all of them cooling down
             clock = self._clock()
-            running = [clock - since for since in self._since.values()]
-            starts, overdue = _starts_in(ahead + 1, slots, per_reply, running)
-            return Place(ahead + 1, waiting, cooldown + starts, cooldown,
-                         self._capped(ticket.owner), overdue)
+            running: dict[int, list[float]] = {}
+            for holder, since in self._since.items():
+                running.setdefault(holder.index, []).append(clock - since)
+            slots = [slot for i in healthy for slot in _member_frees(
+                self._members[i].max_concurrency, cooling[i], per_reply,
+                running.get(i, []))]
+            starts, overdue = _starts_in(ahead + 1, slots, per_reply)
+            return Place(ahead + 1, waiting, starts, cooldown, self._capped(ticket.owner),
+                         overdue)
 
 
-def _starts_in(turn: int, slots: int, per_reply: float, running: list[float]
+def _member_frees(capacity: int, cooling: float, per_reply: float, running: list[float]
+                  ) -> list[tuple[float, bool]]:
+    """When each of a member's slots likely frees (seconds), and whether the reply in it
+    has already run longer than usual. A reply frees its slot when it has run
+    ``per_reply`` seconds (one already past that: in a quarter of that, a guess that then
+    stands still: hence the flag); a member cooling down serves no one before its end."""
+    busy = [(max(per_reply - ran, per_reply / 4), ran > per_reply) for ran in running]
+    idle = [(0.0, False)] * max(0, capacity - len(busy))
+    return [(max(cooling, frees), overdue) for frees, overdue in idle + busy][:capacity]
+
+
+def _starts_in(turn: int, slots: list[tuple[float, bool]], per_reply: float
                ) -> tuple[float, bool]:
     """Seconds until the ``turn``-th waiting request likely starts, and whether the
-    reply whose slot it waits for has already run longer than usual.
-
-    A slot frees when its reply has run ``per_reply`` seconds (one already past that:
-    in a quarter of that, a guess that then stands still: hence the flag), then serves
-    the next request every ``per_reply``; so the estimate counts down while the replies
-    ahead are written.
-    """
-    slots = max(1, slots)
-    busy = sorted((max(per_reply - ran, per_reply / 4), ran > per_reply)
-                  for ran in running)[:slots]
-    frees = [(0.0, False)] * (slots - len(busy)) + busy  # idle slots first: in order
-    rounds, index = divmod(turn - 1, slots)
+    reply whose slot it waits for has already run longer than usual: the slots the
+    ticket may use, soonest free first, then each serves the next every ``per_reply``;
+    so the estimate counts down while the replies ahead are written."""
+    frees = sorted(slots) or [(per_reply, False)]
+    rounds, index = divmod(turn - 1, len(frees))
     starts, overdue = frees[index]
     return starts + rounds * per_reply, overdue
 

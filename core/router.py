@@ -79,12 +79,14 @@ async def route(pool: AgentPool, attempt: Attempt, *, owner: str | None,
                 prefer: int | None, fresh: Callable[[], bool],
                 on_ticket: Callable[[Ticket | None], Any], max_retries: int,
                 counted: bool = True) -> None:
-    """Run ``attempt`` on a member, again after a 429 (up to ``max_retries`` times) and
-    once more after a member failure, as long as ``fresh()`` says nothing was produced.
+    """Run ``attempt`` on a member, again after a 429 (up to ``max_retries`` times per
+    member: a 429 that sends the request on to another member at once spends no wait the
+    user was promised) and once more after a member failure, as long as ``fresh()`` says
+    nothing was produced.
     ``attempt`` calls its second argument once the member answers (a probe succeeded).
     ``counted`` False: the slot serves another agent (not in the member's figures)."""
     exclude: list[str] = []
-    rate_retries = 0
+    rate_limited: dict[str, int] = {}  # 429s per member
     failed_over = False
     while True:
         ticket = Ticket(counted=counted)
@@ -106,8 +108,8 @@ async def route(pool: AgentPool, attempt: Attempt, *, owner: str | None,
             if lease is None or kind is None or not fresh():
                 raise
             if kind == RATE:
-                rate_retries += 1
-                if rate_retries > max_retries:
+                rate_limited[lease.member] = rate_limited.get(lease.member, 0) + 1
+                if rate_limited[lease.member] > max_retries:
                     raise
                 continue
             if failed_over:

@@ -77,6 +77,45 @@ def test_a_failing_member_is_retried_once_on_another(make_manager, fakes, failur
     assert manager.store.runs.latest_run(session.session_id)["agent"] == "spare"
 
 
+def test_a_failure_while_the_other_member_is_busy_is_retried_at_once(make_manager, fakes):
+    """The retry does not wait for the busy member while the one that failed is free
+    (it waited the queue's 30 s, then said that all members were busy)."""
+    first, spare = fakes
+    manager = routed(make_manager, member("first", first.url, max_concurrency=1),
+                     member("spare", spare.url, key="sk-two", max_concurrency=1))
+    asker, holder = manager.create_session(), manager.create_session()  # homes: first, spare
+    spare.modes.append("stall")
+    held = holder.start("hello")
+    while not spare.requests:
+        assert held.wait(0.01) is False, "the spare's reply should stall"
+    first.modes.append("500")
+    try:
+        run = asker.start("hello")
+        assert run.wait(5), "the retry waited for the busy member"
+        assert (run.status, run.reply) == (COMPLETE, REPLY)
+        assert [r["mode"] for r in first.requests] == ["500", "ok"]
+        pool = {m["name"]: m for m in manager.get_stats()["pool"]}
+        assert pool["first"]["errors"] == 1 and pool["spare"]["in_flight"] == 1
+    finally:
+        spare.proceed.set()
+    assert held.wait(10) and held.reply == REPLY
+
+
+def test_429s_that_pass_the_request_on_to_another_member_spend_no_retry(make_manager,
+                                                                       fakes):
+    """Each member may ask to slow down ``OPENAI_MAX_RETRIES`` times: two members with
+    keys of their own, each refusing twice, are waited out (the budget went on the first
+    two 429s, a few milliseconds apart, and the third was the user's error)."""
+    one, two = fakes
+    manager = routed(make_manager, member("one", one.url), member("two", two.url,
+                                                                  key="sk-two"),
+                     OPENAI_MAX_RETRIES=2)
+    one.modes.extend(["429:0.2", "429:0.2"])
+    two.modes.extend(["429:0.2", "429:0.2"])
+    assert manager.create_session().send("hello") == REPLY
+    assert len(one.requests) + len(two.requests) == 5  # four 429s, then the answer
+
+
 def test_a_member_whose_key_is_refused_is_marked_failing_and_skipped(make_manager, fakes):
     fake, spare = fakes
     fake.keys = {"sk-right"}

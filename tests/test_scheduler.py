@@ -8,7 +8,7 @@ import asyncio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.pool import DEFAULT_SERVICE, AgentPool, Ticket
+from core.pool import DEFAULT_SERVICE, AgentPool, Member, Ticket
 
 OWNERS = ["a", "b", "c", "d"]
 CAP = 2
@@ -147,6 +147,25 @@ def test_the_estimate_counts_down_while_the_replies_ahead_are_written():
     assert pool.place(next_one) is None
     assert pool.place(then).estimate == DEFAULT_SERVICE
     assert not pool.place(then).overdue
+
+
+def test_the_estimate_counts_only_the_members_a_request_can_use_now():
+    """A member cooling down is no free slot (it said "about 0 s" for the whole
+    cooldown), nor is one a failover left out."""
+    pool = AgentPool([Member("one", "a1", 1), Member("two", "a2", 1)],
+                     clock=lambda: 100.0, wall=lambda: 1000.0)
+    pool.enqueue(Ticket(owner="a"))  # "one" answers, just begun
+    pool.cool_down("two", 20)  # the other is idle, asked to slow down for 20 s
+    waiting = Ticket(owner="b")
+    pool.enqueue(waiting)
+    place = pool.place(waiting)
+    assert (place.estimate, place.cooldown) == (DEFAULT_SERVICE, 0)  # "one" frees first
+    pool.withdraw(waiting)
+    failed_over = Ticket(owner="b")
+    failed_over.exclude = frozenset({"one"})  # its first try failed there
+    pool.enqueue(failed_over)
+    place = pool.place(failed_over)
+    assert (place.estimate, place.cooldown) == (20, 20)  # "two" only, after its cooldown
 
 
 def test_a_timed_out_or_cancelled_lease_leaks_no_slot():
