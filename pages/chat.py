@@ -371,6 +371,144 @@ def keep_drafts_per_chat() -> None:
                     unsafe_allow_javascript=True)
 
 
+# Runs in the page (a constant), once per tab. Streamlit keeps the chat scrolled to its
+# bottom as it grows, and a reader who scrolled up while a reply streamed was pulled back
+# down at the next words (its own reading of a scroll during growth: not the user's).
+# As in the best chat apps, scrolling up now stops the following: Streamlit's pulls wait
+# while the reader is up, a button above the chat box jumps back to the latest message
+# (and says when a reply is being written), and from the bottom the view follows again.
+READ_BACK = """<script>
+(() => {
+  if (window.poolchatReadBack) return;
+  window.poolchatReadBack = true;
+  const BUSY = %s, AWAY = 160;  // pixels above the bottom that show the button
+  const VIEW = '[data-testid="stAppScrollToBottomContainer"]';
+  const native = Object.getOwnPropertyDescriptor(Element.prototype, "scrollTop");
+  let up = false, going = null;  // the reader went up: the view stays where it is
+  const follow = () => [up, going] = [false, null];
+  const view = () => {
+    const found = document.querySelector(VIEW);
+    if (found && !found.poolchatHeld) {  // Streamlit moves it by scrollTop, readers not
+      found.poolchatHeld = true;
+      Object.defineProperty(found, "scrollTop", {configurable: true,
+        get() { return native.get.call(this); },
+        set(value) { if (!up) native.set.call(this, value); }});
+    }
+    return found;
+  };
+  const left = (v) => v.scrollHeight - v.clientHeight - native.get.call(v);
+  let shown = location.pathname + location.search;
+  const opened = () => {  // another chat or page: it opens at its end, as ever
+    const now = location.pathname + location.search;
+    if (now !== shown) {
+      shown = now;
+      follow();
+    }
+  };
+  for (const name of ["pushState", "replaceState"]) {  // how Streamlit changes the URL
+    const original = history[name];
+    history[name] = function (...args) {
+      const result = original.apply(this, args);
+      opened();
+      return result;
+    };
+  }
+  window.addEventListener("popstate", opened);
+  // a message sent, a reply asked for again, an edit sent: its reply is followed
+  window.addEventListener("poolchat:sent", follow);  // (HOLD_SENDS_WHILE_BUSY)
+  const ASKS = '[class*="st-key-regenerate-button"], [class*="st-key-edit-send-"], '
+    + '[class*="st-key-example-"]';
+  document.addEventListener("click", (event) => {
+    if (event.target.closest?.(ASKS)) follow();
+  }, true);
+  // what a reader does to go up or down (not any scroll: a page drawn again moves it
+  // too); a reader who went down to the bottom is followed again
+  const goes = (way) => {  // "up", "down", or "either" (the bottom tells)
+    going = way;
+    if (way !== "down") up = true;
+  };
+  const reader = {capture: true, passive: true};
+  document.addEventListener("wheel", (event) => {
+    if (event.target.closest?.(VIEW)) goes(event.deltaY < 0 ? "up" : "down");
+  }, reader);
+  document.addEventListener("touchmove", (event) => {
+    if (event.target.closest?.(VIEW)) goes("either");
+  }, reader);
+  document.addEventListener("mousedown", (event) => {  // on the view itself: its scrollbar
+    if (event.target.matches?.(VIEW)) goes("either");
+  }, reader);
+  document.addEventListener("keydown", (event) => {
+    if (!document.querySelector(VIEW)
+        || event.target.matches?.("input, textarea, select, [contenteditable]")) return;
+    if (["PageUp", "ArrowUp", "Home"].includes(event.key)) goes("up");
+    if (["PageDown", "ArrowDown", "End", " "].includes(event.key)) goes("down");
+  }, true);
+  document.addEventListener("scroll", (event) => {  // gone down to the bottom: followed
+    const v = view();
+    if (v && event.target === v && going !== "up" && left(v) < 2) up = false;
+  }, true);
+  const busyUpThere = (event) => {  // a click or focus up in the chat (there by any way)
+    const v = view();
+    if (v && v.contains(event.target) && left(v) >= AWAY
+        && !event.target.closest('[data-testid="stBottom"]')) up = true;  // not the box
+  };
+  document.addEventListener("mousedown", busyUpThere, true);
+  document.addEventListener("focusin", busyUpThere, true);
+  document.addEventListener("click", (event) => {  // earlier messages, to be read
+    if (event.target.closest?.('[class*="st-key-show-earlier"]')) up = true;
+  }, true);
+  const keepAtBottom = () => {  // Streamlit's own following lost the end now and then
+    const v = view();
+    if (v && !up && left(v) >= 1) native.set.call(v, v.scrollHeight);
+    requestAnimationFrame(keepAtBottom);
+  };
+  requestAnimationFrame(keepAtBottom);
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "poolchat-jump";
+  button.hidden = true;
+  button.setAttribute("aria-label", "Jump to the latest message");
+  const style = document.createElement("style");
+  style.textContent = `.poolchat-jump { position: fixed; z-index: 100; transform:
+    translateX(-50%%); padding: 0.3rem 0.9rem; border-radius: 999px; cursor: pointer;
+    font: inherit; font-size: 0.875rem; box-shadow: 0 2px 8px rgba(0, 0, 0, 0.15);
+    border: 1px solid color-mix(in srgb, currentColor 25%%, transparent); }
+    .poolchat-jump:hover { border-color: rgb(255, 75, 75); }`;
+  document.head.appendChild(style);
+  document.body.appendChild(button);
+  button.addEventListener("click", () => {
+    const v = view();
+    follow();
+    if (v) v.scrollTop = v.scrollHeight;  // at once: Streamlit follows from there
+    button.hidden = true;
+  });
+  const place = () => {
+    const v = view(), box = document.querySelector('[data-testid="stChatInput"]');
+    if (!v || !box || left(v) < AWAY) {
+      button.hidden = true;
+      return;
+    }
+    const area = box.getBoundingClientRect();
+    const app = getComputedStyle(document.querySelector('[data-testid="stApp"]'));
+    const writing = box.querySelector("textarea")?.placeholder === BUSY;
+    button.textContent = writing ? "\\u2193 A reply is being written" : "\\u2193 Latest";
+    button.style.color = app.color;  // the theme's, light or dark
+    button.style.background = app.backgroundColor;
+    button.style.left = `${area.left + area.width / 2}px`;
+    button.style.bottom = `${window.innerHeight - area.top + 12}px`;
+    button.hidden = false;
+  };
+  document.addEventListener("scroll", place, true);
+  window.addEventListener("resize", place);
+  setInterval(place, 250);  // and as the chat grows, or another page is drawn
+})();
+</script>"""
+
+
+def read_back() -> None:
+    st.sidebar.html(READ_BACK % json.dumps(BUSY_PLACEHOLDER), unsafe_allow_javascript=True)
+
+
 def shown_rows(session: ChatbotSession) -> tuple[list[StoredMessage], bool]:
     """The chat's newest messages, as many as this tab asked to see, and whether there
     are earlier ones. A window cut inside a turn starts at its next question: an answer
@@ -573,6 +711,7 @@ conversation_list(manager, session, owner)
 send_stops_as_beacons()
 hold_sends_while_busy()
 keep_drafts_per_chat()
+read_back()
 close_sidebar_on_phone()
 
 chat_header(manager, session, title)

@@ -348,3 +348,57 @@ def test_each_chat_keeps_its_own_draft_across_switches_and_a_reload(server, new_
     chat = lambda url: parse_qs(urlparse(url).query)["session"][0]  # noqa: E731
     assert drafts == {chat(second): "a draft for the new chat"}  # the sent one is gone
     expect(box).to_have_value("")
+
+
+def test_the_chat_follows_each_reply_and_reading_back_mid_reply_stays_put(server,
+                                                                            browser):
+    """Each reply ends in view (Streamlit's own following lost it now and then). Scrolled
+    up while a reply streams, the person is no longer pulled down at every word, is told
+    a reply is being written below and gets back to it in one click; from there, or
+    after sending from up there, the view follows the reply again."""
+    context = browser.new_context(viewport={"width": 1100, "height": 600})
+    view = '[data-testid="stAppScrollToBottomContainer"]'
+    at_bottom = ("view => { const v = document.querySelector(view); "
+                 "return v.scrollHeight - v.clientHeight - v.scrollTop < 2; }")
+
+    def below(page) -> float:  # pixels of the chat under the view
+        return page.eval_on_selector(
+            view, "v => v.scrollHeight - v.clientHeight - v.scrollTop")
+
+    try:
+        page = context.new_page()
+        page.goto(server.url)
+        jump = page.get_by_role("button", name="Jump to the latest message")
+        for i in range(4):
+            send(page, f"what is {i + 2}*7?")
+            wait_for_reply(page, 2 * i + 1, f"= {(i + 2) * 7}")
+            wait_until_drawn(page)
+            assert below(page) < 2, f"reply {i + 1} ended out of view"
+            expect(messages(page).nth(2 * i + 1)).to_be_in_viewport()
+            expect(jump).to_be_hidden()  # at the bottom: nothing to jump to
+        send(page, "Tell me a long story")
+        page.mouse.move(900, 300)
+        page.mouse.wheel(0, -5000)  # back up to the top at once, as the reply starts
+        reply = messages(page).nth(9)
+        expect(jump).to_have_text("↓ A reply is being written", timeout=WAIT_MS)
+        expect(reply).to_contain_text("remember your name", timeout=WAIT_MS)
+        assert below(page) > 1000  # words came meanwhile: the reader was left where it was
+        shot(page, "reading-back-mid-reply")
+        jump.click()
+        expect(jump).to_be_hidden()
+        page.wait_for_function(at_bottom, arg=view, timeout=WAIT_MS)
+        wait_until_idle(page)  # the reply grew to its end meanwhile...
+        wait_until_drawn(page)
+        assert below(page) < 2  # ...followed down to its last line
+        expect(reply).to_contain_text("and restart.")
+        page.mouse.wheel(0, -5000)
+        expect(jump).to_have_text("↓ Latest", timeout=WAIT_MS)  # nothing being written
+        send(page, "what is 9*7?")  # sent from up there: its reply is followed
+        wait_for_reply(page, 11, "= 63")
+        page.wait_for_function(at_bottom, arg=view, timeout=WAIT_MS)
+        expect(jump).to_be_hidden()
+        page.get_by_test_id("stSidebarNav").get_by_text("Stats").click()
+        expect(page.get_by_text("Pool members, live")).to_be_visible(timeout=WAIT_MS)
+        expect(jump).to_be_hidden()  # no chat on the stats page
+    finally:
+        context.close()
