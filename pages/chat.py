@@ -97,7 +97,7 @@ def follow(run: Run, session: ChatbotSession, live: bool = True) -> None:
         steps, blocks, tail, status = st.container(), st.container(), st.empty(), st.empty()
         stop_button(session, run.id)
     st.empty()  # over the previous run's Retry or Regenerate, which cannot apply now
-    splitter, calls, seen, started = BlockSplitter(), {}, 0, time.monotonic()
+    splitter, calls, seen = BlockSplitter(), {}, 0
     waiting = True
     while True:
         events, done = run.read(seen, timeout=IDLE_TICK if live else 0)
@@ -121,7 +121,7 @@ def follow(run: Run, session: ChatbotSession, live: bool = True) -> None:
                 waiting = False
         elif not events:  # an idle tick writes too: only then can a Stop click get in
             if waiting:
-                status.caption(waiting_note(manager.queue_place(run), started))
+                status.caption(waiting_note(manager.queue_place(run), run.started_at))
             else:  # e.g. a tool or the model's next step is slow: the tail as it is
                 tail.markdown(splitter.tail)
         if done or not live:
@@ -166,11 +166,12 @@ def follow_after_this_run(run: Run, session: ChatbotSession, shown: Drawn) -> No
     resume()
 
 
-def waiting_note(place: Place | None, started: float) -> str:
+def waiting_note(place: Place | None, sent_at: float) -> str:
     """What a user waiting for the first word reads: the queue, a provider's cooldown,
-    or how long the model has been thinking."""
+    or how long the reply has been waited for (since the message was sent: a reload
+    does not start the count again)."""
     if place is None:
-        return f"Thinking… {time.monotonic() - started:.0f} s"
+        return f"Thinking… {max(0.0, time.time() - sent_at):.0f} s"
     if place.cooldown > 0:
         return ("The provider asked us to slow down; continuing in "
                 f"{math.ceil(place.cooldown)} s.")

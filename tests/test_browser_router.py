@@ -4,6 +4,8 @@ changed from the stats page while the app runs."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from playwright.sync_api import Error as PlaywrightError, Page, expect
 
@@ -181,6 +183,26 @@ def test_a_reload_while_queued_keeps_the_place_and_stop_leaves_the_queue(server,
     wait_for_reply(first, 1, REPLY)
     rows = server.get_json("/api/stats.json", PASSWORD)
     assert rows["pool_queued"] == 0 and rows["pool_in_flight"] == 0
+
+
+def test_a_reload_while_the_model_is_silent_keeps_counting_from_the_message(server, fake,
+                                                                         new_page):
+    """"Thinking… N s" counts from when the message was sent: a reload used to start it
+    again at 0 (a user then believed in a fresh, short wait)."""
+    chat = new_page(server.url)
+    fake.modes.append("hang")  # the provider says nothing until let go
+    try:
+        send(chat, "are you there?")
+        thinking = chat.get_by_text(re.compile(r"^Thinking… \d+ s$"))
+        expect(thinking).to_have_text(re.compile(r"^Thinking… [3-9] s$"), timeout=WAIT_MS)
+        chat.reload()
+        expect(thinking).to_be_visible(timeout=WAIT_MS)
+        assert int(thinking.inner_text().split()[1]) >= 3  # not 0 again
+        chat.get_by_role("button", name="Stop").click()
+        expect(thinking).to_have_count(0, timeout=WAIT_MS)
+    finally:
+        fake.release.set()  # the hung request ends (its run is stopped)
+    fake.release.clear()
 
 
 def test_a_retry_after_a_stop_in_the_queue_drops_the_stopped_note_at_once(server, fake,
