@@ -58,6 +58,7 @@ from core.schema import (
     replicas,
     runs,
     sessions,
+    usage,
 )
 from core.turn_sql import (
     RUNS_RUNNING,
@@ -89,6 +90,7 @@ class StoredMessage:
     custom_agent: bool
     score: int | None = None     # feedback: 1 up, 0 down
     comment: str = ""
+    version: int | None = None   # the answering member's version (a reply's, once ended)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -287,12 +289,14 @@ class SessionStore:
         newest ``last``)."""
         query = (select(messages.c.id, messages.c.payload, messages.c.status,
                         messages.c.created_at, messages.c.model, messages.c.custom_agent,
-                        feedback.c.score, feedback.c.comment)
-                 .outerjoin(feedback, feedback.c.message_id == messages.c.id))
+                        feedback.c.score, feedback.c.comment, usage.c.agent_version)
+                 .outerjoin(feedback, feedback.c.message_id == messages.c.id)
+                 .outerjoin(usage, usage.c.run_id == messages.c.run_id))
         rows = self._shown(query, session_id, last)
         loaded = messages_from_dict([json.loads(r.payload) for r in rows])
         return [StoredMessage(r.id, m, r.status, r.created_at, r.model, bool(r.custom_agent),
-                              r.score, r.comment or "") for r, m in zip(rows, loaded)]
+                              r.score, r.comment or "", r.agent_version)
+                for r, m in zip(rows, loaded)]
 
     def _shown(self, query: Any, session_id: str, last: int | None) -> list[Any]:
         """Rows of ``query`` on the branch shown, in order (the newest ``last``)."""

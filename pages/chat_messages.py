@@ -200,6 +200,8 @@ def message_footer(text: str, created_at: float, reply: StoredMessage | None = N
                         st.form_submit_button("Save comment", on_click=save_comment,
                                               args=(session, reply.id, drawn, typed))
         who = f" · {reply.model}" if reply is not None and reply.model else ""
+        if who and reply.version is not None and reply.version > 1:  # reconfigured live
+            who += f" v{reply.version}"
         st.caption(f"{local_time(created_at)}{who}")
 
 

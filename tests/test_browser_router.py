@@ -160,6 +160,11 @@ def test_usage_cost_and_a_live_member_change_on_the_stats_page(server, fake, new
     send(chat, "and now?")
     wait_for_reply(chat, 3, REPLY)
     assert fake.requests[-1]["body"]["model"] == "fake-2"
+    # each reply says which model and version of the member wrote it
+    footers = [messages(chat).nth(i).get_by_test_id("stCaptionContainer").last
+               for i in (1, 3)]
+    expect(footers[0]).to_have_text(re.compile(r"· fake-1$"))
+    expect(footers[1]).to_have_text(re.compile(r"· fake-2 v2$"))
     usage = server.get_json("/api/stats.json", PASSWORD)["token_usage"]
     assert usage["model"]["fake-2"]["replies"] == 1
     assert usage["total"]["cost"] > 0

@@ -48,6 +48,9 @@ def test_a_reconfigured_member_serves_new_runs_while_old_ones_finish(make_manage
                                     .where(messages.c.role == "ai")).fetchall())
     assert (rows[first.id].agent_version, rows[second.id].agent_version) == (1, 2)
     assert (replies[first.id], replies[second.id]) == (old, "new-model")
+    shown = [r for s in (first, second) for r in manager.store.load_stored(s.session_id)
+             if r.message.type == "ai"]
+    assert [(r.model, r.version) for r in shown] == [(old, 1), ("new-model", 2)]
     assert manager.members.spec_of("pool:0").system_prompt == "Be terse."
     assert manager.get_stats()["pool"][0]["version"] == 2
 
