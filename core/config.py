@@ -135,8 +135,17 @@ class Settings(BaseModel):
     @property
     def offline(self) -> bool:
         """True when no API key nor member is configured: the offline model answers."""
-        return not self.MEMBERS and (self.OPENAI_API_KEY is None
-                                     or not self.OPENAI_API_KEY.get_secret_value())
+        return not self.MEMBERS and not self.has_key
+
+    @property
+    def has_key(self) -> bool:
+        return self.OPENAI_API_KEY is not None and bool(self.OPENAI_API_KEY.get_secret_value())
+
+    @property
+    def chats_may_have_own_agents(self) -> bool:
+        """A chat's own settings need an account to answer with: ``OPENAI_API_KEY`` (with
+        members, theirs are the pool's), or the offline model."""
+        return self.offline or self.has_key
 
 
 def read_secrets_file(path: Path = SECRETS_FILE) -> dict[str, Any]:

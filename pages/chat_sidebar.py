@@ -219,7 +219,11 @@ def agent_settings(manager: ChatbotSessionManager, session: ChatbotSession) -> N
         if session.has_custom_agent:
             st.caption(f"This chat uses its own agent ({spec.model}).")
         else:
-            st.caption(f"This chat uses the shared agent pool ({spec.model}).")
+            st.caption(f"This chat uses the shared agent pool ({manager.members.models()}).")
+        if not manager.settings.chats_may_have_own_agents and not session.has_custom_agent:
+            st.caption("Settings of its own are not offered here: the pool's members "
+                       "answer every chat.")  # no key for them: every try would fail
+            return
         with st.form("agent-settings", border=False):
             offered = None if offline else manager.custom_models()
             if offered is None:

@@ -160,6 +160,23 @@ class TestChat:
         assert "- members[2]: name is missing" in shown
         assert "sk-hidden" not in shown and not at.exception
 
+    def test_with_members_and_no_key_of_its_own_a_chat_is_offered_no_settings(self):
+        """Every settings change failed there ("cannot be built... OpenAIError"): a chat's
+        own agent has no account to answer with. The pool's models are named."""
+        from tests.servers import free_port
+
+        at = AppTest.from_file(APP, default_timeout=30)
+        url = f"http://127.0.0.1:{free_port()}/v1"
+        at.secrets["members"] = [
+            {"name": "alpha", "model": "fake-a", "api_key": "sk-a", "base_url": url},
+            {"name": "beta", "model": "fake-b", "api_key": "sk-b", "base_url": url}]
+        at.run()
+        captions = [c.value for c in at.sidebar.caption]
+        assert "This chat uses the shared agent pool (fake-a, fake-b)." in captions
+        assert any("not offered here" in c for c in captions)
+        assert not [b for b in at.sidebar.button if b.label == "Use these settings"]
+        assert not at.exception
+
     def test_a_bad_setting_shows_one_clear_line(self, monkeypatch):
         monkeypatch.setenv("AGENT_POOL_SIZE", "abc")
         at = open_app()
