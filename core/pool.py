@@ -188,12 +188,15 @@ class AgentPool:
         raise KeyError(name)
 
     def replace_agent(self, name: str, agent: Any, model: str) -> int:
-        """A member's new agent, for requests from now on; leases keep the old one."""
+        """A member's new agent, for requests from now on; leases keep the old one.
+        Errors may have been the old model's: they are forgotten; a refused key is the
+        same key still, and stays skipped."""
         with self._lock:
             member = self.member(name)
             member.agent, member.model = agent, model
             member.version += 1
-            member.failures, member.failing_until = 0, 0.0
+            if member.failing_for != "key refused" or member.failing_until <= self._wall():
+                member.failures, member.failing_until = 0, 0.0
             self._hand_over()
             return member.version
 

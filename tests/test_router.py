@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from core import AgentSpec
 from core.router import DEFAULT_COOLDOWN, MAX_COOLDOWN, retry_after
 from core.schema import COMPLETE
 from tests.fake_openai import FakeOpenAI
@@ -128,6 +129,10 @@ def test_a_member_whose_key_is_refused_is_marked_failing_and_skipped(make_manage
     assert states == {"wrong-key": "failing", "spare": "healthy"}
     wrong = manager.get_stats()["pool"][0]  # why, and for how long it is skipped
     assert wrong["failing_for"] == "key refused" and 290 < wrong["cooldown_seconds"] <= 300
+    manager.members.reconfigure("wrong-key", AgentSpec("fake-2", "", 0.5))  # same key
+    assert manager.create_session().send("hello") == REPLY
+    assert len(fake.requests) == 1  # still skipped: a new model is no new key
+    assert manager.get_stats()["pool"][0]["state"] == "failing"
 
 
 def test_members_share_the_load_by_weight(make_manager, fakes):
