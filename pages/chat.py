@@ -458,9 +458,13 @@ READ_BACK = """<script>
   document.addEventListener("click", (event) => {  // earlier messages, to be read
     if (event.target.closest?.('[class*="st-key-show-earlier"]')) up = true;
   }, true);
+  let height = 0;
   const keepAtBottom = () => {  // Streamlit's own following lost the end now and then
     const v = view();
-    if (v && !up && left(v) >= 1) native.set.call(v, v.scrollHeight);
+    if (v && v.scrollHeight !== height) {  // the chat grew: its end, unless read back
+      height = v.scrollHeight;  // (a move without growth, find in page, is left alone)
+      if (!up && left(v) >= 1) native.set.call(v, height);
+    }
     requestAnimationFrame(keepAtBottom);
   };
   requestAnimationFrame(keepAtBottom);

@@ -376,6 +376,11 @@ def test_the_chat_follows_each_reply_and_reading_back_mid_reply_stays_put(server
             assert below(page) < 2, f"reply {i + 1} ended out of view"
             expect(messages(page).nth(2 * i + 1)).to_be_in_viewport()
             expect(jump).to_be_hidden()  # at the bottom: nothing to jump to
+        messages(page).first.scroll_into_view_if_needed()  # as find in page moves it
+        expect(jump).to_have_text("↓ Latest", timeout=WAIT_MS)  # left there: no growth
+        assert below(page) > 160
+        jump.click()
+        page.wait_for_function(at_bottom, arg=view, timeout=WAIT_MS)
         send(page, "Tell me a long story")
         page.mouse.move(900, 300)
         page.mouse.wheel(0, -5000)  # back up to the top at once, as the reply starts
