@@ -121,7 +121,10 @@ def follow(run: Run, session: ChatbotSession, live: bool = True) -> None:
                 waiting = False
         elif not events:  # an idle tick writes too: only then can a Stop click get in
             if waiting:
-                status.caption(waiting_note(manager.queue_place(run), run.started_at))
+                note = waiting_note(manager.queue_place(run), run.started_at)
+                if run.regenerating:  # the answer it replaces is out of sight meanwhile
+                    note += " The previous answer comes back if you stop."
+                status.caption(note)
             else:  # e.g. a tool or the model's next step is slow: the tail as it is
                 tail.markdown(splitter.tail)
         if done or not live:

@@ -108,6 +108,11 @@ def test_a_429_is_a_visible_wait_and_the_pool_view_shows_the_cooldown(server, fa
     wait_for_reply(page, 1, REPLY)  # after the cooldown, a normal reply
     expect(page.get_by_text("rate-limiting")).to_have_count(0)
     assert [r["mode"] for r in fake.requests[-2:]] == ["429:8", "ok"]
+    fake.modes.append("429:3")  # a regenerate waits too: its answer is out of sight
+    page.get_by_role("button", name="Regenerate").click()
+    expect(page.get_by_text(re.compile(r"continuing in \d+ s\. The previous answer comes "
+                                       r"back if you stop\."))).to_be_visible(timeout=WAIT_MS)
+    wait_for_reply(page, 1, REPLY)
 
 
 def test_a_waiting_user_sees_their_place_in_the_queue(server, fake, new_page):
