@@ -389,6 +389,7 @@ READ_BACK = """<script>
   const VIEW = '[data-testid="stAppScrollToBottomContainer"]';
   const native = Object.getOwnPropertyDescriptor(Element.prototype, "scrollTop");
   let up = false, going = null;  // the reader went up: the view stays where it is
+  let anchor = null;  // the first message in sight when earlier ones were asked for
   const follow = () => [up, going] = [false, null];
   const view = () => {
     const found = document.querySelector(VIEW);
@@ -429,6 +430,7 @@ READ_BACK = """<script>
   // too); a reader who went down to the bottom is followed again
   const goes = (way) => {  // "up", "down", or "either" (the bottom tells)
     going = way;
+    anchor = null;  // the reader moves on from the place kept for earlier messages
     if (way !== "down") up = true;
   };
   const reader = {capture: true, passive: true};
@@ -458,15 +460,30 @@ READ_BACK = """<script>
   };
   document.addEventListener("mousedown", busyUpThere, true);
   document.addEventListener("focusin", busyUpThere, true);
+  const BUBBLES = '[data-testid="stChatMessage"]';
   document.addEventListener("click", (event) => {  // earlier messages, to be read
-    if (event.target.closest?.('[class*="st-key-show-earlier"]')) up = true;
+    if (!event.target.closest?.('[class*="st-key-show-earlier"]')) return;
+    up = true;
+    const v = view(), shown = [...document.querySelectorAll(BUBBLES)];
+    const top = v ? v.getBoundingClientRect().top : 0;
+    const first = shown.find((bubble) => bubble.getBoundingClientRect().bottom > top);
+    anchor = first && {fromEnd: shown.length - shown.indexOf(first),
+                       at: first.getBoundingClientRect().top, until: Date.now() + 3000};
   }, true);
+  const keepAnchor = (v) => {  // the earlier ones come above: the reader's place stays
+    const shown = document.querySelectorAll(BUBBLES);
+    const first = shown[shown.length - anchor.fromEnd];
+    if (first) native.set.call(v, native.get.call(v)
+                                  + first.getBoundingClientRect().top - anchor.at);
+  };
   let height = 0;
   const keepAtBottom = () => {  // Streamlit's own following lost the end now and then
     const v = view();
+    if (anchor && Date.now() > anchor.until) anchor = null;
     if (v && v.scrollHeight !== height) {  // the chat grew: its end, unless read back
       height = v.scrollHeight;  // (a move without growth, find in page, is left alone)
-      if (!up && left(v) >= 1) native.set.call(v, height);
+      if (anchor) keepAnchor(v);
+      else if (!up && left(v) >= 1) native.set.call(v, height);
     }
     requestAnimationFrame(keepAtBottom);
   };
@@ -492,7 +509,7 @@ READ_BACK = """<script>
   });
   const place = () => {
     const v = view(), box = document.querySelector('[data-testid="stChatInput"]');
-    if (!v || !box || left(v) < AWAY) {
+    if (!v || !box || left(v) < (up ? 2 : AWAY)) {  // held up there: said, however near
       button.hidden = true;
       return;
     }

@@ -398,6 +398,14 @@ def test_the_chat_follows_each_reply_and_reading_back_mid_reply_stays_put(server
         expect(reply).to_contain_text("and restart.")
         page.mouse.wheel(0, -5000)
         expect(jump).to_have_text("↓ Latest", timeout=WAIT_MS)  # nothing being written
+        jump.click()
+        page.wait_for_function(at_bottom, arg=view, timeout=WAIT_MS)
+        page.mouse.wheel(0, -100)  # a notch up is held too, and said, however near
+        page.wait_for_function(f"() => {{ const v = document.querySelector('{view}'); "
+                               "const left = v.scrollHeight - v.clientHeight - v.scrollTop;"
+                               " return left > 2; }", timeout=WAIT_MS)
+        assert below(page) < 160  # nearer than the button shows for an unheld view
+        expect(jump).to_have_text("↓ Latest", timeout=WAIT_MS)
         send(page, "what is 9*7?")  # sent from up there: its reply is followed
         wait_for_reply(page, 11, "= 63")
         page.wait_for_function(at_bottom, arg=view, timeout=WAIT_MS)
@@ -407,3 +415,39 @@ def test_the_chat_follows_each_reply_and_reading_back_mid_reply_stays_put(server
         expect(jump).to_be_hidden()  # no chat on the stats page
     finally:
         context.close()
+
+
+def test_earlier_messages_come_above_and_the_reader_keeps_their_place(server, new_page):
+    """"Show earlier messages" at the top of a long chat: the message the person was at
+    stays where it was, the earlier ones above it (the view stayed at the top, now of
+    the earlier ones, the place thousands of pixels away)."""
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    from core.store import SessionStore
+
+    page = new_page(server.url)
+    send(page, "what is 2*7?")
+    wait_for_reply(page, 1, "= 14")
+    chat = parse_qs(urlparse(address(page)).query)["session"][0]
+    store = SessionStore(f"sqlite:///{server.database}")  # another writer, as a replica
+    store.append_messages(chat, [m for i in range(110) for m in (
+        HumanMessage(f"filler question {i}"), AIMessage(f"filler answer {i}"))])
+    store.engine.dispose()
+    page.reload()
+    earlier = page.get_by_role("button", name="Show earlier messages")
+    expect(earlier).to_be_attached(timeout=WAIT_MS)
+    wait_until_drawn(page)
+    page.mouse.move(900, 300)
+    while page.eval_on_selector('[data-testid="stAppScrollToBottomContainer"]',
+                                "v => v.scrollTop") > 0:
+        page.mouse.wheel(0, -20000)  # up to the top, as a person reads back
+    first = messages(page).first
+    expect(first).to_contain_text("filler question 10")  # the 200 latest are shown
+    at = first.bounding_box()["y"]
+    earlier.click()
+    expect(messages(page)).to_have_count(222, timeout=WAIT_MS)
+    wait_until_drawn(page)
+    place = messages(page).nth(22)  # the same message, 22 earlier ones above it
+    expect(place).to_contain_text("filler question 10")
+    expect(place).to_be_in_viewport()
+    assert abs(place.bounding_box()["y"] - at) < 40
