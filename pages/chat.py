@@ -308,6 +308,27 @@ def hold_sends_while_busy() -> None:
                     unsafe_allow_javascript=True)
 
 
+# Runs in the page (a constant), once per tab: says when the page's address changed
+# (Streamlit changes it with pushState and replaceState, Back and Forward by popstate),
+# for the page scripts below that follow the chat shown.
+SAY_URL_CHANGES = """<script>
+(() => {
+  if (window.poolchatUrlChanges) return;
+  window.poolchatUrlChanges = true;
+  const say = () => window.dispatchEvent(new Event("poolchat:navigated"));
+  for (const name of ["pushState", "replaceState"]) {
+    const original = history[name];
+    history[name] = function (...args) {
+      const result = original.apply(this, args);
+      say();
+      return result;
+    };
+  }
+  window.addEventListener("popstate", say);
+})();
+</script>"""
+
+
 # Runs in the page (a constant), once per tab. Streamlit has one chat box for every chat:
 # a draft typed in one chat went along to the next one opened (and a reload lost it).
 # Here each chat keeps its own draft, as in the best chat apps: put aside when another
@@ -351,15 +372,7 @@ KEEP_DRAFTS_PER_CHAT = """<script>
     shown = chat;
     drawnBox = box;
   };
-  for (const name of ["pushState", "replaceState"]) {  // how Streamlit changes the URL
-    const original = history[name];
-    history[name] = function (...args) {
-      const result = original.apply(this, args);
-      follow();
-      return result;
-    };
-  }
-  window.addEventListener("popstate", follow);
+  window.addEventListener("poolchat:navigated", follow);  // (SAY_URL_CHANGES)
   setInterval(follow, 250);  // and a box drawn later than its URL
   document.addEventListener("input", (event) => {
     if (event.target.matches?.(BOX) && shown === chatInUrl()) keep(shown, event.target.value);
@@ -368,6 +381,10 @@ KEEP_DRAFTS_PER_CHAT = """<script>
   follow();
 })();
 </script>"""
+
+
+def say_url_changes() -> None:
+    st.sidebar.html(SAY_URL_CHANGES, unsafe_allow_javascript=True)
 
 
 def keep_drafts_per_chat() -> None:
@@ -410,15 +427,7 @@ READ_BACK = """<script>
       follow();
     }
   };
-  for (const name of ["pushState", "replaceState"]) {  // how Streamlit changes the URL
-    const original = history[name];
-    history[name] = function (...args) {
-      const result = original.apply(this, args);
-      opened();
-      return result;
-    };
-  }
-  window.addEventListener("popstate", opened);
+  window.addEventListener("poolchat:navigated", opened);  // (SAY_URL_CHANGES)
   // a message sent, a reply asked for again, an edit sent: its reply is followed
   window.addEventListener("poolchat:sent", follow);  // (HOLD_SENDS_WHILE_BUSY)
   const ASKS = '[class*="st-key-regenerate-button"], [class*="st-key-edit-send-"], '
@@ -735,6 +744,7 @@ agent_settings(manager, session)
 conversation_list(manager, session, owner)
 send_stops_as_beacons()
 hold_sends_while_busy()
+say_url_changes()  # for the two below
 keep_drafts_per_chat()
 read_back()
 close_sidebar_on_phone()
