@@ -473,15 +473,15 @@ READ_BACK = """<script>
   document.addEventListener("click", (event) => {  // earlier messages, to be read
     if (!event.target.closest?.('[class*="st-key-show-earlier"]')) return;
     up = true;
-    const v = view(), shown = [...document.querySelectorAll(BUBBLES)];
+    const v = view(), bubbles = [...document.querySelectorAll(BUBBLES)];
     const top = v ? v.getBoundingClientRect().top : 0;
-    const first = shown.find((bubble) => bubble.getBoundingClientRect().bottom > top);
-    anchor = first && {fromEnd: shown.length - shown.indexOf(first),
+    const first = bubbles.find((bubble) => bubble.getBoundingClientRect().bottom > top);
+    anchor = first && {fromEnd: bubbles.length - bubbles.indexOf(first),
                        at: first.getBoundingClientRect().top, until: Date.now() + 3000};
   }, true);
   const keepAnchor = (v) => {  // the earlier ones come above: the reader's place stays
-    const shown = document.querySelectorAll(BUBBLES);
-    const first = shown[shown.length - anchor.fromEnd];
+    const bubbles = document.querySelectorAll(BUBBLES);
+    const first = bubbles[bubbles.length - anchor.fromEnd];
     if (first) native.set.call(v, native.get.call(v)
                                   + first.getBoundingClientRect().top - anchor.at);
   };
