@@ -495,15 +495,18 @@ class AgentPool:
                 self._succeeded(self._members[lease.index], ticket)
                 self._hand_over()
 
-    def report_failure(self, lease: Lease, refused: bool = False) -> None:
-        """The member failed (connection, timeout, 5xx) or refused its key."""
+    def report_failure(self, lease: Lease, refused: bool = False, reason: str = ""
+                       ) -> None:
+        """The member failed (connection, timeout, 5xx: ``reason`` says which, for the
+        pool view) or refused its key."""
         with self._lock:
             member = self._members[lease.index]
             member.failures += 1
             if refused or member.failures >= FAILING_AFTER:
                 member.failing_until = self._wall() + (REFUSED_FOR if refused
                                                        else FAILING_FOR)
-                member.failing_for = "key refused" if refused else "errors"
+                member.failing_for = ("key refused" if refused else
+                                      f"errors: {reason}" if reason else "errors")
 
     def cool_down(self, name: str, seconds: float, share: bool = True) -> float:
         """The provider of this member asked to wait: its whole quota waits; returns the

@@ -128,4 +128,15 @@ def _judge(pool: AgentPool, lease: Lease, kind: str | None, exc: BaseException) 
         lease.outcome = "rate_limited"  # not an error of the member
         pool.cool_down(lease.member, retry_after(exc))
     elif kind is not None:
-        pool.report_failure(lease, refused=kind == REFUSED)
+        pool.report_failure(lease, refused=kind == REFUSED, reason=failure_reason(exc))
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A member's failure in a few words, for the pool view."""
+    if isinstance(exc, openai.APITimeoutError):
+        return "timed out"
+    if isinstance(exc, openai.APIConnectionError):
+        return "connection failed"
+    if isinstance(exc, openai.APIStatusError):
+        return f"HTTP {exc.status_code}"
+    return type(exc).__name__

@@ -78,6 +78,18 @@ def test_a_failing_member_is_retried_once_on_another(make_manager, fakes, failur
     assert manager.store.runs.latest_run(session.session_id)["agent"] == "spare"
 
 
+def test_a_member_failing_again_and_again_is_skipped_and_the_view_says_why(make_manager,
+                                                                          fakes):
+    _, spare = fakes
+    manager = routed(make_manager, member("gone", closed_port_url()),
+                     member("spare", spare.url, key="sk-two"))
+    sessions = [manager.create_session() for _ in range(6)]  # half of them at home there
+    assert [s.send("hello") for s in sessions] == [REPLY] * 6  # each failed over
+    gone = manager.get_stats()["pool"][0]
+    assert (gone["state"], gone["failing_for"]) == ("failing", "errors: connection failed")
+    assert gone["errors"] == 3 and len(spare.requests) == 6
+
+
 def test_a_failure_while_the_other_member_is_busy_is_retried_at_once(make_manager, fakes):
     """The retry does not wait for the busy member while the one that failed is free
     (it waited the queue's 30 s, then said that all members were busy)."""
