@@ -476,14 +476,21 @@ READ_BACK = """<script>
     const v = view(), bubbles = [...document.querySelectorAll(BUBBLES)];
     const top = v ? v.getBoundingClientRect().top : 0;
     const first = bubbles.find((bubble) => bubble.getBoundingClientRect().bottom > top);
-    anchor = first && {fromEnd: bubbles.length - bubbles.indexOf(first),
-                       at: first.getBoundingClientRect().top, until: Date.now() + 3000};
+    anchor = first && {text: first.innerText, fromEnd: bubbles.length - bubbles.indexOf(first),
+                       at: first.getBoundingClientRect().top, limit: Date.now() + 30000};
+    if (anchor) anchor.until = anchor.limit;  // however long the page takes to come
   }, true);
   const keepAnchor = (v) => {  // the earlier ones come above: the reader's place stays
-    const bubbles = document.querySelectorAll(BUBBLES);
-    const first = bubbles[bubbles.length - anchor.fromEnd];
+    const bubbles = [...document.querySelectorAll(BUBBLES)];
+    const near = bubbles.length - anchor.fromEnd;  // where it should be, once all came
+    let first = null;  // the same message (its text), the one nearest to there
+    bubbles.forEach((bubble, i) => {
+      if (bubble.innerText === anchor.text
+          && (!first || Math.abs(i - near) < Math.abs(first[1] - near))) first = [bubble, i];
+    });
+    anchor.until = Math.min(anchor.limit, Date.now() + 3000);  // while they are drawn
     if (first) native.set.call(v, native.get.call(v)
-                                  + first.getBoundingClientRect().top - anchor.at);
+                                  + first[0].getBoundingClientRect().top - anchor.at);
   };
   let height = 0;
   const keepAtBottom = () => {  // Streamlit's own following lost the end now and then
