@@ -315,7 +315,13 @@ SAY_URL_CHANGES = """<script>
 (() => {
   if (window.poolchatUrlChanges) return;
   window.poolchatUrlChanges = true;
-  const say = () => window.dispatchEvent(new Event("poolchat:navigated"));
+  let at = location.pathname + location.search;
+  const say = () => {  // Streamlit also replaces the address with the same one
+    const now = location.pathname + location.search;
+    if (now === at) return;
+    at = now;
+    window.dispatchEvent(new Event("poolchat:navigated"));
+  };
   for (const name of ["pushState", "replaceState"]) {
     const original = history[name];
     history[name] = function (...args) {
@@ -419,15 +425,8 @@ READ_BACK = """<script>
     return found;
   };
   const left = (v) => v.scrollHeight - v.clientHeight - native.get.call(v);
-  let shown = location.pathname + location.search;
-  const opened = () => {  // another chat or page: it opens at its end, as ever
-    const now = location.pathname + location.search;
-    if (now !== shown) {
-      shown = now;
-      follow();
-    }
-  };
-  window.addEventListener("poolchat:navigated", opened);  // (SAY_URL_CHANGES)
+  // another chat or page: it opens at its end, as ever
+  window.addEventListener("poolchat:navigated", follow);  // (SAY_URL_CHANGES)
   // a message sent, a reply asked for again, an edit sent: its reply is followed
   window.addEventListener("poolchat:sent", follow);  // (HOLD_SENDS_WHILE_BUSY)
   const ASKS = '[class*="st-key-regenerate-button"], [class*="st-key-edit-send-"], '
