@@ -32,6 +32,7 @@ PROVIDER_WAIT_MAX = 120.0  # a provider's cooldown up to this is waited out, cou
 FAILING_AFTER = 3        # consecutive transient failures that mark a member failing
 FAILING_FOR = 30.0       # seconds a failing member is skipped before it is tried again
 REFUSED_FOR = 300.0      # ... and one whose key was refused
+KEY_REFUSED = "key refused"  # why a member is skipped (``Member.failing_for``)
 DEFAULT_SERVICE = 5.0    # seconds a reply is assumed to take before any was timed
 
 
@@ -195,7 +196,7 @@ class AgentPool:
             member = self.member(name)
             member.agent, member.model = agent, model
             member.version += 1
-            if member.failing_for != "key refused" or member.failing_until <= self._wall():
+            if member.failing_for != KEY_REFUSED or member.failing_until <= self._wall():
                 member.failures, member.failing_until = 0, 0.0
             self._hand_over()
             return member.version
@@ -343,10 +344,11 @@ class AgentPool:
         if left > 0:
             return ProviderCooldown(f"The model provider asked us to slow down for longer "
                                     f"than {timeout:g} s; try again in {left:.0f} s.")
-        working = self.size - failing if failing < self.size else self.size
+        if failing == self.size:  # every one failing serves anyway: all were busy
+            failing = 0
+        working = self.size - failing
         agents = "the agent was" if working == 1 else f"all {working} agents were"
-        failed = (f" ({failing} more {'is' if failing == 1 else 'are'} failing)"
-                  if failing and failing < self.size else "")
+        failed = f" ({failing} more {'is' if failing == 1 else 'are'} failing)" if failing else ""
         return PoolTimeout(f"{agents} busy for {timeout:g} s{failed}; try again")
 
     def _usable_at(self, ticket: Ticket) -> float:
@@ -505,7 +507,7 @@ class AgentPool:
             if refused or member.failures >= FAILING_AFTER:
                 member.failing_until = self._wall() + (REFUSED_FOR if refused
                                                        else FAILING_FOR)
-                member.failing_for = ("key refused" if refused else
+                member.failing_for = (KEY_REFUSED if refused else
                                       f"errors: {reason}" if reason else "errors")
 
     def cool_down(self, name: str, seconds: float, share: bool = True) -> float:
