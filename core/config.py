@@ -41,8 +41,14 @@ class MemberConfig(BaseModel):
 
     def quota(self) -> str:
         """Members with the same endpoint and key share one provider rate limit."""
-        account = f"{self.base_url or ''}|{self.api_key.get_secret_value()}"
-        return "q-" + hashlib.sha256(account.encode()).hexdigest()[:16]
+        return account_quota(self.base_url, self.api_key.get_secret_value())
+
+
+def account_quota(base_url: str | None, api_key: str) -> str:
+    """A provider account's name for its rate limit: its endpoint and key, hashed (the
+    name is stored and shown; the key never is)."""
+    account = f"{base_url or ''}|{api_key}"
+    return "q-" + hashlib.sha256(account.encode()).hexdigest()[:16]
 
 
 class Price(BaseModel):

@@ -13,11 +13,13 @@ import logging
 import threading
 
 from core.agents import AgentFactory, AgentSpec, agent_factory_for
-from core.config import MemberConfig, Settings
+from core.config import MemberConfig, Settings, account_quota
 from core.offline_model import OFFLINE_MODEL_NAME
 from core.pool import AgentPool, Member
 
 log = logging.getLogger("poolchat")
+
+OWN_ENDPOINT = "own settings"  # the queue of chats with settings of their own
 
 
 class PoolMembers:
@@ -32,6 +34,24 @@ class PoolMembers:
         self._specs: dict[str, AgentSpec] = {}
         self.pool = AgentPool(self._build(), acquire_timeout=settings.AGENT_QUEUE_TIMEOUT,
                               max_per_owner=settings.MAX_RUNS_PER_USER)
+        self.own_endpoint = self._own_endpoint()
+
+    def _own_endpoint(self) -> AgentPool | None:
+        """Where chats with settings of their own queue beside configured members: their
+        agents talk to ``OPENAI_BASE_URL``, which may be none of the members' endpoints, so
+        it gets a queue of its own, with the same fair share, per-browser cap and 429
+        cooldown (shared with a member on the same endpoint and key). None without
+        members (those chats take a pool slot) or without a key (none are offered)."""
+        settings = self.settings
+        if not settings.MEMBERS or not settings.has_key:
+            return None
+        assert settings.OPENAI_API_KEY is not None
+        quota = account_quota(settings.OPENAI_BASE_URL,
+                              settings.OPENAI_API_KEY.get_secret_value())
+        return AgentPool([Member(OWN_ENDPOINT, None, settings.AGENT_MAX_CONCURRENCY,
+                                 quota=quota)],
+                         acquire_timeout=settings.AGENT_QUEUE_TIMEOUT,
+                         max_per_owner=settings.MAX_RUNS_PER_USER)
 
     def _build(self) -> list[Member]:
         settings = self.settings

@@ -133,11 +133,10 @@ class ChatbotSessionManager:
             settings = load_settings(environ={}, secrets={},
                                      **{**_plain_values(settings), **overrides})
         self.settings = settings
-        # a chat's own agent takes a slot of the pool, whose router retries after a 429
-        # (shared with everybody) and fails over: its client must not retry on its own,
-        # unless members are configured (then it talks to an endpoint none of them is)
-        self.agent_factory = agent_factory or agent_factory_for(
-            settings, routed=not settings.MEMBERS)
+        # a chat's own agent is routed (a pool slot, or beside members the own-settings
+        # queue), whose router retries after a 429 shared with everybody: its client
+        # must not retry on its own
+        self.agent_factory = agent_factory or agent_factory_for(settings, routed=True)
         self.default_spec = AgentSpec.default(settings)
         self.stats_gate = PasswordGate(settings.STATS_PASSWORD)  # page and API share it
         self.store = store or SessionStore(settings.DATABASE_URL)
@@ -163,7 +162,10 @@ class ChatbotSessionManager:
                                replica=self.replica_id, prices=settings.PRICES,
                                clock=clock)
         self.usage = UsageLog(self.store.engine)
-        self.cooldowns = SharedCooldowns(self.pool, self.store.engine, self.worker)
+        self.own_endpoint = self.members.own_endpoint
+        self.cooldowns = SharedCooldowns(
+            [self.pool, *([self.own_endpoint] if self.own_endpoint else [])],
+            self.store.engine, self.worker)
 
     # -- sessions -------------------------------------------------------------------
     def create_session(self, owner: str | None = None) -> ChatbotSession:
@@ -382,12 +384,13 @@ class ChatbotSessionManager:
         """Route the answer through the pool (fair queue by owner, shared 429 cooldowns,
         failover). A chat's own settings answer in a pool slot too: their agent uses the
         pool's provider account, so its cooldowns, per-owner cap and concurrency hold
-        for them. An agent object given in code, or settings beside configured members
-        (an endpoint none of theirs), answers directly."""
+        for them. Beside configured members they queue for their own endpoint the same
+        way. An agent object given in code answers directly."""
         custom = session.has_custom_agent
         agent = self.agent_for(session) if custom else None
         label = f"custom:{self.answered_by(session)[0]}" if custom else ""
-        if custom and (session.custom is not None or self.settings.MEMBERS):
+        own = self.own_endpoint is not None and custom and session.custom is None
+        if custom and not own and (session.custom is not None or self.settings.MEMBERS):
             await attempt(agent, label, None, _nothing)
             return
 
@@ -401,14 +404,20 @@ class ChatbotSessionManager:
             else:
                 await attempt(lease.agent, lease.member, lease, answered)
 
-        await route(self.pool, on_member, owner=session.owner or session.session_id,
-                    prefer=session.home, fresh=fresh, on_ticket=on_ticket,
-                    max_retries=self.settings.OPENAI_MAX_RETRIES, counted=not custom)
+        await route(self.own_endpoint if own else self.pool, on_member,
+                    owner=session.owner or session.session_id,
+                    prefer=None if own else session.home, fresh=fresh, on_ticket=on_ticket,
+                    max_retries=self.settings.OPENAI_MAX_RETRIES, counted=own or not custom)
 
     def queue_place(self, run: Run) -> Place | None:
         """Where a run waiting for a pool member stands (None: it is not waiting)."""
         ticket = run.ticket
-        return self.pool.place(ticket) if ticket is not None else None
+        if ticket is None:
+            return None
+        place = self.pool.place(ticket)
+        if place is None and self.own_endpoint is not None:
+            place = self.own_endpoint.place(ticket)
+        return place
 
     def mark_saved(self, session: ChatbotSession) -> None:
         with self._lock:

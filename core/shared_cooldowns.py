@@ -24,15 +24,22 @@ FOLLOW_EVERY = 1.0  # seconds between reads of other replicas' cooldowns
 
 
 class SharedCooldowns:
-    """Publishes the pool's cooldowns and applies the other replicas' ones."""
+    """Publishes the pools' cooldowns and applies the other replicas' ones.
 
-    def __init__(self, pool: AgentPool, engine: Engine, worker: RunWorker) -> None:
-        self.pool, self.engine, self.worker = pool, engine, worker
-        pool.on_cooldown = self._share
+    Pools here share a cooldown too: a quota (endpoint and key) may serve in more than
+    one (the members, and the chats with settings of their own)."""
+
+    def __init__(self, pools: list[AgentPool], engine: Engine, worker: RunWorker) -> None:
+        self.pools, self.engine, self.worker = pools, engine, worker
+        for pool in pools:
+            pool.on_cooldown = self._share
         self._following = worker.submit(self._follow())
 
     def _share(self, quota: str, until: float) -> None:
-        """Store a 429 seen here, off the caller's thread (the run's event loop)."""
+        """Apply a 429 seen here to this replica's other pools, and store it, off the
+        caller's thread (the run's event loop)."""
+        for pool in self.pools:
+            pool.apply_cooldowns({quota: until})  # no change where it is already known
         loop = self.worker.loop
         loop.call_soon_threadsafe(loop.run_in_executor, None, self._save, quota, until)
 
@@ -50,7 +57,8 @@ class SharedCooldowns:
             except Exception:  # noqa: BLE001 - a database outage must not end the loop
                 continue
             if found:
-                self.pool.apply_cooldowns(found)
+                for pool in self.pools:
+                    pool.apply_cooldowns(found)
 
     def save(self, quota: str, until: float) -> None:
         """Keep the later of this cooldown and one another replica stored."""

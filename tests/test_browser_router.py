@@ -14,6 +14,7 @@ from tests.servers import start_app, stop_app
 from tests.browser import (
     WAIT_MS,
     messages,
+    open_expander,
     page_state,
     send,
     shot,
@@ -32,12 +33,22 @@ def fake():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, fake):
+def own_fake():
+    """The endpoint of chats with settings of their own (OPENAI_BASE_URL)."""
+    with FakeOpenAI() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, fake, own_fake):
     data = tmp_path_factory.mktemp("router-data")
     secrets = data / "secrets.toml"
     secrets.write_text(f'''
 STATS_PASSWORD = "{PASSWORD}"
 MAX_RUNS_PER_USER = 1
+OPENAI_API_KEY = "sk-own-settings"
+OPENAI_BASE_URL = "{own_fake.url}"
+CHAT_MODEL = "fake-2"
 
 [[members]]
 name = "cloud"
@@ -270,3 +281,24 @@ def test_after_the_guess_limit_the_same_password_is_taken_again(server, new_page
         except AssertionError:
             continue
     expect_unlocked(page, server)
+
+
+def test_a_chats_own_settings_wait_out_their_endpoints_429_in_sight(server, own_fake,
+                                                                    new_page):
+    """Beside members, a chat's own settings talk to OPENAI_BASE_URL: its 429 is a
+    visible wait too, not a silent retry by the client."""
+    own_fake.modes.append("429:4")
+    page = new_page(server.url)
+    sidebar = page.get_by_test_id("stSidebar")
+    open_expander(sidebar, "Agent settings")
+    sidebar.get_by_label("System prompt").fill("Be brief.")
+    sidebar.get_by_role("button", name="Use these settings").click()
+    expect(page.locator("main")).to_contain_text("custom agent", timeout=WAIT_MS)
+    send(page, "hello")
+    expect(page.get_by_text("The provider asked us to slow down; continuing in")
+           ).to_be_visible(timeout=WAIT_MS)
+    shot(page, "router-own-settings-cooldown")
+    wait_for_reply(page, 1, REPLY)
+    expect(page.get_by_text("rate-limiting")).to_have_count(0)
+    assert [r["mode"] for r in own_fake.requests] == ["429:4", "ok"]
+    assert own_fake.requests[-1]["body"]["messages"][0]["content"] == "Be brief."

@@ -12,7 +12,9 @@ import pytest
 
 from core import AgentSpec
 from core.router import DEFAULT_COOLDOWN, MAX_COOLDOWN, retry_after
-from core.schema import COMPLETE
+from sqlalchemy import select
+
+from core.schema import COMPLETE, usage
 from tests.fake_openai import FakeOpenAI
 from tests.fakes import ScriptedModel, scripted_factory
 
@@ -312,3 +314,60 @@ def test_a_chats_own_agent_counts_against_its_browsers_slots(make_manager):
     assert manager.pool.held("ada") == 0 and manager.pool.members[0].in_flight == 0
     # the member's figures are its own agent's, as its latency and usage are
     assert manager.pool.members[0].served == 1
+
+
+def told_to_wait(manager, run, within=10.0):
+    """Wait until the run waits in the queue for a provider's cooldown (and is told)."""
+    deadline = time.monotonic() + within
+    while (place := manager.queue_place(run)) is None or not place.cooldown:
+        assert time.monotonic() < deadline, "the run was never told to wait a cooldown"
+        assert not run.wait(0.01), f"the run ended instead: {run.status} {run.error}"
+
+
+def test_a_chats_own_settings_beside_members_wait_out_their_endpoints_429(make_manager,
+                                                                         fakes):
+    """Their agent talks to OPENAI_BASE_URL, none of the members: its 429 holds back
+    every chat with settings of its own there, and the waiting user is told so, instead
+    of its client retrying in silence (and the wait counting as time to first token)."""
+    members_fake, own_fake = fakes
+    manager = routed(make_manager, member("alpha", members_fake.url),
+                     OPENAI_API_KEY="sk-own", OPENAI_BASE_URL=own_fake.url, CHAT_MODEL="fake-2")
+    own_fake.modes.append("429:2")
+    first = manager.create_session(owner="ada")
+    first.agent = AgentSpec("fake-2", "Be brief.", 0.2)
+    run = first.start("hello")
+    told_to_wait(manager, run)
+    other = manager.create_session(owner="bo")
+    other.agent = AgentSpec("fake-2", "Be brief.", 0.2)
+    waiting = other.start("hello")
+    told_to_wait(manager, waiting)  # the other chat on that endpoint waits it out too
+    pool_chat = manager.create_session().start("hello")
+    for each in (run, waiting, pool_chat):
+        assert each.wait(20)
+    assert [r.status for r in (run, waiting, pool_chat)] == [COMPLETE] * 3
+    limited_at = own_fake.requests[0]["at"]
+    assert [r for r in own_fake.requests if r["at"] < limited_at + 1.95] == \
+        own_fake.requests[:1]  # no client retry, nobody else during the cooldown
+    assert len(own_fake.requests) == 3 and len(members_fake.requests) == 1
+    with manager.store.engine.connect() as conn:
+        ttft, queued = conn.execute(select(usage.c.ttft, usage.c.queue_seconds).where(
+            usage.c.run_id == run.id, usage.c.status == COMPLETE)).one()
+    assert ttft < 1.5 <= queued  # the cooldown is a wait in the queue, not the model's
+
+
+def test_a_429_on_a_member_holds_back_own_settings_on_the_same_account(make_manager,
+                                                                      fakes):
+    fake, _ = fakes
+    manager = routed(make_manager, member("alpha", fake.url, key="sk-same"),
+                     OPENAI_API_KEY="sk-same", OPENAI_BASE_URL=fake.url, CHAT_MODEL="fake-2")
+    fake.modes.append("429:2")
+    first = manager.create_session().start("hello")
+    told_to_wait(manager, first)
+    own = manager.create_session(owner="ada")
+    own.agent = AgentSpec("fake-2", "Be brief.", 0.2)
+    run = own.start("hello")
+    told_to_wait(manager, run)  # the same provider account: the same cooldown
+    assert run.wait(20) and first.wait(20)
+    assert (run.status, first.status) == (COMPLETE, COMPLETE)
+    limited_at = fake.requests[0]["at"]
+    assert [r for r in fake.requests if r["at"] < limited_at + 1.95] == fake.requests[:1]
