@@ -261,12 +261,23 @@ def send_stops_as_beacons() -> None:
 # sends, and gets its message back with the reason (the server's check). After a Stop
 # the next send goes at once, before the page is drawn again (the server takes a message
 # sent right after a click: pages/clicks.py); held, it sat unsent in the box.
+# Right after a send the box stays open too (Streamlit's "disable" lost the letters typed
+# in the next 0.3 s, 5 to 8 in a probe), and a second Enter is held, as while a reply is
+# written, until the server has run the page for the first (a message sent while a run
+# for another is under way can take the other's place: the box has one value).
 HOLD_SENDS_WHILE_BUSY = """<script>
 (() => {
   if (window.poolchatHoldSends) return;
   window.poolchatHoldSends = true;
   const BUSY = %s;
   let stopped = false;  // Stop was clicked: the next send goes, drawn again or not yet
+  let sending = null;   // a message went and the page has not run for it yet (a timer)
+  const taken = () => { clearTimeout(sending); sending = null; };
+  new MutationObserver(() => {
+    const app = document.querySelector('[data-testid="stApp"]');
+    if (sending && app?.getAttribute("data-test-script-state") === "notRunning") taken();
+  }).observe(document.body, {attributes: true, subtree: true,
+                             attributeFilter: ["data-test-script-state"]});
   const busy = () => {
     const box = document.querySelector('[data-testid="stChatInputTextArea"]');
     const shown = Boolean(box && box.placeholder === BUSY);
@@ -275,10 +286,12 @@ HOLD_SENDS_WHILE_BUSY = """<script>
   };
   const hold = (event) => { event.preventDefault(); event.stopImmediatePropagation(); };
   const sent = (event) => {
-    if (busy()) {
+    const box = document.querySelector('[data-testid="stChatInputTextArea"]');
+    if (busy() || sending) {
       hold(event);
-    } else {
+    } else if (box?.value.trim()) {
       stopped = false;  // one send after a Stop; then the reply it starts holds again
+      sending = setTimeout(taken, 5000);  // the server never ran: sends go again
       window.dispatchEvent(new Event("poolchat:sent"));  // (KEEP_DRAFTS_PER_CHAT)
     }
   };
@@ -725,14 +738,13 @@ if "restore" in st.session_state:
         text = text + " " if not text.endswith(" ") else text.rstrip()
     st.session_state.chat_box = st.session_state.restored_last = text
 busy = run is not None or elsewhere is not None
-prompt = st.chat_input(BUSY_PLACEHOLDER if busy else "Message PoolChat",
-                       submit_mode="disable", key="chat_box")
+prompt = st.chat_input(BUSY_PLACEHOLDER if busy else "Message PoolChat", key="chat_box")
 prompt = st.session_state.pop("example", None) or prompt
 if prompt is not None and not busy:
     run, refused = start_run(session, prompt)
     if refused:
         keep_refused(prompt, refused)
-    st.rerun()  # drawn again as busy: the chat box, disabled, says why
+    st.rerun()  # drawn again as busy: the chat box says why it holds Enter
 
 stored = manager.store.get_session(session.session_id)
 title = stored["title"] if stored else ""
