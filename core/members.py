@@ -49,7 +49,7 @@ class PoolMembers:
         quota = account_quota(settings.OPENAI_BASE_URL,
                               settings.OPENAI_API_KEY.get_secret_value())
         return AgentPool([Member(OWN_ENDPOINT, None, settings.AGENT_MAX_CONCURRENCY,
-                                 quota=quota)],
+                                 model="each chat's model", quota=quota)],
                          acquire_timeout=settings.AGENT_QUEUE_TIMEOUT,
                          max_per_owner=settings.MAX_RUNS_PER_USER)
 

@@ -11,6 +11,7 @@ import streamlit as st
 
 from core.agents import AgentSpec
 from core.limits import MODEL_NAME_MAX_CHARS, PROMPT_MAX_CHARS
+from core.members import OWN_ENDPOINT
 from core.runtime import shared_recorder
 from core.stats import member_rows, public_stats
 from pages.common import manager_or_stop, stats_unlocked
@@ -87,7 +88,7 @@ def members_frames(members: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     not 1), then its model and version."""
     load = pd.DataFrame([{
         "Member · model": m["member"] + (f" ×{m['weight']:g}" if m["weight"] != 1 else "")
-        + f" · {m['model']} (v{m['version']})",
+        + f" · {m['model']}" + (f" (v{m['version']})" if m["member"] != OWN_ENDPOINT else ""),
         "State": m["state"] + (f" ({m['failing_for']})" if m["failing_for"] else "")
         + (f" · {math.ceil(m['cooldown_s'])} s" if m["cooldown_s"] else ""),
         "In flight": m["in_flight"], "Requests": m["served"],
@@ -117,12 +118,14 @@ def usage_table(groups: dict[str, dict], label: str) -> pd.DataFrame:
 @st.fragment(run_every=POOL_REFRESH_SECONDS)
 def pool_view() -> None:
     """Each member live: load, health, cooldown, latency, tokens per minute."""
-    pool = manager.pool.snapshot()  # the pool alone: no database counts every 2 s
+    own = manager.own_endpoint  # chats' own settings beside members: a queue of its own
+    queues = [manager.pool, *([own] if own is not None else [])]
+    pool = [row for queue in queues for row in queue.snapshot()]  # no database every 2 s
     members = member_rows(pool, manager.get_usage(USAGE_MAX_AGE).get("member", {}))
     st.subheader("Pool members, live")
     cols = st.columns(4)
     cols[0].metric("In flight", sum(m["in_flight"] for m in pool))
-    cols[1].metric("Waiting in the queue", manager.pool.queued())
+    cols[1].metric("Waiting in the queue", sum(queue.queued() for queue in queues))
     cooling = [m["member"] for m in members if m["state"] == "cooling down"]
     cols[2].metric("Cooling down", len(cooling), help="Members whose provider answered 429; "
                    "requests wait for the cooldown or go to other members.")
@@ -135,7 +138,10 @@ def pool_view() -> None:
     st.dataframe(speed, hide_index=True, column_config=SPEED_COLUMNS)
     st.caption(f"Refreshes every {POOL_REFRESH_SECONDS} s. Requests, errors and 429s: this "
                "replica's. Latency percentiles: the latest 1,000 replies of each member, "
-               "every replica's.")
+               "every replica's."
+               + (f" *{OWN_ENDPOINT}*: chats with settings of their own, on "
+                  "`OPENAI_BASE_URL` (their latency is in the usage tables, as custom "
+                  "agents')." if own is not None else ""))
 
 
 @st.fragment(run_every=POOL_REFRESH_SECONDS)

@@ -451,6 +451,25 @@ class TestStatsPage:
         assert metrics["Agent pool size"] == "1"
         assert metrics["Custom-agent sessions"] == "0"
 
+    def test_beside_members_the_queue_of_chats_own_settings_is_in_the_pool_view(self):
+        """Their endpoint (OPENAI_BASE_URL) cools down and fills up like a member's: the
+        operator sees it there, named as what it is, not as a member to change."""
+        from tests.servers import free_port
+
+        at = AppTest.from_file(APP, default_timeout=30)
+        url = f"http://127.0.0.1:{free_port()}/v1"
+        at.secrets["members"] = [{"name": "alpha", "model": "fake-a", "api_key": "sk-a",
+                                  "base_url": url}]
+        at.secrets["OPENAI_API_KEY"] = "sk-own-never-shown"
+        at.secrets["OPENAI_BASE_URL"] = url
+        at.switch_page("pages/stats.py")
+        at.run()
+        assert not at.exception
+        load = next(d.value for d in at.dataframe if "Member · model" in d.value.columns)
+        assert list(load["Member · model"]) == ["alpha · fake-a (v1)",
+                                                "own settings · each chat's model"]
+        assert "sk-own-never-shown" not in str([e.proto for e in at.main])
+
     def test_a_replica_that_stopped_reporting_has_no_replies_in_flight(self):
         """Its last report said one; the process is gone, and its reply with it."""
         from sqlalchemy import update
