@@ -287,6 +287,8 @@ HOLD_SENDS_WHILE_BUSY = """<script>
   const hold = (event) => { event.preventDefault(); event.stopImmediatePropagation(); };
   const sent = (event) => {
     const box = document.querySelector('[data-testid="stChatInputTextArea"]');
+    // taken once the page says a reply is written: that holds from there
+    if (sending && box?.placeholder === BUSY) taken();
     if (busy() || sending) {
       hold(event);
     } else if (box?.value.trim()) {
@@ -306,6 +308,7 @@ HOLD_SENDS_WHILE_BUSY = """<script>
       sent(event);
     } else if (event.target.closest?.("button")) {  // Stop, or Retry, Regenerate…
       stopped = Boolean(event.target.closest('[class*="st-key-stop-"]'));
+      if (stopped) taken();
     }
   }, true);
   const style = document.createElement("style");
