@@ -58,9 +58,21 @@ ALLOWANCES_KEPT = 100_000  # owners' rate-limit buckets; the least recently used
 # first (a bucket untouched for a minute is full anyway)
 
 
-# One try at answering: the agent, its label, the pool lease (None for a custom agent)
-# and a callback to say the member answered.
-Attempt = Callable[[Any, str, Lease | None, Callable[[], None]], Awaitable[None]]
+@dataclass(frozen=True, slots=True)
+class Answerer:
+    """Who answers a try: the agent, its label (a member's name, or "custom:<model>"),
+    and the model and system prompt it answers with. A chat's own agent is fixed when
+    the request is made: its settings may change (or be reset) while it waits."""
+
+    agent: Any
+    label: str
+    model: str
+    prompt: str
+
+
+# One try at answering: who answers, the pool lease (None for a chat's own agent) and a
+# callback to say the member answered.
+Attempt = Callable[[Answerer, Lease | None, Callable[[], None]], Awaitable[None]]
 
 
 class Conversation(Protocol):
@@ -79,7 +91,6 @@ class Conversations(Protocol):
     def mark_saved(self, session: Any) -> None: ...
     def title_for(self, text: str) -> str: ...
     def answered_by(self, session: Any) -> tuple[str, bool]: ...
-    def system_prompt(self, session: Any, member: str) -> str: ...
     def adopt_settings(self, session: Any, stored: dict[str, Any] | None) -> None: ...
     async def serve(self, session: Any, attempt: Attempt, *, fresh: Callable[[], bool],
                     on_ticket: Callable[[Ticket | None], Any]) -> None: ...
@@ -506,18 +517,16 @@ class ChatEngine:
                 self._stop_before_start.discard(run.id)
                 raise asyncio.CancelledError
 
-            async def attempt(agent: Any, label: str, lease: Lease | None,
+            async def attempt(answerer: Answerer, lease: Lease | None,
                               answered: Callable[[], None]) -> None:
-                run.agent = label
-                progress.member = label
+                run.agent = progress.member = answerer.label
                 progress.answering = time.monotonic()
-                progress.prompt = self.conversations.system_prompt(session, label)
+                progress.prompt, progress.model = answerer.prompt, answerer.model
                 if lease is not None:
-                    progress.model, progress.version = lease.model, lease.version
-                else:
-                    progress.model = self.conversations.answered_by(session)[0]
+                    progress.version = lease.version
                 try:
-                    async for event in turns.astream(agent, history, progress.done):
+                    async for event in turns.astream(answerer.agent, history,
+                                                     progress.done):
                         if not run.answered:
                             run.answered = True
                             progress.first_token = time.monotonic()
@@ -557,7 +566,8 @@ class ChatEngine:
             return
         call, results = step
         model, custom = self.conversations.answered_by(session)
-        model = progress.model or model  # the member answering, not the start's guess
+        if progress.member:  # who answers, not the start's guess (nor settings since)
+            model, custom = progress.model, progress.member.startswith("custom:")
         progress.writing = asyncio.ensure_future(asyncio.to_thread(
             self.store.runs.advance_reply, progress.run.session_id, progress.run.id,
             progress.reply_id, call, results, {"model": model, "custom_agent": custom}))

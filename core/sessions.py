@@ -21,7 +21,7 @@ from langchain_core.messages import BaseMessage
 from core import turns
 from core.agents import Agent, AgentFactory, AgentSpec, agent_factory_for
 from core.auth import PasswordGate
-from core.chat import Attempt, ChatEngine
+from core.chat import Answerer, Attempt, ChatEngine
 from core.config import Settings, load_settings
 from core.ids import is_valid_session_id, new_replica_id, new_session_id
 from core.limits import AUTO_TITLE_CHARS, HISTORY_WINDOW, TITLE_MAX_CHARS
@@ -370,13 +370,16 @@ class ChatbotSessionManager:
             with self._lock:
                 session.spec = spec
 
-    def system_prompt(self, session: ChatbotSession, member: str) -> str:
-        """What the model answering is told before the history (its tokens count too)."""
-        if session.spec is not None:
-            return session.spec.system_prompt
-        if session.custom is not None:
-            return ""  # an agent object of its own: not known here
-        return self.members.spec_of(member).system_prompt
+    def own_answerer(self, session: ChatbotSession) -> Answerer:
+        """The chat's own agent as it is now, with the model and prompt it answers with
+        (an agent object's prompt is not known here: its tokens are not counted)."""
+        model, _ = self.answered_by(session)
+        prompt = session.spec.system_prompt if session.spec is not None else ""
+        return Answerer(self.agent_for(session), f"custom:{model}", model, prompt)
+
+    def member_answerer(self, lease: Lease) -> Answerer:
+        return Answerer(lease.agent, lease.member, lease.model,
+                        self.members.spec_of(lease.member).system_prompt)
 
     async def serve(self, session: ChatbotSession, attempt: Attempt, *,
                     fresh: Callable[[], bool], on_ticket: Callable[[Ticket | None], Any]
@@ -387,22 +390,22 @@ class ChatbotSessionManager:
         for them. Beside configured members they queue for their own endpoint the same
         way. An agent object given in code answers directly."""
         custom = session.has_custom_agent
-        agent = self.agent_for(session) if custom else None
-        label = f"custom:{self.answered_by(session)[0]}" if custom else ""
+        mine = self.own_answerer(session) if custom else None  # as it is when asked
         own = self.own_endpoint is not None and custom and session.custom is None
-        if custom and not own and (session.custom is not None or self.settings.MEMBERS):
-            await attempt(agent, label, None, _nothing)
+        if mine is not None and not own and (session.custom is not None
+                                             or self.settings.MEMBERS):
+            await attempt(mine, None, _nothing)
             return
 
         async def on_member(lease: Lease, answered: Callable[[], None]) -> None:
-            if custom:  # the slot, not the member's agent; usage is the custom agent's
+            if mine is not None:  # the slot, not the member's agent; usage is its own
                 try:
-                    await attempt(agent, label, None, answered)
+                    await attempt(mine, None, answered)
                 except turns.ReplyCutOff:
                     lease.outcome = "interrupted"  # as for the pool's own agents
                     raise
             else:
-                await attempt(lease.agent, lease.member, lease, answered)
+                await attempt(self.member_answerer(lease), lease, answered)
 
         await route(self.own_endpoint if own else self.pool, on_member,
                     owner=session.owner or session.session_id,

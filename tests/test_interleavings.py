@@ -257,9 +257,9 @@ def test_settings_changed_while_a_pool_reply_runs_leave_the_reply_the_pools(make
     serve = manager.serve
 
     async def settings_changed_as_it_answers(session_, attempt, **kwargs):
-        async def attempt_after_change(agent, label, lease, answered):
+        async def attempt_after_change(answerer, lease, answered):
             session_.agent = AgentSpec(OFFLINE_MODEL_NAME, "Be a pirate.", 0.0)
-            await attempt(agent, label, lease, answered)
+            await attempt(answerer, lease, answered)
         await serve(session_, attempt_after_change, **kwargs)
 
     monkeypatch.setattr(manager, "serve", settings_changed_as_it_answers)

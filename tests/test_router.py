@@ -371,3 +371,32 @@ def test_a_429_on_a_member_holds_back_own_settings_on_the_same_account(make_mana
     assert (run.status, first.status) == (COMPLETE, COMPLETE)
     limited_at = fake.requests[0]["at"]
     assert [r for r in fake.requests if r["at"] < limited_at + 1.95] == fake.requests[:1]
+
+
+@pytest.mark.parametrize("beside_members", [True, False])
+def test_settings_reset_while_a_chats_own_agent_waits_out_a_429_keep_that_answer(
+        make_manager, fakes, beside_members):
+    """The request was made with the chat's own settings: it is answered with them after
+    the cooldown, as asked (it failed with a KeyError: the answer looked the settings up
+    again, and found the shared pool's, by the custom agent's label)."""
+    members_fake, own_fake = fakes
+    if beside_members:
+        manager = routed(make_manager, member("alpha", members_fake.url),
+                         OPENAI_API_KEY="sk-own", OPENAI_BASE_URL=own_fake.url,
+                         CHAT_MODEL="fake-2")
+    else:
+        manager = make_manager(OPENAI_API_KEY="sk-own", OPENAI_BASE_URL=own_fake.url,
+                               CHAT_MODEL="fake-2", OPENAI_TIMEOUT=10,
+                               RATE_LIMIT_PER_MINUTE=0)
+    own_fake.modes.append("429:2")
+    chat = manager.create_session(owner="ada")
+    chat.agent = AgentSpec("fake-2", "Be brief.", 0.2)
+    run = chat.start("hello")
+    told_to_wait(manager, run)
+    chat.agent = None  # back to the shared agent while the request waits
+    assert run.wait(20)
+    assert (run.status, run.reply, run.error) == (COMPLETE, REPLY, None)
+    assert [r["mode"] for r in own_fake.requests] == ["429:2", "ok"]
+    assert own_fake.requests[-1]["body"]["messages"][0]["content"] == "Be brief."
+    stored = manager.store.load_stored(chat.session_id)
+    assert (stored[-1].model, stored[-1].custom_agent) == ("fake-2", True)
