@@ -9,6 +9,7 @@ from the store on demand. Everything here is thread-safe and usable from asyncio
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 import threading
 import time
@@ -463,13 +464,24 @@ class ChatbotSessionManager:
                else (m.model for m in self.pool.members))
         return tuple(dict.fromkeys([*own, *configured]))
 
+    def settings_offered(self, session: ChatbotSession) -> AgentSpec:
+        """What a chat's settings form starts from: its own settings, else the shared
+        ones with a model it may use (beside members, the first offered: CHAT_MODEL,
+        which its endpoint serves, not a member's)."""
+        if session.spec is not None:
+            return session.spec
+        offered = None if self.settings.offline else self.custom_models()
+        if offered and self.default_spec.model not in offered:
+            return dataclasses.replace(self.default_spec, model=offered[0])
+        return self.default_spec
+
     def set_agent(self, session: ChatbotSession, value: Agent | AgentSpec | None) -> None:
         """An AgentSpec (persisted), any agent object (this process only) or None.
         A spec's model must be one of ``custom_models()``, or the chat's own already
         (ValueError); so must its agent build."""
         spec = value if isinstance(value, AgentSpec) else None
         allowed = None if self.settings.offline else self.custom_models()
-        current = (session.spec or self.default_spec).model
+        current = session.spec.model if session.spec is not None else None
         if (spec is not None and allowed is not None and spec.model not in allowed
                 and spec.model != current):
             raise ValueError(f"The model {spec.model!r} is not offered here; choose one of: "

@@ -211,7 +211,7 @@ def delete_chat(manager: ChatbotSessionManager, session: ChatbotSession, owner: 
 
 
 def agent_settings(manager: ChatbotSessionManager, session: ChatbotSession) -> None:
-    spec = session.agent_spec or manager.default_spec
+    spec = manager.settings_offered(session)
     offline = manager.settings.offline
     keys = {name: widget_key(f"agent-{name}", session, repr(spec.to_dict()))
             for name in ("model", "prompt", "temperature")}

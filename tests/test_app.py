@@ -177,6 +177,26 @@ class TestChat:
         assert not [b for b in at.sidebar.button if b.label == "Use these settings"]
         assert not at.exception
 
+    def test_beside_members_a_chats_own_settings_start_from_the_model_its_endpoint_serves(
+            self):
+        """Its agent talks to OPENAI_BASE_URL: the form offered the first member's model
+        (chosen by default, and sent there), which that endpoint may not serve."""
+        from tests.servers import free_port
+
+        at = AppTest.from_file(APP, default_timeout=30)
+        url = f"http://127.0.0.1:{free_port()}/v1"
+        at.secrets["members"] = [{"name": "alpha", "model": "fake-a", "api_key": "sk-a",
+                                  "base_url": url}]
+        at.secrets["OPENAI_API_KEY"] = "sk-own"
+        at.secrets["OPENAI_BASE_URL"] = url
+        at.secrets["CHAT_MODEL"] = "fake-own"
+        at.run()
+        model = next(s for s in at.sidebar.selectbox if s.label == "Model")
+        assert (model.value, model.options) == ("fake-own", ["fake-own"])
+        next(b for b in at.sidebar.button if b.label == "Use these settings").click().run()
+        assert manager_session(at).agent_spec.model == "fake-own"
+        assert not at.exception
+
     def test_a_bad_setting_shows_one_clear_line(self, monkeypatch):
         monkeypatch.setenv("AGENT_POOL_SIZE", "abc")
         at = open_app()

@@ -400,3 +400,16 @@ def test_settings_reset_while_a_chats_own_agent_waits_out_a_429_keep_that_answer
     assert own_fake.requests[-1]["body"]["messages"][0]["content"] == "Be brief."
     stored = manager.store.load_stored(chat.session_id)
     assert (stored[-1].model, stored[-1].custom_agent) == ("fake-2", True)
+
+
+def test_beside_members_a_chats_own_agent_may_not_take_a_members_model(make_manager,
+                                                                      fakes):
+    """Not offered (CHAT_MODEL and CUSTOM_MODELS are): the member's model was let
+    through as if the chat already had it."""
+    members_fake, own_fake = fakes
+    manager = routed(make_manager, member("alpha", members_fake.url),
+                     OPENAI_API_KEY="sk-own", OPENAI_BASE_URL=own_fake.url, CHAT_MODEL="fake-2")
+    chat = manager.create_session()
+    with pytest.raises(ValueError, match="not offered here; choose one of: fake-2"):
+        chat.agent = AgentSpec("fake-1", "Be brief.", 0.2)
+    assert manager.settings_offered(chat).model == "fake-2"
