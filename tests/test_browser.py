@@ -341,6 +341,33 @@ def test_letters_typed_right_after_a_send_are_kept_and_a_second_enter_waits(serv
     expect(box).to_have_value("")
 
 
+def test_new_chat_clicked_right_after_enter_leaves_the_message_in_its_chat(server,
+                                                                          new_page):
+    """Enter, then New chat at once: the message goes where it was typed, then the new
+    chat opens. (Sent together, the message went to the new chat, 4 of 6 in a walk; an
+    example clicked so lost the message typed, 5 of 6.)"""
+    page = new_page(server.url)
+    send(page, "what is 2+2")
+    wait_for_reply(page, 1, "2+2 = 4")
+    first = address(page)
+    box = page.get_by_test_id("stChatInputTextArea")
+    box.fill("what is 3+3")
+    page.evaluate("""() => {  // in one go: the page cannot run for the message between
+        document.querySelector('[data-testid="stChatInputTextArea"]').dispatchEvent(
+            new KeyboardEvent("keydown", {key: "Enter", code: "Enter", keyCode: 13,
+                                          bubbles: true, cancelable: true}));
+        [...document.querySelectorAll('[data-testid="stSidebar"] button')]
+            .find(b => b.innerText.includes("New chat")).click();
+    }""")
+    moved_from(page, first)
+    wait_until_idle(page)
+    expect(messages(page)).to_have_count(0)  # the new chat, empty
+    page.goto(first)
+    wait_for_reply(page, 3, "3+3 = 6")
+    assert [m["content"] for m in stored_messages(server, page) if m["role"] == "human"] \
+        == ["what is 2+2", "what is 3+3"]
+
+
 def test_a_regenerate_in_one_tab_is_followed_and_can_be_stopped_from_the_other(
         server, new_page):
     page, second = answered_chat_in_two_tabs(server, new_page)
