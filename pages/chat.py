@@ -263,7 +263,7 @@ def send_stops_as_beacons() -> None:
 # sent right after a click: pages/clicks.py); held, it sat unsent in the box.
 # Right after a send the box stays open too (Streamlit's "disable" lost the letters typed
 # in the next 0.3 s, 5 to 8 in a probe), and a second Enter is held, as while a reply is
-# written, until the server has run the page for the first (a message sent while a run
+# written, until a run of the page has ended since (a message sent while a run
 # for another is under way can take the other's place: the box has one value). A button
 # clicked in that moment (New chat, another chat, an example) is clicked once the message
 # is taken: sent together, the message went to the chat clicked, or was dropped.
@@ -274,7 +274,6 @@ HOLD_SENDS_WHILE_BUSY = """<script>
   const BUSY = %s;
   let stopped = false;  // Stop was clicked: the next send goes, drawn again or not yet
   let sending = null;   // a message went and the page has not run for it yet (a timer)
-  let started = false;  // ... and a run of the page began since
   let clicked = null;   // a button clicked meanwhile: clicked once the message is taken
   const taken = () => {
     clearTimeout(sending);
@@ -294,10 +293,8 @@ HOLD_SENDS_WHILE_BUSY = """<script>
       if (record.attributeName === "placeholder") {
         if (record.target.placeholder === BUSY
             && record.target.matches('[data-testid="stChatInputTextArea"]')) taken();
-      } else if (record.oldValue === "running") {  // a run ended: the send's, if begun
-        if (started) taken();
-      } else {
-        started = true;
+      } else if (record.oldValue === "running") {  // a run ended: the send's, mostly
+        taken();  // (one under way as it was sent takes it in: no start is seen then)
       }
     }
   }).observe(document.body, {attributes: true, subtree: true, attributeOldValue: true,
@@ -318,7 +315,6 @@ HOLD_SENDS_WHILE_BUSY = """<script>
     } else if (box?.value.trim()) {
       stopped = false;  // one send after a Stop; then the reply it starts holds again
       sending = setTimeout(taken, 5000);  // the server never ran: sends go again
-      started = false;
       window.dispatchEvent(new Event("poolchat:sent"));  // (KEEP_DRAFTS_PER_CHAT)
     }
   };
