@@ -25,6 +25,21 @@ def open_app(**query) -> AppTest:
     return at.run()
 
 
+def beside_a_member(**secrets: str) -> AppTest:
+    """The app with one member, "alpha" (fake-a), and ``secrets`` (a chat's own key):
+    an endpoint nothing listens on, as no request is made."""
+    from tests.servers import free_port
+
+    at = AppTest.from_file(APP, default_timeout=30)
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    at.secrets["members"] = [{"name": "alpha", "model": "fake-a", "api_key": "sk-a",
+                              "base_url": url}]
+    at.secrets["OPENAI_BASE_URL"] = url
+    for key, value in secrets.items():
+        at.secrets[key] = value
+    return at
+
+
 def say(at: AppTest, text: str) -> AppTest:
     at.chat_input[0].set_value(text).run()
     assert not at.exception
@@ -181,15 +196,7 @@ class TestChat:
             self):
         """Its agent talks to OPENAI_BASE_URL: the form offered the first member's model
         (chosen by default, and sent there), which that endpoint may not serve."""
-        from tests.servers import free_port
-
-        at = AppTest.from_file(APP, default_timeout=30)
-        url = f"http://127.0.0.1:{free_port()}/v1"
-        at.secrets["members"] = [{"name": "alpha", "model": "fake-a", "api_key": "sk-a",
-                                  "base_url": url}]
-        at.secrets["OPENAI_API_KEY"] = "sk-own"
-        at.secrets["OPENAI_BASE_URL"] = url
-        at.secrets["CHAT_MODEL"] = "fake-own"
+        at = beside_a_member(OPENAI_API_KEY="sk-own", CHAT_MODEL="fake-own")
         at.run()
         model = next(s for s in at.sidebar.selectbox if s.label == "Model")
         assert (model.value, model.options) == ("fake-own", ["fake-own"])
@@ -474,14 +481,7 @@ class TestStatsPage:
     def test_beside_members_the_queue_of_chats_own_settings_is_in_the_pool_view(self):
         """Their endpoint (OPENAI_BASE_URL) cools down and fills up like a member's: the
         operator sees it there, named as what it is, not as a member to change."""
-        from tests.servers import free_port
-
-        at = AppTest.from_file(APP, default_timeout=30)
-        url = f"http://127.0.0.1:{free_port()}/v1"
-        at.secrets["members"] = [{"name": "alpha", "model": "fake-a", "api_key": "sk-a",
-                                  "base_url": url}]
-        at.secrets["OPENAI_API_KEY"] = "sk-own-never-shown"
-        at.secrets["OPENAI_BASE_URL"] = url
+        at = beside_a_member(OPENAI_API_KEY="sk-own-never-shown")
         at.switch_page("pages/stats.py")
         at.run()
         assert not at.exception
