@@ -262,43 +262,13 @@ def send_stops_as_beacons() -> None:
 # the next send goes at once, before the page is drawn again (the server takes a message
 # sent right after a click: pages/clicks.py); held, it sat unsent in the box.
 # Right after a send the box stays open too (Streamlit's "disable" lost the letters typed
-# in the next 0.3 s, 5 to 8 in a probe), and a second Enter is held, as while a reply is
-# written, until a run of the page has ended since (a message sent while a run
-# for another is under way can take the other's place: the box has one value). A button
-# clicked in that moment (New chat, another chat, an example) is clicked once the message
-# is taken: sent together, the message went to the chat clicked, or was dropped.
+# in the next 0.3 s, 5 to 8 in a probe).
 HOLD_SENDS_WHILE_BUSY = """<script>
 (() => {
   if (window.poolchatHoldSends) return;
   window.poolchatHoldSends = true;
   const BUSY = %s;
   let stopped = false;  // Stop was clicked: the next send goes, drawn again or not yet
-  let sending = null;   // a message went and the page has not run for it yet (a timer)
-  let clicked = null;   // a button clicked meanwhile: clicked once the message is taken
-  const taken = () => {
-    clearTimeout(sending);
-    sending = null;
-    const button = clicked;
-    clicked = null;
-    if (!button) return;
-    // drawn again meanwhile (the chat list reorders): the same button by its key
-    const key = button.closest('[class*="st-key-"]')?.className.match(/st-key-\\S+/)?.[0];
-    const now = button.isConnected ? button
-      : key && document.querySelector(`.${CSS.escape(key)} button`);
-    now?.click();  // gone (an example, once the chat has a message): nothing to click
-  };
-  new MutationObserver((records) => {
-    for (const record of records) {
-      if (!sending) return;
-      if (record.attributeName === "placeholder") {
-        if (record.target.placeholder === BUSY
-            && record.target.matches('[data-testid="stChatInputTextArea"]')) taken();
-      } else if (record.oldValue === "running") {  // a run ended: the send's, mostly
-        taken();  // (one under way as it was sent takes it in: no start is seen then)
-      }
-    }
-  }).observe(document.body, {attributes: true, subtree: true, attributeOldValue: true,
-                             attributeFilter: ["data-test-script-state", "placeholder"]});
   const busy = () => {
     const box = document.querySelector('[data-testid="stChatInputTextArea"]');
     const shown = Boolean(box && box.placeholder === BUSY);
@@ -307,14 +277,10 @@ HOLD_SENDS_WHILE_BUSY = """<script>
   };
   const hold = (event) => { event.preventDefault(); event.stopImmediatePropagation(); };
   const sent = (event) => {
-    const box = document.querySelector('[data-testid="stChatInputTextArea"]');
-    // taken once the page says a reply is written: that holds from there
-    if (sending && box?.placeholder === BUSY) taken();
-    if (busy() || sending) {
+    if (busy()) {
       hold(event);
-    } else if (box?.value.trim()) {
+    } else {
       stopped = false;  // one send after a Stop; then the reply it starts holds again
-      sending = setTimeout(taken, 5000);  // the server never ran: sends go again
       window.dispatchEvent(new Event("poolchat:sent"));  // (KEEP_DRAFTS_PER_CHAT)
     }
   };
@@ -328,14 +294,7 @@ HOLD_SENDS_WHILE_BUSY = """<script>
     if (event.target.closest?.('[data-testid="stChatInputSubmitButton"]')) {
       sent(event);
     } else if (event.target.closest?.("button")) {  // Stop, or Retry, Regenerate…
-      const button = event.target.closest("button");
-      if (sending && !button.closest('[class*="st-key-stop-"]')) {
-        hold(event);  // after the message: sent with it, it went to the chat clicked
-        clicked = button;  // (New chat, another chat) or gave way (an example)
-        return;
-      }
-      stopped = Boolean(button.closest('[class*="st-key-stop-"]'));
-      if (stopped) taken();
+      stopped = Boolean(event.target.closest('[class*="st-key-stop-"]'));
     }
   }, true);
   const style = document.createElement("style");

@@ -8,7 +8,7 @@ import sqlite3
 from urllib.parse import parse_qs, urlparse
 from pathlib import Path
 
-from playwright.sync_api import expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError, expect
 
 from tests.browser import (
     WAIT_MS, address, expect_only_the_question_and_its_live_reply,
@@ -373,7 +373,10 @@ def test_the_chat_follows_each_reply_and_reading_back_mid_reply_stays_put(server
             send(page, f"what is {i + 2}*7?")
             wait_for_reply(page, 2 * i + 1, f"= {(i + 2) * 7}")
             wait_until_drawn(page)
-            assert below(page) < 2, f"reply {i + 1} ended out of view"
+            try:  # the view follows the last words as they are drawn
+                page.wait_for_function(at_bottom, arg=view, timeout=WAIT_MS)
+            except PlaywrightTimeoutError:
+                raise AssertionError(f"reply {i + 1} ended {below(page)} px out of view")
             expect(messages(page).nth(2 * i + 1)).to_be_in_viewport()
             expect(jump).to_be_hidden()  # at the bottom: nothing to jump to
         messages(page).first.scroll_into_view_if_needed()  # as find in page moves it
