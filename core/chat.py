@@ -533,7 +533,7 @@ class ChatEngine:
                             answered()
                         run.add(event)
                         if isinstance(event, turns.ToolResult):  # a step ends on a result
-                            await self._store_finished_steps(session, progress)
+                            await self._store_finished_steps(progress)
                 except turns.ReplyCutOff:
                     if lease is not None:
                         lease.outcome = "interrupted"
@@ -558,16 +558,14 @@ class ChatEngine:
         finally:
             await self._finish(session, progress, status, error, retryable, recent)
 
-    async def _store_finished_steps(self, session: Conversation, progress: _Progress
-                                    ) -> None:
+    async def _store_finished_steps(self, progress: _Progress) -> None:
         """A tool step whose results are all in is stored, and a new reply row opened."""
         step = _finished_step(progress.done.messages, progress.stored)
         if step is None:
             return
         call, results = step
-        model, custom = self.conversations.answered_by(session)
-        if progress.member:  # who answers, not the start's guess (nor settings since)
-            model, custom = progress.model, progress.member.startswith("custom:")
+        # who answers (set as its try began), not the start's guess nor settings since
+        model, custom = progress.model, progress.member.startswith("custom:")
         progress.writing = asyncio.ensure_future(asyncio.to_thread(
             self.store.runs.advance_reply, progress.run.session_id, progress.run.id,
             progress.reply_id, call, results, {"model": model, "custom_agent": custom}))

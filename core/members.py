@@ -35,6 +35,8 @@ class PoolMembers:
         self.pool = AgentPool(self._build(), acquire_timeout=settings.AGENT_QUEUE_TIMEOUT,
                               max_per_owner=settings.MAX_RUNS_PER_USER)
         self.own_endpoint = self._own_endpoint()
+        # every queue a request may wait in: the pool, then the own-settings one if any
+        self.queues = (self.pool, *([self.own_endpoint] if self.own_endpoint else []))
 
     def _own_endpoint(self) -> AgentPool | None:
         """Where chats with settings of their own queue beside configured members: their

@@ -27,7 +27,7 @@ from core.config import Settings, load_settings
 from core.ids import is_valid_session_id, new_replica_id, new_session_id
 from core.limits import AUTO_TITLE_CHARS, HISTORY_WINDOW, TITLE_MAX_CHARS
 from core.members import PoolMembers
-from core.pool import Lease, Place, Ticket
+from core.pool import AgentPool, Lease, Place, Ticket
 from core.recent import RecentHistory
 from core.router import route
 from core.runs import Run, RunWorker
@@ -164,9 +164,8 @@ class ChatbotSessionManager:
                                clock=clock)
         self.usage = UsageLog(self.store.engine)
         self.own_endpoint = self.members.own_endpoint
-        self.cooldowns = SharedCooldowns(
-            [self.pool, *([self.own_endpoint] if self.own_endpoint else [])],
-            self.store.engine, self.worker)
+        self.cooldowns = SharedCooldowns(list(self.members.queues), self.store.engine,
+                                         self.worker)
 
     # -- sessions -------------------------------------------------------------------
     def create_session(self, owner: str | None = None) -> ChatbotSession:
@@ -392,9 +391,9 @@ class ChatbotSessionManager:
         way. An agent object given in code answers directly."""
         custom = session.has_custom_agent
         mine = self.own_answerer(session) if custom else None  # as it is when asked
-        own = self.own_endpoint is not None and custom and session.custom is None
-        if mine is not None and not own and (session.custom is not None
-                                             or self.settings.MEMBERS):
+        queue = self._queue_for(session)
+        if queue is None:  # a chat's own agent, answering directly
+            assert mine is not None
             await attempt(mine, None, _nothing)
             return
 
@@ -408,20 +407,28 @@ class ChatbotSessionManager:
             else:
                 await attempt(self.member_answerer(lease), lease, answered)
 
-        await route(self.own_endpoint if own else self.pool, on_member,
-                    owner=session.owner or session.session_id,
-                    prefer=None if own else session.home, fresh=fresh, on_ticket=on_ticket,
-                    max_retries=self.settings.OPENAI_MAX_RETRIES, counted=own or not custom)
+        await route(queue, on_member, owner=session.owner or session.session_id,
+                    prefer=session.home, fresh=fresh, on_ticket=on_ticket,
+                    max_retries=self.settings.OPENAI_MAX_RETRIES,
+                    counted=queue is not self.pool or not custom)
+
+    def _queue_for(self, session: ChatbotSession) -> AgentPool | None:
+        """Where the chat's request waits: the pool, or beside members the own-settings
+        queue for a chat's own settings (None: it answers directly, as an agent object
+        given in code does, or settings beside members with no key for them)."""
+        if not session.has_custom_agent:
+            return self.pool
+        if session.custom is not None:
+            return None
+        return self.own_endpoint if self.settings.MEMBERS else self.pool
 
     def queue_place(self, run: Run) -> Place | None:
         """Where a run waiting for a pool member stands (None: it is not waiting)."""
         ticket = run.ticket
         if ticket is None:
             return None
-        place = self.pool.place(ticket)
-        if place is None and self.own_endpoint is not None:
-            place = self.own_endpoint.place(ticket)
-        return place
+        return next((place for queue in self.members.queues
+                     if (place := queue.place(ticket)) is not None), None)
 
     def mark_saved(self, session: ChatbotSession) -> None:
         with self._lock:

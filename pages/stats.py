@@ -118,8 +118,7 @@ def usage_table(groups: dict[str, dict], label: str) -> pd.DataFrame:
 @st.fragment(run_every=POOL_REFRESH_SECONDS)
 def pool_view() -> None:
     """Each member live: load, health, cooldown, latency, tokens per minute."""
-    own = manager.own_endpoint  # chats' own settings beside members: a queue of its own
-    queues = [manager.pool, *([own] if own is not None else [])]
+    queues = manager.members.queues  # the pool, and chats' own settings beside members
     pool = [row for queue in queues for row in queue.snapshot()]  # no database every 2 s
     members = member_rows(pool, manager.get_usage(USAGE_MAX_AGE).get("member", {}))
     st.subheader("Pool members, live")
@@ -141,7 +140,7 @@ def pool_view() -> None:
                "every replica's."
                + (f" *{OWN_ENDPOINT}*: chats with settings of their own, on "
                   "`OPENAI_BASE_URL` (their latency is in the usage tables, as custom "
-                  "agents')." if own is not None else ""))
+                  "agents')." if manager.own_endpoint is not None else ""))
 
 
 @st.fragment(run_every=POOL_REFRESH_SECONDS)
