@@ -25,6 +25,7 @@ from core.auth import TooManyGuesses
 from core.ids import is_valid_session_id
 from core.runtime import reset_shared_manager, shared_manager, shared_recorder
 from core.stats import public_stats
+from core.tools import serialize_parsing
 from pages.clicks import keep_clicks
 from pages.common import BROWSER_COOKIE, BROWSER_COOKIE_MAX_AGE, load_app_settings
 
@@ -153,6 +154,7 @@ logging.getLogger("poolchat").setLevel(logging.INFO)
 # process). The pages are declared below with st.navigation, always.
 PagesManager.uses_pages_directory = False
 keep_clicks()  # a click followed at once by a message is not lost (pages/clicks.py)
+serialize_parsing()  # Streamlit compiling a page while a calculator parses (core/tools.py)
 
 def api_routes() -> list[Route]:
     """The API at the root and, behind a base path (``server.baseUrlPath``), under it

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import operator
+import threading
 from datetime import datetime, timezone
 
 from langchain_core.tools import tool
@@ -24,12 +25,32 @@ MAX_RESULT_BITS = 10_000  # about 3,000 digits: beyond, arithmetic on big intege
 # the interpreter (every user waits), and ``(9**99)**99`` passes an exponent check alone
 
 
+# Python 3.11 builds the objects of a parsed tree with one recursion counter for the
+# whole process: two threads parsing at once (two users' calculators, or one and
+# Streamlit compiling a page) can fail with "SystemError: AST constructor recursion
+# depth mismatch" (python/cpython#106905). Every parse of the process takes this lock
+# once ``serialize_parsing`` has run (the app's start); the calculator's always do.
+_PARSING = threading.RLock()
+_parse = ast.parse
+
+
+def parse_serialized(*args, **kwargs) -> ast.AST:
+    """``ast.parse``, one thread at a time."""
+    with _PARSING:
+        return _parse(*args, **kwargs)
+
+
+def serialize_parsing() -> None:
+    """Make ``ast.parse`` take the calculator's lock, for every caller in the process."""
+    ast.parse = parse_serialized
+
+
 def evaluate(expression: str) -> int | float:
     """Evaluate plain arithmetic without ``eval``: numbers, + - * / // % ** and brackets."""
     if len(expression) > MAX_EXPRESSION_CHARS:
         raise ValueError("expression too long")
-    tree = ast.parse(expression.replace("^", "**").replace("×", "*").replace("÷", "/"),
-                     mode="eval")
+    tree = parse_serialized(expression.replace("^", "**").replace("×", "*")
+                            .replace("÷", "/"), mode="eval")
     return _eval(tree.body)
 
 

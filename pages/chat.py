@@ -14,7 +14,7 @@ import streamlit as st
 from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
 from langchain_core.messages import HumanMessage
 
-from core.chat import BUSY
+from core.chat import BUSY, MOVED_ON
 from core.errors import ChatError, MessageRejected
 from core.limits import SHOWN_MESSAGES
 from core.pool import Place
@@ -575,22 +575,15 @@ def stop_reply(session: ChatbotSession, run_id: str) -> None:
     session.stop(run_id)
 
 
-def request_regenerate(shown_last: int) -> None:
-    """The Regenerate (Retry) button's callback: what it was shown under goes with it."""
-    st.session_state.regenerate = shown_last
-
-
-def start_run(session: ChatbotSession, prompt: str | None) -> tuple[Run | None, str | None]:
-    """Store the user's message (or rewind for a regenerate) and start the reply."""
+def regenerate(shown_last: int) -> None:
+    """The Regenerate (Retry) button's callback, as ``send_typed``: what it was shown
+    under goes with it (a chat moved on since refuses it)."""
+    session = st.session_state.get("chat_session")
     try:
-        shown_last = st.session_state.pop("regenerate", None)
-        if shown_last is not None:
-            return manager.chat.regenerate(session, shown_last=shown_last), None
-        if prompt is not None:
-            return session.start(prompt, shown_last=shown_end(session)), None
+        if session is not None:
+            manager.chat.regenerate(session, shown_last=shown_last)
     except (MessageRejected, ChatError) as exc:
-        return None, str(exc)
-    return None, None
+        st.session_state.refused = str(exc)
 
 
 def shown_end(session: ChatbotSession) -> int | None:
@@ -683,17 +676,42 @@ def example_prompts() -> None:
     with st.container(horizontal=True, gap="small"):
         for text in EXAMPLES:
             st.button(text, key=f"example-{text}", icon=":material/lightbulb:",
-                      on_click=choose_example, args=(text,))
+                      on_click=send_example, args=(text,))
 
 
-def choose_example(text: str) -> None:
-    st.session_state.example = text
+def send_typed() -> None:
+    """The chat box's callback. A callback, so the message is stored before the page
+    runs: a click arriving right after Enter (an example, New chat) waits for it
+    (pages/clicks.py), instead of cutting off the page's run before it stored the
+    message (5 times in 6 an example took the message's place)."""
+    text = st.session_state.get("chat_box")
+    if text:
+        refused = send(text)
+        if refused:  # back into the chat box with the reason: nothing to retype
+            st.session_state.restore = (text, refused)
 
 
-def keep_refused(prompt: str, refusal: str) -> None:
-    """A refused message goes back into the chat box with the reason: nothing to retype."""
-    st.session_state.restore = (prompt, refusal)
-    st.rerun()
+def send_example(text: str) -> None:
+    """An example's callback, as ``send_typed``. It was offered by an empty chat: once
+    the chat has a message (one sent just before the click), it is not sent; its other
+    refusals go into the chat box."""
+    refused = send(text)
+    if refused and refused not in (BUSY, MOVED_ON):
+        st.session_state.restore = (text, refused)
+
+
+def send(text: str) -> str | None:
+    """Start answering ``text`` in the chat this tab shows now (after the callbacks of
+    the requests before this one: "New chat" then a message sends it to the new chat).
+    Returns why it was refused, if it was."""
+    session = st.session_state.get("chat_session")
+    if session is None:  # no chat drawn yet in this tab (a forged request)
+        return "This chat is not open any more; send your message again."
+    try:
+        session.start(text, shown_last=shown_end(session))
+    except (MessageRejected, ChatError) as exc:
+        return str(exc)
+    return None
 
 
 # -- page ----------------------------------------------------------------------------
@@ -709,16 +727,13 @@ if not shown[0] and session.saved:  # its row is gone: deleted in another tab or
     session = manager.create_session(owner=owner)
     switch_to(session)
     shown = manager.store.change_mark(session.session_id, owner)
-run, refusal = start_run(session, None)  # a Regenerate clicked in the last run
-run = run or manager.chat.active_run(session.session_id)
+refusal = st.session_state.pop("refused", None)  # a Regenerate, in the callbacks
+run = manager.chat.active_run(session.session_id)
 elsewhere = None if run else manager.store.runs.running_run(session.session_id)
 if elsewhere is not None and elsewhere["updated_at"] < time.time() - STALE_AFTER:
     manager.chat.sweep()  # its owner died: the reply ends, marked interrupted
     elsewhere = None
-sent = st.session_state.get("chat_box")  # this run's message, if one was sent
-if sent and (run is not None or elsewhere is not None):
-    keep_refused(sent, BUSY)  # sent from a tab that had not seen this reply start
-if "restore" in st.session_state:
+if "restore" in st.session_state:  # a message refused in this run's callbacks
     text, refusal = st.session_state.pop("restore")
     # the box fills only with a value other than the one it was last filled with (its
     # own rule): the same message refused twice in a row came back empty. A space at
@@ -727,13 +742,8 @@ if "restore" in st.session_state:
         text = text + " " if not text.endswith(" ") else text.rstrip()
     st.session_state.chat_box = st.session_state.restored_last = text
 busy = run is not None or elsewhere is not None
-prompt = st.chat_input(BUSY_PLACEHOLDER if busy else "Message PoolChat", key="chat_box")
-prompt = st.session_state.pop("example", None) or prompt
-if prompt is not None and not busy:
-    run, refused = start_run(session, prompt)
-    if refused:
-        keep_refused(prompt, refused)
-    st.rerun()  # drawn again as busy: the chat box says why it holds Enter
+st.chat_input(BUSY_PLACEHOLDER if busy else "Message PoolChat", key="chat_box",
+              on_submit=send_typed)
 
 stored = manager.store.get_session(session.session_id)
 title = stored["title"] if stored else ""
@@ -789,7 +799,7 @@ else:
         # until that run ends (a whole reply); a container drawn over goes at once.
         with st.container():
             st.button(label, icon=":material/refresh:", key="regenerate-button",
-                      on_click=request_regenerate, args=(rows[-1].id,))
+                      on_click=regenerate, args=(rows[-1].id,))
     else:
         example_prompts()
     if elsewhere is None and manager.settings.TAB_SYNC_SECONDS:

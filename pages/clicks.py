@@ -1,38 +1,38 @@
-"""A click is not lost to the request that follows it (Streamlit 1.67's runner).
+"""A click or a message is not lost to the request that follows it (Streamlit 1.67).
 
-A run takes its request (the click: widget states with the button's trigger, which the
+A run takes its request (a click, a message: widget states with a trigger, which the
 browser clears once sent) and then checks for a newer request at every session-state
 access, also at the start of the callbacks and inside them. A request that arrives in
-that window (a message sent right after "New chat", under load) stops the run with the
-newer request's states only: the callback never runs, or is cut off at its first
-``st.session_state`` access, and the click is gone (the message went into the chat left).
+that window (a message sent right after "New chat", an example clicked right after
+Enter, under load) stopped the run with the newer request's states only: the callback
+never ran, or was cut off at its first ``st.session_state`` access, and the click or
+the message was gone.
 
-Here a request that stops a run before its callbacks are done carries that run's states
-too, merged as Streamlit merges two waiting requests (the newer value wins, an unspent
-trigger is kept): the click's callback runs in the next run, before the message's page.
-A callback cut off midway runs again from its start. Requests that stop a run after its
-callbacks (a click during a streaming reply) are left as they are.
+Here a newer request waits while a run's callbacks are dispatched: they run to their
+end, once, and the newer request stops the run at its first check after them, so each
+request's callbacks run in the order the browser sent them, each on the state the one
+before left. What a click or a message does is therefore done in its callback (the
+chat box's too); a page body cut off by the next request is drawn by that one.
 
-Merging keeps both clicks of two quick clicks, and Streamlit runs their callbacks in the
-order the widgets were drawn, not clicked: chat X then chat Y opened X. So, in every
-merge (ours and Streamlit's own for waiting requests), a newer click replaces an older
-unspent one, as a click replaced the one before with ``fastReruns`` on; a message sent
-(a chat input's value) keeps the click before it.
+Streamlit itself merges two requests that both wait for a run under way into one, and
+runs their callbacks in the order the widgets were drawn, not clicked: chat X then chat
+Y opened X. So, in that merge, a newer click replaces an older unspent one, as a click
+replaced the one before with ``fastReruns`` on; a message sent (a chat input's value)
+keeps the click before it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import threading
 from typing import Any
 
-from streamlit.runtime.scriptrunner import RerunException, ScriptRunner
+from streamlit.runtime.scriptrunner import ScriptRunner
 from streamlit.runtime.scriptrunner_utils import script_requests
 from streamlit.proto.WidgetStates_pb2 import WidgetState, WidgetStates
 from streamlit.runtime.state.safe_session_state import SafeSessionState
 
-_dispatching = threading.local()  # the states whose callbacks this thread is running
+_dispatching = threading.local()  # whether this thread is running a run's callbacks
 
 
 def keep_clicks() -> None:
@@ -43,9 +43,9 @@ def keep_clicks() -> None:
     ScriptRunner._keeps_clicks = True
     script_requests._coalesce_widget_states = _last_click_wins(
         script_requests._coalesce_widget_states)
-    SafeSessionState.on_script_will_rerun = _remembering(
+    SafeSessionState.on_script_will_rerun = _marking_dispatch(
         SafeSessionState.on_script_will_rerun)
-    ScriptRunner._maybe_handle_execution_control_request = _carrying(
+    ScriptRunner._maybe_handle_execution_control_request = _deferring(
         ScriptRunner._maybe_handle_execution_control_request)
 
 
@@ -65,28 +65,20 @@ def _clicked(state: WidgetState) -> bool:
     return state.WhichOneof("value") == "trigger_value" and state.trigger_value
 
 
-def _remembering(on_script_will_rerun):
+def _marking_dispatch(on_script_will_rerun):
     @functools.wraps(on_script_will_rerun)
-    def wrapper(self, fresh_widget_states, *args: Any, **kwargs: Any) -> None:
-        _dispatching.states = fresh_widget_states
+    def wrapper(self, *args: Any, **kwargs: Any) -> None:
+        _dispatching.active = True
         try:
-            on_script_will_rerun(self, fresh_widget_states, *args, **kwargs)
+            on_script_will_rerun(self, *args, **kwargs)
         finally:
-            _dispatching.states = None
+            _dispatching.active = False
     return wrapper
 
 
-def _carrying(check):
+def _deferring(check):
     @functools.wraps(check)
     def wrapper(self) -> None:
-        try:
-            check(self)
-        except RerunException as newer:
-            unspent = getattr(_dispatching, "states", None)
-            if unspent is None:
-                raise
-            data = newer.rerun_data
-            raise RerunException(dataclasses.replace(
-                data, widget_states=script_requests._coalesce_widget_states(
-                    unspent, data.widget_states))) from None  # (last click wins)
+        if not getattr(_dispatching, "active", False):
+            check(self)  # (a newer request waits until this run's callbacks are done)
     return wrapper

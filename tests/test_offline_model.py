@@ -109,3 +109,60 @@ def test_the_calculator_refuses_results_too_large_before_computing_them(expressi
 def test_evaluate_refuses_names_and_calls():
     with pytest.raises(ValueError):
         evaluate("abs(-1)")
+
+
+def test_calculators_parse_safely_while_a_page_is_compiled_in_another_thread(monkeypatch):
+    """Python 3.11 counts the depth of every tree it builds in one counter per process:
+    parsed at once in two threads, while garbage with finalizers is collected (which
+    lets another thread run mid-parse), one of them failed with "SystemError: AST
+    constructor recursion depth mismatch" (an AppTest, 1 run in 8, the calculator's
+    reply failing). Once the app serialized parsing, none fails."""
+    import ast
+    import gc
+    import sys
+    import threading
+    from pathlib import Path
+
+    from core.tools import serialize_parsing
+
+    monkeypatch.setattr(ast, "parse", ast.parse)  # put back after the test
+    serialize_parsing()
+    page = (Path(__file__).parent.parent / "pages" / "chat.py").read_text()
+    failures = []
+
+    class Finalized:
+        def __del__(self):
+            pass
+
+    def garbage():
+        for _ in range(30_000):
+            cycle = Finalized()
+            cycle.itself = cycle
+
+    def compile_pages():
+        for _ in range(10):
+            try:
+                ast.parse(page)
+            except SystemError as exc:
+                failures.append(exc)
+
+    def calculate():
+        for _ in range(5_000):
+            try:
+                evaluate("12*7")
+            except SystemError as exc:
+                failures.append(exc)
+
+    interval, thresholds = sys.getswitchinterval(), gc.get_threshold()
+    sys.setswitchinterval(1e-5)
+    gc.set_threshold(100, 5, 5)
+    try:
+        threads = [threading.Thread(target=t) for t in (garbage, compile_pages, calculate)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        gc.set_threshold(*thresholds)
+        sys.setswitchinterval(interval)
+    assert failures == []
