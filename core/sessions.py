@@ -540,6 +540,9 @@ class ChatbotSessionManager:
             "pool_in_flight": sum(a["in_flight"] for a in pool),
             "runs_in_flight": self.chat.in_flight(),
             "runs": self.store.runs.run_counts(),
+            # beside members, chats with settings of their own queue apart (None otherwise)
+            "own_settings": None if self.own_endpoint is None else {
+                **self.own_endpoint.snapshot()[0], "queued": self.own_endpoint.queued()},
         }
 
     def get_usage(self, max_age: float = 0.0) -> dict[str, Any]:

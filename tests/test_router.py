@@ -15,6 +15,7 @@ from core.router import DEFAULT_COOLDOWN, MAX_COOLDOWN, retry_after
 from sqlalchemy import select
 
 from core.schema import COMPLETE, usage
+from core.stats import public_stats
 from tests.fake_openai import FakeOpenAI
 from tests.fakes import ScriptedModel, scripted_factory
 
@@ -341,9 +342,16 @@ def test_a_chats_own_settings_beside_members_wait_out_their_endpoints_429(make_m
     other.agent = AgentSpec("fake-2", "Be brief.", 0.2)
     waiting = other.start("hello")
     told_to_wait(manager, waiting)  # the other chat on that endpoint waits it out too
+    queue = public_stats(manager)["own_settings"]  # in /api/stats.json, as the pool
+    assert (queue["name"], queue["state"], queue["queued"]) == (
+        "own settings", "cooling down", 2)
+    assert queue["cooldown_seconds"] > 0 and queue["rate_limited"] == 1
     pool_chat = manager.create_session().start("hello")
     for each in (run, waiting, pool_chat):
         assert each.wait(20)
+    queue = manager.get_stats()["own_settings"]
+    assert (queue["state"], queue["queued"], queue["in_flight"], queue["served"]) == (
+        "healthy", 0, 0, 3)
     assert [r.status for r in (run, waiting, pool_chat)] == [COMPLETE] * 3
     limited_at = own_fake.requests[0]["at"]
     assert [r for r in own_fake.requests if r["at"] < limited_at + 1.95] == \

@@ -31,6 +31,7 @@ class TestPool:
         sessions = [manager.create_session() for _ in range(5)]
         assert {id(s.agent) for s in sessions} == {id(manager.pool.agents[0])}
         assert manager.get_stats()["agent_pool_size"] == 1
+        assert manager.get_stats()["own_settings"] is None  # no members: they share it
 
     def test_the_pool_is_built_once_not_per_session(self, make_manager):
         built = []
