@@ -337,6 +337,26 @@ def test_letters_typed_right_after_a_send_are_kept(server, new_page):
     expect(box).to_have_value("")
 
 
+def test_an_example_clicked_right_after_enter_does_not_replace_the_message(server,
+                                                                          new_page):
+    """Enter, and at once a click on an example of the still empty chat: the message is
+    sent, the example is not (the example took the message's place, 2 times in 2 in a
+    probe, and 5 in 6 in a walk)."""
+    page = new_page(server.url)
+    box = page.get_by_test_id("stChatInputTextArea")
+    box.fill("what is 6*7")
+    example = page.get_by_role("button", name="What time is it?").element_handle()
+    box.press("Enter")
+    assert example.evaluate("button => { const shown = button.isConnected; "
+                            "button.click(); return shown; }")  # clicked while shown
+    wait_for_reply(page, 1, "6*7 = 42")
+    wait_until_idle(page)
+    expect(messages(page)).to_have_count(2)
+    stored = stored_messages(server, page)
+    assert [m["content"] for m in stored if m["role"] == "human"] == ["what is 6*7"]
+    expect(box).to_have_value("")  # and the example is not put in the box either
+
+
 def test_a_regenerate_in_one_tab_is_followed_and_can_be_stopped_from_the_other(
         server, new_page):
     page, second = answered_chat_in_two_tabs(server, new_page)
