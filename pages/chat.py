@@ -733,14 +733,16 @@ elsewhere = None if run else manager.store.runs.running_run(session.session_id)
 if elsewhere is not None and elsewhere["updated_at"] < time.time() - STALE_AFTER:
     manager.chat.sweep()  # its owner died: the reply ends, marked interrupted
     elsewhere = None
-if "restore" in st.session_state:  # a message refused in this run's callbacks
-    text, refusal = st.session_state.pop("restore")
+restore = st.session_state.get("restore")  # a message refused in the callbacks
+if restore is not None:
+    text, refusal = restore
     # the box fills only with a value other than the one it was last filled with (its
     # own rule): the same message refused twice in a row came back empty. A space at
     # the end, every other time, makes it another (a message is sent stripped)
     if text == st.session_state.get("restored_last"):
         text = text + " " if not text.endswith(" ") else text.rstrip()
     st.session_state.chat_box = st.session_state.restored_last = text
+    del st.session_state["restore"]  # last: a run cut off before here fills it again
 busy = run is not None or elsewhere is not None
 st.chat_input(BUSY_PLACEHOLDER if busy else "Message PoolChat", key="chat_box",
               on_submit=send_typed)

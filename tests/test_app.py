@@ -128,6 +128,27 @@ class TestChat:
         assert "too long" in at.warning[0].value
         assert at.chat_input[0].value == "x" * 11  # nothing to retype
 
+    def test_a_refused_message_stays_when_the_next_request_cuts_its_page_off(
+            self, monkeypatch):
+        """The page puts a refused message back while a newer request (a tab's sync, a
+        click) arrives: the run drawing it is cut off, and the next one puts it back."""
+        from streamlit.runtime.state.safe_session_state import SafeSessionState
+
+        monkeypatch.setenv("MAX_MESSAGE_CHARS", "10")
+        at = open_app()
+        rerun = browser_request(at._tree.get_widget_states())  # nothing clicked
+        get = SafeSessionState.__getitem__
+
+        def arriving(self, key):
+            if key == "restored_last":  # as the box is being filled again
+                rerun()
+            return get(self, key)
+        monkeypatch.setattr(SafeSessionState, "__getitem__", arriving)
+        at.chat_input[0].set_value("x" * 11)
+        at = at.run()
+        assert rerun.done and not at.exception
+        assert at.chat_input[0].value == "x" * 11
+
     def test_user_text_is_shown_as_text_not_html_or_markdown(self):
         at = say(open_app(), "<script>alert(1)</script> **bold**")
         assert at.chat_message[0].text[0].value == "<script>alert(1)</script> **bold**"
