@@ -44,6 +44,7 @@ RESUME_AFTER = 0.2    # seconds from a page showing a reply so far to following 
 SHOWN_END = "shown_end"  # the chat the last page run showed and its last message id
 SHOWN_SIZE = "shown_size"  # how many messages of each chat this tab shows
 DRAWN = "drawn_chat"  # what the last page run that ended showed: (chat, bubbles)
+TAKEN = "message_taken"  # the message the chat box's callback took in this run
 Drawn = tuple[str, tuple[int, ...]]
 
 
@@ -679,12 +680,13 @@ def example_prompts() -> None:
                       on_click=send_example, args=(text,))
 
 
-def send_typed() -> None:
+def send_typed(text: str | None = None) -> None:
     """The chat box's callback. A callback, so the message is stored before the page
     runs: a click arriving right after Enter (an example, New chat) waits for it
     (pages/clicks.py), instead of cutting off the page's run before it stored the
     message (5 times in 6 an example took the message's place)."""
-    text = st.session_state.get("chat_box")
+    text = text or st.session_state.get("chat_box")
+    st.session_state[TAKEN] = text
     if text:
         refused = send(text)
         if refused:  # back into the chat box with the reason: nothing to retype
@@ -744,8 +746,14 @@ if restore is not None:
     st.session_state.chat_box = st.session_state.restored_last = text
     del st.session_state["restore"]  # last: a run cut off before here fills it again
 busy = run is not None or elsewhere is not None
-st.chat_input(BUSY_PLACEHOLDER if busy else "Message PoolChat", key="chat_box",
-              on_submit=send_typed)
+prompt = st.chat_input(BUSY_PLACEHOLDER if busy else "Message PoolChat", key="chat_box",
+                       on_submit=send_typed)
+if prompt is not None and st.session_state.get(TAKEN) != prompt:
+    # delivered without its callback: a page run in between (a page link's) forgot the
+    # chat box, and its value came alone. Taken here, then drawn with its outcome
+    send_typed(prompt)
+    st.rerun()
+st.session_state[TAKEN] = None
 
 stored = manager.store.get_session(session.session_id)
 title = stored["title"] if stored else ""

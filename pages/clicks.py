@@ -14,6 +14,19 @@ request's callbacks run in the order the browser sent them, each on the state th
 before left. What a click or a message does is therefore done in its callback (the
 chat box's too); a page body cut off by the next request is drawn by that one.
 
+The browser sends a message a moment late (its triggers go at the end of the event
+loop's turn), but a form's submit or a page link at once. Right after Enter:
+- a form's submit carries every value the page holds, the message included, and the
+  message's own request follows: the message was sent twice, and the copy came back
+  refused ("a reply is being written") into the box (4 times in 10 in Chromium). A
+  request that only repeats the message of the one just before is that copy: dropped.
+- a page link ("Stats") goes first, the message's request then names the page left:
+  the page went back to the chat (5 times in 10). A message right after a page change
+  goes with the page it changed to (its callback, on the chat page's widgets, still
+  stores it; a page change that has already ended runs on a new runner, and the chat
+  page takes the message, ``pages/chat.py``).
+Both within ``ORDER_WINDOW`` of the request before, a few milliseconds in the browser.
+
 Streamlit itself merges two requests that both wait for a run under way into one, and
 runs their callbacks in the order the widgets were drawn, not clicked: chat X then chat
 Y opened X. So, in that merge, a newer click replaces an older unspent one, as a click
@@ -23,8 +36,10 @@ keeps the click before it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
+import time
 from typing import Any
 
 from streamlit.runtime.scriptrunner import ScriptRunner
@@ -33,6 +48,7 @@ from streamlit.proto.WidgetStates_pb2 import WidgetState, WidgetStates
 from streamlit.runtime.state.safe_session_state import SafeSessionState
 
 _dispatching = threading.local()  # whether this thread is running a run's callbacks
+ORDER_WINDOW = 0.3  # seconds: the browser sends a message's request a few ms late
 
 
 def keep_clicks() -> None:
@@ -47,6 +63,8 @@ def keep_clicks() -> None:
         SafeSessionState.on_script_will_rerun)
     ScriptRunner._maybe_handle_execution_control_request = _deferring(
         ScriptRunner._maybe_handle_execution_control_request)
+    script_requests.ScriptRequests._request_rerun_locked = _in_the_order_sent(
+        script_requests.ScriptRequests._request_rerun_locked)
 
 
 def _last_click_wins(coalesce):
@@ -82,3 +100,43 @@ def _deferring(check):
         if not getattr(_dispatching, "active", False):
             check(self)  # (a newer request waits until this run's callbacks are done)
     return wrapper
+
+
+@dataclasses.dataclass(frozen=True)
+class _Request:
+    """What a runner's latest request asked for, and when."""
+
+    page: str
+    page_name: str
+    query: str
+    messages: dict[str, bytes]
+    page_change: bool  # no widget states: a page link's request
+    at: float
+
+
+def _in_the_order_sent(request_rerun_locked):
+    @functools.wraps(request_rerun_locked)
+    def wrapper(self, new_data) -> bool:
+        sent, now = _messages(new_data.widget_states), time.monotonic()
+        before: _Request | None = getattr(self, "_poolchat_latest", None)
+        if sent and before is not None and now - before.at < ORDER_WINDOW:
+            if before.messages == sent and not any(
+                    _clicked(w) for w in new_data.widget_states.widgets):
+                return True  # the browser's copy: the request before carries the message
+            if before.page_change and before.page != new_data.page_script_hash:
+                new_data = dataclasses.replace(  # sent on the page left: go on to the new
+                    new_data, page_script_hash=before.page, page_name=before.page_name,
+                    query_string=before.query)
+        states = new_data.widget_states
+        self._poolchat_latest = _Request(
+            new_data.page_script_hash, new_data.page_name, new_data.query_string, sent,
+            states is not None and not states.widgets, now)
+        return request_rerun_locked(self, new_data)
+    return wrapper
+
+
+def _messages(states: WidgetStates | None) -> dict[str, bytes]:
+    """The messages a request sends: each chat input's value, by widget."""
+    return {w.id: w.chat_input_value.SerializeToString() for w in (states.widgets if states
+                                                                   else ())
+            if w.WhichOneof("value") == "chat_input_value" and w.chat_input_value.ListFields()}

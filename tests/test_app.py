@@ -978,6 +978,69 @@ def test_a_message_sent_then_new_chat_clicked_at_once_stays_where_it_was_typed(
         "what is 2+2", "what is 9*9"]
 
 
+def test_the_browsers_second_copy_of_a_message_is_not_sent_again(monkeypatch):
+    """A form submitted (or "Stats" clicked) right after Enter: the browser sends that
+    request at once with every value it holds, the message included, then the message's
+    own (its triggers go at the end of the event loop's turn). The copy was sent again,
+    refused as a reply was being written, and put back into the box with that reason
+    (4 times in 10 in Chromium): the message looked unsent, inviting a second send."""
+    from pages.clicks import keep_clicks
+
+    keep_clicks()
+    at = say(open_app(), "what is 2+2")
+    at.chat_input[0].set_value("what is 9*9")
+    copy = browser_request(at._tree.get_widget_states())  # the message's own request
+    arriving_inside_the_send(monkeypatch, copy)
+    at = at.run()
+    assert copy.done and not at.exception
+    assert at.chat_input[0].value is None and not at.toast and not at.warning
+    assert user_texts(at) == ["what is 2+2", "what is 9*9"]
+
+
+def test_a_message_sent_right_after_a_page_link_goes_with_the_page_it_changed_to():
+    """"Stats", then Enter's request a few ms later naming the chat page (the browser
+    sends a message at the end of its event loop's turn, a page link at once): the
+    message goes with the page asked for, which is not taken back (5 times in 10 in
+    Chromium the page went back to the chat)."""
+    from streamlit.proto.WidgetStates_pb2 import WidgetStates
+    from streamlit.runtime.scriptrunner_utils.script_requests import (
+        RerunData, ScriptRequests,
+    )
+
+    from pages.clicks import keep_clicks
+
+    keep_clicks()
+    requests = ScriptRequests()
+    requests.request_rerun(RerunData(page_script_hash="stats", page_name="stats",
+                                     widget_states=WidgetStates()))  # the link
+    message = WidgetStates()
+    box = message.widgets.add()
+    box.id, box.chat_input_value.data = "chat_box", "hello"
+    requests.request_rerun(RerunData(page_script_hash="chat", query_string="session=x",
+                                     widget_states=message))
+    asked = requests.on_scriptrunner_ready().rerun_data
+    assert (asked.page_script_hash, asked.page_name, asked.query_string) == (
+        "stats", "stats", "")
+    assert [w.chat_input_value.data for w in asked.widget_states.widgets] == ["hello"]
+
+
+def test_a_message_sent_right_after_the_server_restarted_is_sent():
+    """The page was open when the server restarted: its next message starts a new
+    session, whose first run has drawn no chat box yet, so the box's callback cannot
+    run; the message comes with the run alone, and the page takes it there."""
+    from streamlit.proto.WidgetStates_pb2 import WidgetStates
+
+    before = say(open_app(), "what is 2+2")
+    before.chat_input[0].set_value("what is 9*9")
+    message = WidgetStates()  # the chat box's request, from the page still shown
+    message.widgets.extend(w for w in before._tree.get_widget_states().widgets
+                           if w.WhichOneof("value") == "chat_input_value")
+    at = AppTest.from_file(APP, default_timeout=30)._run(message)  # a new session
+    assert not at.exception
+    assert user_texts(at) == ["what is 9*9"]
+    assert at.chat_input[0].value is None
+
+
 def test_an_edit_refused_because_another_tab_started_a_reply_waits_with_its_text():
     """Tab A's edit box is open when tab B starts a reply in the same chat: the send is
     refused with a reason, the text typed stays, and the box cannot send again until

@@ -18,7 +18,7 @@ from playwright.sync_api import Page, expect
 from tests.browser import (
     IDLE_PLACEHOLDER, WAIT_MS, address, expect_only_the_question_and_its_live_reply,
     messages, moved_from, open_expander, send, shot, stored_messages, wait_for_reply,
-    wait_until_idle,
+    wait_until_drawn, wait_until_idle,
 )
 from tests.servers import start_app, stop_app
 
@@ -355,6 +355,32 @@ def test_an_example_clicked_right_after_enter_does_not_replace_the_message(serve
     stored = stored_messages(server, page)
     assert [m["content"] for m in stored if m["role"] == "human"] == ["what is 6*7"]
     expect(box).to_have_value("")  # and the example is not put in the box either
+
+
+def test_stats_clicked_right_after_enter_opens_stats_and_the_message_is_sent(server,
+                                                                            new_page):
+    """Enter, and at once "Stats": Stats opens and stays (5 times in 10 the page went
+    back to the chat), and the message is stored and answered in its chat."""
+    page = new_page(server.url)
+    send(page, "what is 6*7")
+    wait_for_reply(page, 1, "6*7 = 42")
+    box = page.get_by_test_id("stChatInputTextArea")
+    box.fill("My name is Ada")
+    stats = page.get_by_test_id("stSidebarNav").get_by_role("link", name="Stats")
+    link = stats.element_handle()
+    chat = stored_messages(server, page)
+    box.press("Enter")
+    link.evaluate("link => link.click()")
+    expect(page.get_by_text("PoolChat stats")).to_be_visible(timeout=WAIT_MS)
+    wait_until_drawn(page)
+    expect(page).to_have_url(re.compile(r"/stats"))
+    expect(box).to_have_count(0)  # still on Stats once every run has ended
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Chat").click()
+    wait_for_reply(page, 3, "Nice to meet you, Ada")
+    stored = stored_messages(server, page)
+    assert stored[:len(chat)] == chat  # the same chat, reopened
+    assert [m["content"] for m in stored if m["role"] == "human"] == [
+        "what is 6*7", "My name is Ada"]
 
 
 def test_a_regenerate_in_one_tab_is_followed_and_can_be_stopped_from_the_other(
