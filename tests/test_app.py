@@ -68,16 +68,21 @@ def browser_request(widget_states):
     return arrive
 
 
+def arriving_on(monkeypatch, arrive, owner: type, method: str) -> None:
+    """``arrive`` comes as the run calls ``owner.method``."""
+    called = getattr(owner, method)
+
+    def arriving(self, *args, **kwargs):
+        arrive()
+        return called(self, *args, **kwargs)
+    monkeypatch.setattr(owner, method, arriving)
+
+
 def arriving_before_the_callbacks(monkeypatch, arrive) -> None:
     """The next run's request is taken, and ``arrive`` comes before its callbacks run."""
     from streamlit.runtime.state.safe_session_state import SafeSessionState
 
-    will_rerun = SafeSessionState.on_script_will_rerun
-
-    def arriving(self, *args, **kwargs):
-        arrive()
-        return will_rerun(self, *args, **kwargs)
-    monkeypatch.setattr(SafeSessionState, "on_script_will_rerun", arriving)
+    arriving_on(monkeypatch, arrive, SafeSessionState, "on_script_will_rerun")
 
 
 def go_back(at: AppTest, monkeypatch) -> AppTest:
@@ -871,13 +876,7 @@ def test_a_message_sent_right_after_new_chat_goes_to_the_new_chat(arrives, monke
     if arrives == "before the callbacks":
         arriving_before_the_callbacks(monkeypatch, message)
     else:
-        create = ChatbotSessionManager.create_session
-
-        def arriving(self, *args, **kwargs):
-            session = create(self, *args, **kwargs)
-            message()
-            return session
-        monkeypatch.setattr(ChatbotSessionManager, "create_session", arriving)
+        arriving_on(monkeypatch, message, ChatbotSessionManager, "create_session")
     new_chat = next(b for b in at.button if b.label == "New chat")
     at = new_chat.click().run()
     assert message.done  # the message did arrive during the click's run
@@ -895,24 +894,14 @@ def arriving_in_the_page(monkeypatch, arrive) -> None:
     """``arrive`` comes once the run's callbacks are done, as its page is drawn."""
     from core.store import SessionStore
 
-    change_mark = SessionStore.change_mark
-
-    def arriving(self, *args, **kwargs):
-        arrive()
-        return change_mark(self, *args, **kwargs)
-    monkeypatch.setattr(SessionStore, "change_mark", arriving)
+    arriving_on(monkeypatch, arrive, SessionStore, "change_mark")
 
 
 def arriving_inside_the_send(monkeypatch, arrive) -> None:
     """``arrive`` comes while the message sent is being stored."""
     from core.sessions import ChatbotSession
 
-    start = ChatbotSession.start
-
-    def arriving(self, *args, **kwargs):
-        arrive()
-        return start(self, *args, **kwargs)
-    monkeypatch.setattr(ChatbotSession, "start", arriving)
+    arriving_on(monkeypatch, arrive, ChatbotSession, "start")
 
 
 ARRIVALS = {"before the callbacks": arriving_before_the_callbacks,
