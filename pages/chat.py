@@ -749,8 +749,8 @@ busy = run is not None or elsewhere is not None
 prompt = st.chat_input(BUSY_PLACEHOLDER if busy else "Message PoolChat", key="chat_box",
                        on_submit=send_typed)
 if prompt is not None and st.session_state.get(TAKEN) != prompt:
-    # delivered without its callback: a page run in between (a page link's) forgot the
-    # chat box, and its value came alone. Taken here, then drawn with its outcome
+    # delivered without its callback: the session's first run (a page left open across
+    # a server restart) has drawn no chat box yet. Taken here, then drawn with its outcome
     send_typed(prompt)
     st.rerun()
 st.session_state[TAKEN] = None
