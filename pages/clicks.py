@@ -102,37 +102,27 @@ def _deferring(check):
     return wrapper
 
 
-@dataclasses.dataclass(frozen=True)
-class _Request:
-    """What a runner's latest request asked for, and when."""
-
-    page: str
-    page_name: str
-    query: str
-    messages: dict[str, bytes]
-    page_change: bool  # no widget states: a page link's request
-    at: float
-
-
 def _in_the_order_sent(request_rerun_locked):
     @functools.wraps(request_rerun_locked)
     def wrapper(self, new_data) -> bool:
         sent, now = _messages(new_data.widget_states), time.monotonic()
-        before: _Request | None = getattr(self, "_poolchat_latest", None)
-        if sent and before is not None and now - before.at < ORDER_WINDOW:
-            if before.messages == sent and not any(
+        before, before_sent, at = getattr(self, "_poolchat_latest", (None, None, 0.0))
+        if sent and before is not None and now - at < ORDER_WINDOW:
+            if before_sent == sent and not any(
                     _clicked(w) for w in new_data.widget_states.widgets):
                 return True  # the browser's copy: the request before carries the message
-            if before.page_change and before.page != new_data.page_script_hash:
+            if _page_change(before) and before.page_script_hash != new_data.page_script_hash:
                 new_data = dataclasses.replace(  # sent on the page left: go on to the new
-                    new_data, page_script_hash=before.page, page_name=before.page_name,
-                    query_string=before.query)
-        states = new_data.widget_states
-        self._poolchat_latest = _Request(
-            new_data.page_script_hash, new_data.page_name, new_data.query_string, sent,
-            states is not None and not states.widgets, now)
+                    new_data, page_script_hash=before.page_script_hash,
+                    page_name=before.page_name, query_string=before.query_string)
+        self._poolchat_latest = (new_data, sent, now)  # the runner's latest request
         return request_rerun_locked(self, new_data)
     return wrapper
+
+
+def _page_change(data) -> bool:
+    """A page link's request: no widget states at all."""
+    return data.widget_states is not None and not data.widget_states.widgets
 
 
 def _messages(states: WidgetStates | None) -> dict[str, bytes]:
