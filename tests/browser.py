@@ -170,3 +170,22 @@ def open_expander(scope: Locator, title: str) -> None:
 def shot(page: Page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True, animations="disabled")
+
+
+def answered_chat_in_two_tabs(server, new_page) -> tuple[Page, Page]:
+    """A chat with one answered question, open in a second tab of the same browser too."""
+    page = new_page(server.url)
+    send(page, "what is 2+2")
+    wait_for_reply(page, 1, "2+2 = 4")
+    page.wait_for_url("**session=*")
+    second = page.context.new_page()  # the same chat open in another tab, idle
+    second.goto(address(page))
+    expect(messages(second)).to_have_count(2, timeout=WAIT_MS)
+    return page, second
+
+
+def wait_until(condition, seconds: float = WAIT_MS / 1000) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
