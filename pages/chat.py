@@ -343,13 +343,16 @@ SAY_URL_CHANGES = """<script>
 # Here each chat keeps its own draft, as in the best chat apps: put aside when another
 # chat is opened (New chat, the list, Back), given back when it is opened again or the
 # page reloaded, dropped once sent. Drafts stay in this browser (localStorage, the 50
-# latest), never on the server.
+# latest), never on the server. New chat or a chat of the list puts the draft aside at
+# the click: what is typed before the other chat is drawn is for that chat (it was put
+# aside with the one left, and came back there, 5 times in 6 while a reply streamed).
 KEEP_DRAFTS_PER_CHAT = """<script>
 (() => {
   if (window.poolchatDrafts) return;
   window.poolchatDrafts = true;
   const STORE = "poolchat-drafts", KEEP = 50;
   const BOX = '[data-testid="stChatInputTextArea"]';
+  const OPENS = '[class*="st-key-new-chat"], [class*="st-key-open-"]';
   const chatInUrl = () => new URLSearchParams(location.search).get(%s);
   const drafts = () => {
     try { return JSON.parse(localStorage.getItem(STORE)) || {}; } catch { return {}; }
@@ -369,24 +372,40 @@ KEEP_DRAFTS_PER_CHAT = """<script>
     box.dispatchEvent(new Event("input", {bubbles: true}));
   };
   let shown = null, drawnBox = null;  // the chat the box was for; that box
+  let asked = 0;  // when another chat was asked for: the box is for that one meanwhile
+  const leaving = () => asked > Date.now() - 10000;  // (unless it never came)
   const follow = () => {
     const chat = chatInUrl(), box = document.querySelector(BOX);
     if (!chat || !box) return;  // another page, or the chat not in the URL yet
-    if (chat !== shown && box === drawnBox) {  // another chat opened in this box:
+    if (chat !== shown && box === drawnBox && leaving()) {  // the chat asked for:
+      if (box.value) keep(chat, box.value);  // typed for it since the click
+      else fill(box, drafts()[chat] || "");
+    } else if (chat !== shown && box === drawnBox) {  // another chat opened in this box:
       keep(shown, box.value);  // this draft put aside (typing kept it too), its own back
       fill(box, drafts()[chat] || "");
     } else if ((chat !== shown || box !== drawnBox) && !box.value && drafts()[chat]) {
       fill(box, drafts()[chat]);  // a box drawn anew: a (re)load, back from Stats
     }
+    if (chat !== shown) asked = 0;
     shown = chat;
     drawnBox = box;
   };
   window.addEventListener("poolchat:navigated", follow);  // (SAY_URL_CHANGES)
   setInterval(follow, 250);  // and a box drawn later than its URL
-  document.addEventListener("input", (event) => {
-    if (event.target.matches?.(BOX) && shown === chatInUrl()) keep(shown, event.target.value);
+  document.addEventListener("click", (event) => {  // New chat, or another chat listed
+    const asking = event.target.closest?.(OPENS), box = document.querySelector(BOX);
+    if (!asking || !box || shown !== chatInUrl() || leaving()
+        || asking.querySelector('[data-testid="stBaseButton-primary"]')) return;  // shown
+    keep(shown, box.value);  // put aside now, before the next letter typed
+    asked = Date.now();
+    fill(box, "");
   }, true);
-  window.addEventListener("poolchat:sent", () => keep(shown, ""));
+  document.addEventListener("input", (event) => {
+    if (event.target.matches?.(BOX) && shown === chatInUrl() && !leaving()) {
+      keep(shown, event.target.value);
+    }
+  }, true);
+  window.addEventListener("poolchat:sent", () => leaving() || keep(shown, ""));
   follow();
 })();
 </script>"""

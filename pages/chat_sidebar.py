@@ -37,7 +37,7 @@ def switch_from_sidebar(session: ChatbotSession) -> None:
 
 def new_chat_button(manager: ChatbotSessionManager, owner: str) -> None:
     st.sidebar.button("New chat", icon=":material/add:", use_container_width=True,
-                      on_click=start_new_chat, args=(manager, owner))
+                      key="new-chat", on_click=start_new_chat, args=(manager, owner))
 
 
 def start_new_chat(manager: ChatbotSessionManager, owner: str) -> None:

@@ -366,6 +366,35 @@ def test_stats_clicked_right_after_enter_opens_stats_and_the_message_is_sent(ser
         "what is 6*7", "My name is Ada"]
 
 
+def test_text_typed_right_after_new_chat_mid_reply_is_kept_for_the_new_chat(server,
+                                                                           new_page):
+    """A reply streams; "New chat", and the next message typed at once, before the new
+    chat is drawn: it stays in the box, for the new chat, and is sent there. (It was put
+    aside as the first chat's draft, and vanished: 5 times in 6 in a walk.)"""
+    page = new_page(server.url)
+    send(page, "Tell me about yourself")
+    expect(messages(page).nth(1)).to_contain_text("offline demo", timeout=WAIT_MS)
+    first = address(page)
+    box = page.get_by_test_id("stChatInputTextArea")
+    box.fill("a draft for the first chat")
+    page.get_by_test_id("stSidebar").get_by_role("button", name="New chat").evaluate(
+        "button => button.click()")
+    box.fill("what is 5*8")  # before the new chat is drawn
+    moved_from(page, first)
+    wait_until_idle(page)  # the new chat, drawn
+    expect(box).to_have_value("what is 5*8")
+    shot(page, "typed-right-after-new-chat")
+    box.press("Enter")
+    wait_for_reply(page, 1, "5*8 = 40")
+    assert [m["content"] for m in stored_messages(server, page)
+            if m["role"] == "human"] == ["what is 5*8"]
+    page.goto(first)
+    expect(box).to_have_value("a draft for the first chat", timeout=WAIT_MS)
+    wait_for_reply(page, 1, "and restart.")
+    assert [m["content"] for m in stored_messages(server, page)
+            if m["role"] == "human"] == ["Tell me about yourself"]
+
+
 def test_a_regenerate_in_one_tab_is_followed_and_can_be_stopped_from_the_other(
         server, new_page):
     page, second = answered_chat_in_two_tabs(server, new_page)
