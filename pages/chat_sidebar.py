@@ -122,17 +122,24 @@ def conversation_actions(manager: ChatbotSessionManager, session: ChatbotSession
         # field had been sent lost the first click after typing); keyed by the title
         # too, so a title given meanwhile (the first message's) fills the field
         with st.form(f"rename-{session.session_id}", border=False):
-            new_title = st.text_input(
-                "Title", value=title, max_chars=TITLE_MAX_CHARS,
-                key=widget_key("title", session, title))
-            renamed = st.form_submit_button("Rename")
-        if renamed and new_title.strip() not in ("", title):
-            manager.rename_session(session, new_title)
-            st.rerun()
+            key = widget_key("title", session, title)
+            st.text_input("Title", value=title, max_chars=TITLE_MAX_CHARS, key=key)
+            st.form_submit_button("Rename", on_click=rename, args=(manager, session, key,
+                                                                   title))
         export_buttons(manager, session, title, rows, whole)
         confirm = st.checkbox("Yes, delete this conversation", key=confirm_key(session))
         st.button("Delete", icon=":material/delete:", disabled=not confirm,
                   on_click=delete_chat, args=(manager, session, owner))
+
+
+def rename(manager: ChatbotSessionManager, session: ChatbotSession, key: str,
+           was: str) -> None:
+    """Rename's callback: the title typed in the field as drawn. In the page, a message
+    sent with the click had given the chat its first title first, and the field read
+    was a new one, drawn from that title: the rename was lost (2 times in 2 in a walk)."""
+    title = st.session_state.get(key, "")
+    if title.strip() not in ("", was):
+        manager.rename_session(session, title)
 
 
 def export_buttons(manager: ChatbotSessionManager, session: ChatbotSession, title: str,

@@ -324,6 +324,19 @@ class TestConversations:
         assert titles == ["second chat"]
         assert not at.chat_message
 
+    def test_a_rename_sent_with_the_first_message_keeps_the_title_typed(self):
+        """Rename clicked right after Enter in a new chat: the form's request carries the
+        message too. The message gives the chat its first title, and the title typed
+        still wins (it was lost: the page read a field drawn from the new title)."""
+        at = open_app()
+        at.sidebar.text_input[0].input("Trip plans")
+        at.chat_input[0].set_value("what is 2+2")
+        sidebar_button(at, "Rename").click().run()
+        assert not at.exception and user_texts(at) == ["what is 2+2"]
+        assert at.title[0].value == "Trip plans"
+        titles = [b.label for b in at.sidebar.button if b.key and b.key.startswith("open-")]
+        assert titles == ["Trip plans"]
+
     def test_a_delete_confirmed_in_one_chat_does_not_carry_over_to_another(self):
         at = say(open_app(), "keep me")
         sidebar_button(at, "New chat").click().run()
