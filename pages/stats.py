@@ -170,52 +170,58 @@ def reconfigure_form() -> None:
     name = st.selectbox("Member", names, key="reconfigure_member")
     spec = manager.members.spec_of(name)
     version = manager.pool.member(name).version
-    shown_key = f"member_version_shown:{name}"
-    shown = st.session_state.get(shown_key, version)  # the version the form last showed
-    st.session_state[shown_key] = version
     member_now(name, version)
     with st.form(f"reconfigure:{name}", border=True):
         offline = manager.settings.offline
         field = f"{name}:{version}"
-        model = st.text_input("Model", spec.model, max_chars=MODEL_NAME_MAX_CHARS,
-                              disabled=offline, key=f"member_model:{field}",
-                              help="Offline demo mode has one model." if offline else None)
-        prompt = st.text_area("System prompt", spec.system_prompt, max_chars=PROMPT_MAX_CHARS,
-                              key=f"member_prompt:{field}")
-        temperature = st.slider("Temperature", 0.0, 2.0, spec.temperature, 0.1,
-                                key=f"member_temperature:{field}")
-        applied = st.form_submit_button("Apply", icon=":material/published_with_changes:")
-    if (done := st.session_state.pop("member_applied", None)) is not None:
-        st.success(done)
-    if not applied:
+        st.text_input("Model", spec.model, max_chars=MODEL_NAME_MAX_CHARS, disabled=offline,
+                      key=f"member_model:{field}",
+                      help="Offline demo mode has one model." if offline else None)
+        st.text_area("System prompt", spec.system_prompt, max_chars=PROMPT_MAX_CHARS,
+                     key=f"member_prompt:{field}")
+        st.slider("Temperature", 0.0, 2.0, spec.temperature, 0.1,
+                  key=f"member_temperature:{field}")
+        st.form_submit_button("Apply", icon=":material/published_with_changes:",
+                              on_click=apply_member_change, args=(name, version, spec))
+    if (outcome := st.session_state.pop("member_applied", None)) is not None:
+        kind, text = outcome
+        getattr(st, kind)(text)
+
+
+def apply_member_change(name: str, version: int, spec: AgentSpec) -> None:
+    """Apply's callback, on the form as drawn (``version``, ``spec``): the page's one run
+    then shows the outcome. (Applied in the page, with a second run to show it, the
+    previous outcome stayed in sight, reading as this one, for one to two seconds.)"""
+    state, field = st.session_state, f"{name}:{version}"
+    if (now := manager.pool.member(name).version) != version:
+        state["member_applied"] = ("warning", (
+            f"{name} was changed meanwhile (now version {now}), in another window: the "
+            "form shows it as it is now. Apply your change again if you still want it."))
         return
-    if shown != version:
-        st.warning(f"{name} was changed meanwhile (now version {version}), in another "
-                   "window: the form shows it as it is now. Apply your change again if you "
-                   "still want it.")
-        return
+    model, prompt, temperature = (state[f"member_{part}:{field}"]
+                                  for part in ("model", "prompt", "temperature"))
     try:  # the spec it has already changes nothing (core: same version)
         now = manager.members.reconfigure(name, AgentSpec(model.strip(), prompt, temperature))
     except ValueError as exc:
-        st.error(str(exc))
+        state["member_applied"] = ("error", str(exc))
+        return
     except Exception as exc:  # noqa: BLE001 - the agent could not be built
-        st.error(f"{name} was not changed: the agent could not be built "
-                 f"({type(exc).__name__}).")
-    else:
-        if now == version:
-            st.info(f"Nothing to apply: {name} already answers with this model, prompt and "
-                    "temperature.")
-            return
-        new = manager.members.spec_of(name)
-        changed = [part for part, differs in (
-            (f"model {new.model}", new.model != spec.model),
-            ("a new system prompt", new.system_prompt != spec.system_prompt),
-            (f"temperature {new.temperature:.1f}", new.temperature != spec.temperature))
-            if differs]
-        st.session_state["member_applied"] = (
-            f"{name} now answers with {' and '.join(changed)} (version {now}). "
-            "Replies in progress finish on the previous version.")
-        st.rerun()  # the form, and the line above it, as the member is now
+        state["member_applied"] = ("error", f"{name} was not changed: the agent could not "
+                                   f"be built ({type(exc).__name__}).")
+        return
+    if now == version:
+        state["member_applied"] = ("info", f"Nothing to apply: {name} already answers with "
+                                   "this model, prompt and temperature.")
+        return
+    new = manager.members.spec_of(name)
+    changed = [part for part, differs in (
+        (f"model {new.model}", new.model != spec.model),
+        ("a new system prompt", new.system_prompt != spec.system_prompt),
+        (f"temperature {new.temperature:.1f}", new.temperature != spec.temperature))
+        if differs]
+    state["member_applied"] = ("success", (
+        f"{name} now answers with {' and '.join(changed)} (version {now}). "
+        "Replies in progress finish on the previous version."))
 
 
 @st.fragment(run_every=REFRESH_SECONDS)
