@@ -153,6 +153,11 @@ def test_usage_cost_and_a_live_member_change_on_the_stats_page(server, fake, new
     other = new_page(server.url)  # a second admin window, open before the change
     unlock_stats(other, server)
     other.set_viewport_size({"width": 1280, "height": 2600})
+    # its form drawn at version 1 (under load its page could still be running, and then
+    # drew the form as changed: nothing to tell)
+    expect(other.get_by_text(re.compile(r"^Now: .* version 1$"))).to_be_visible(
+        timeout=WAIT_MS)
+    wait_until_drawn(other)
     form = stats.get_by_test_id("stForm")
     model = form.get_by_label("Model")
     model.fill("fake-2")
