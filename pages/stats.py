@@ -192,36 +192,36 @@ def apply_member_change(name: str, version: int, spec: AgentSpec) -> None:
     """Apply's callback, on the form as drawn (``version``, ``spec``): the page's one run
     then shows the outcome. (Applied in the page, with a second run to show it, the
     previous outcome stayed in sight, reading as this one, for one to two seconds.)"""
-    state, field = st.session_state, f"{name}:{version}"
+    st.session_state["member_applied"] = member_change(name, version, spec)
+
+
+def member_change(name: str, version: int, spec: AgentSpec) -> tuple[str, str]:
+    """Apply the form drawn at ``version``; how it went: an ``st`` alert's name, its text."""
     if (now := manager.pool.member(name).version) != version:
-        state["member_applied"] = ("warning", (
-            f"{name} was changed meanwhile (now version {now}), in another window: the "
-            "form shows it as it is now. Apply your change again if you still want it."))
-        return
-    model, prompt, temperature = (state[f"member_{part}:{field}"]
+        return "warning", (f"{name} was changed meanwhile (now version {now}), in another "
+                           "window: the form shows it as it is now. Apply your change again "
+                           "if you still want it.")
+    field = f"{name}:{version}"
+    model, prompt, temperature = (st.session_state[f"member_{part}:{field}"]
                                   for part in ("model", "prompt", "temperature"))
     try:  # the spec it has already changes nothing (core: same version)
         now = manager.members.reconfigure(name, AgentSpec(model.strip(), prompt, temperature))
     except ValueError as exc:
-        state["member_applied"] = ("error", str(exc))
-        return
+        return "error", str(exc)
     except Exception as exc:  # noqa: BLE001 - the agent could not be built
-        state["member_applied"] = ("error", f"{name} was not changed: the agent could not "
-                                   f"be built ({type(exc).__name__}).")
-        return
+        return "error", (f"{name} was not changed: the agent could not be built "
+                         f"({type(exc).__name__}).")
     if now == version:
-        state["member_applied"] = ("info", f"Nothing to apply: {name} already answers with "
-                                   "this model, prompt and temperature.")
-        return
+        return "info", (f"Nothing to apply: {name} already answers with this model, prompt "
+                        "and temperature.")
     new = manager.members.spec_of(name)
     changed = [part for part, differs in (
         (f"model {new.model}", new.model != spec.model),
         ("a new system prompt", new.system_prompt != spec.system_prompt),
         (f"temperature {new.temperature:.1f}", new.temperature != spec.temperature))
         if differs]
-    state["member_applied"] = ("success", (
-        f"{name} now answers with {' and '.join(changed)} (version {now}). "
-        "Replies in progress finish on the previous version."))
+    return "success", (f"{name} now answers with {' and '.join(changed)} (version {now}). "
+                       "Replies in progress finish on the previous version.")
 
 
 @st.fragment(run_every=REFRESH_SECONDS)
