@@ -189,3 +189,12 @@ def wait_until(condition, seconds: float = WAIT_MS / 1000) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+def send_new_version(page: Page, index: int, text: str) -> None:
+    """Edit message ``index`` as a person does: its edit button, the new text, "Send the
+    new version"."""
+    messages(page).nth(index).get_by_role("button", name="edit").click()
+    editor = page.get_by_test_id("stPopoverBody")
+    editor.get_by_label("Edit your message").fill(text)
+    editor.get_by_role("button", name="Send the new version").click()

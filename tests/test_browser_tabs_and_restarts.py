@@ -15,8 +15,8 @@ from playwright.sync_api import expect
 
 from tests.browser import (
     WAIT_MS, address, answered_chat_in_two_tabs, expect_only_the_question_and_its_live_reply,
-    messages, moved_from, open_expander, send, shot, stored_messages, wait_for_reply,
-    wait_until_idle,
+    messages, moved_from, open_expander, send, send_new_version, shot, stored_messages,
+    wait_for_reply, wait_until_idle,
 )
 from tests.servers import start_app, stop_app
 
@@ -128,10 +128,7 @@ def test_a_message_from_a_tab_showing_another_version_is_given_back_not_misfiled
     page = new_page(server.url)
     send(page, "My name is Ada.")
     wait_for_reply(page, 1, "Nice to meet you, Ada")
-    messages(page).nth(0).get_by_role("button", name="edit").click()
-    editor = page.get_by_test_id("stPopoverBody")
-    editor.get_by_label("Edit your message").fill("My name is Bob.")
-    editor.get_by_role("button", name="Send the new version").click()
+    send_new_version(page, 0, "My name is Bob.")
     wait_for_reply(page, 1, "Nice to meet you, Bob")
     second = page.context.new_page()  # the same chat in another tab of this browser
     second.goto(address(page))

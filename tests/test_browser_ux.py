@@ -12,7 +12,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeoutError, expect
 
 from tests.browser import (
     WAIT_MS, address, expect_only_the_question_and_its_live_reply,
-    messages, moved_from, open_expander, send, shot, wait_for_reply,
+    messages, moved_from, open_expander, send, send_new_version, shot, wait_for_reply,
     wait_until_drawn, wait_until_idle,
 )
 from tests.servers import start_app, stop_app
@@ -149,11 +149,7 @@ def test_editing_a_message_forks_the_chat_and_the_switcher_keeps_the_branch(serv
     page = new_page(server.url)
     send(page, "My name is Ada.")
     wait_for_reply(page, 1, "Nice to meet you, Ada")
-    first = messages(page).nth(0)
-    first.get_by_role("button", name="edit").click()
-    editor = page.get_by_test_id("stPopoverBody")
-    editor.get_by_label("Edit your message").fill("My name is Grace.")
-    editor.get_by_role("button", name="Send the new version").click()
+    send_new_version(page, 0, "My name is Grace.")
     wait_for_reply(page, 1, "Nice to meet you, Grace")
     expect(messages(page).nth(0)).to_contain_text("2 / 2", timeout=WAIT_MS)
     shot(page, "edited")
@@ -209,10 +205,7 @@ def test_a_reply_to_an_edit_shows_nothing_of_the_branch_left(server, new_page):
     wait_for_reply(page, 1, "Nice to meet you, Ada")
     send(page, "what is 2+2")
     wait_for_reply(page, 3, "2+2 = 4")
-    messages(page).nth(0).get_by_role("button", name="edit").click()
-    editor = page.get_by_test_id("stPopoverBody")
-    editor.get_by_label("Edit your message").fill("Tell me about yourself")
-    editor.get_by_role("button", name="Send the new version").click()
+    send_new_version(page, 0, "Tell me about yourself")
     # the branch left had more bubbles; Streamlit kept its buttons in sight, inside the
     # live bubble too, for as long as the page run lasted: the whole reply
     expect_only_the_question_and_its_live_reply(page)
