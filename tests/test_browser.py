@@ -360,6 +360,7 @@ def test_stats_clicked_right_after_enter_opens_stats_and_the_message_is_sent(ser
     expect(box).to_have_count(0)  # still on Stats once every run has ended
     page.get_by_test_id("stSidebarNav").get_by_role("link", name="Chat").click()
     wait_for_reply(page, 3, "Nice to meet you, Ada")
+    page.wait_for_url("**session=*")  # the address names the chat a moment after it shows
     stored = stored_messages(server, page)
     assert stored[:len(chat)] == chat  # the same chat, reopened
     assert [m["content"] for m in stored if m["role"] == "human"] == [
