@@ -440,9 +440,11 @@ READ_BACK = """<script>
     const found = document.querySelector(VIEW);
     if (found && !found.poolchatHeld) {  // Streamlit moves it by scrollTop, readers not
       found.poolchatHeld = true;
+      // Streamlit only ever takes it down, in an animation whose steps are counted from
+      // where it began: begun up there, a step after "Latest" pulled the view back up
       Object.defineProperty(found, "scrollTop", {configurable: true,
         get() { return native.get.call(this); },
-        set(value) { if (!up) native.set.call(this, value); }});
+        set(value) { if (!up && value >= native.get.call(this)) native.set.call(this, value); }});
     }
     return found;
   };
