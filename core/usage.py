@@ -119,15 +119,17 @@ _SUMS = (
     func.coalesce(func.sum(usage.c.output_tokens), 0),
     func.sum(case((usage.c.estimated, 1), else_=0)), func.sum(usage.c.cost),
     func.coalesce(func.sum(usage.c.queue_seconds), 0.0),
+    func.sum(case((usage.c.cost.is_(None), 1), else_=0)),
 )
 
 
 def _report(sums: Sequence[Any]) -> dict[str, Any]:
-    replies, errors, sent, wrote, estimated, cost, queue = sums
+    replies, errors, sent, wrote, estimated, cost, queue, unpriced = sums
     return {"replies": int(replies or 0), "errors": int(errors or 0),
             "input_tokens": int(sent), "output_tokens": int(wrote),
             "tokens": int(sent) + int(wrote), "estimated_replies": int(estimated or 0),
             "cost": None if cost is None else round(float(cost), 6),
+            "unpriced_replies": int(unpriced or 0),  # not in the cost: no price for them
             "queue_seconds": round(float(queue), 3)}
 
 

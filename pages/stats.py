@@ -304,7 +304,10 @@ def live_stats() -> None:
     cols[0].metric("Input tokens", f"{total['input_tokens']:,}")
     cols[1].metric("Output tokens", f"{total['output_tokens']:,}")
     cols[2].metric("Cost", money(total["cost"]), help="From the price table in the "
-                   "settings (dollars per million tokens); models without a price count 0.")
+                   "settings (dollars per million tokens).")
+    if total["unpriced_replies"]:
+        cols[2].caption(f"Not in it: {total['unpriced_replies']:,} of {total['replies']:,} "
+                        "replies, by models with no price in the table.")
     cols[3].metric("Estimated", f"{total['estimated_replies']} replies",
                    help="Replies whose tokens the model did not report (the offline "
                         "model, or a reply stopped early): counted approximately.")

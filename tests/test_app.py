@@ -525,6 +525,8 @@ class TestStatsPage:
         assert metrics["Messages"] == "2"
         assert metrics["Agent pool size"] == "1"
         assert metrics["Custom-agent sessions"] == "0"
+        assert metrics["Cost"] == "no price"  # the offline model's reply: said, not $0
+        assert any(c.value.startswith("Not in it: 1 of 1 replies") for c in at.caption)
 
     def test_beside_members_the_queue_of_chats_own_settings_is_in_the_pool_view(self):
         """Their endpoint (OPENAI_BASE_URL) cools down and fills up like a member's: the

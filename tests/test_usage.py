@@ -52,6 +52,7 @@ def test_provider_usage_is_stored_per_reply_and_summed_exactly(make_manager, fak
     assert report["total"]["input_tokens"] == sum(sent)
     assert report["total"]["output_tokens"] == 21
     assert report["total"]["cost"] == pytest.approx(sum(costs))
+    assert report["total"]["unpriced_replies"] == 0
     assert report["model"]["fake-1"]["replies"] == 3
     owners = report["owner"]
     assert set(owners) == {owner_key("browser-ada"), owner_key("browser-bob")}
@@ -145,6 +146,7 @@ def test_the_offline_model_counts_estimated_tokens_and_custom_agents_apart(make_
     report = manager.get_usage()
     assert set(report["kind"]) == {"shared pool", "custom agents"}
     assert report["total"]["estimated_replies"] == 2 and report["total"]["cost"] is None
+    assert report["total"]["unpriced_replies"] == 2  # said beside the cost, not counted 0
 
 
 def test_a_stopped_reply_counts_what_it_was_sent_and_wrote():
@@ -186,3 +188,18 @@ def test_a_reply_stopped_during_a_tool_step_counts_the_call_that_asked_for_it(ma
     (row,) = rows(manager)
     assert row["status"] == "stopped"
     assert row["estimated"] and row["input_tokens"] > 0 and row["output_tokens"] > 0
+
+
+def test_the_cost_leaves_out_replies_of_unpriced_models_and_counts_them(make_manager, fake):
+    manager = make_manager(MEMBERS=[{"name": "cloud", "model": "fake-1", "api_key": "sk-1",
+                                     "base_url": fake.url}],
+                           OPENAI_API_KEY="sk-own", OPENAI_BASE_URL=fake.url,
+                           CUSTOM_MODELS="fake-2", PRICES=PRICES, RATE_LIMIT_PER_MINUTE=0)
+    manager.create_session().send("hello there")
+    custom = manager.create_session()
+    custom.agent = AgentSpec("fake-2", "Be brief.", 0.2)  # no price for it
+    custom.send("hello")
+    (priced,) = [r for r in rows(manager) if r["cost"] is not None]
+    total = manager.get_usage()["total"]
+    assert (total["replies"], total["unpriced_replies"]) == (2, 1)
+    assert total["cost"] == pytest.approx(priced["cost"])
