@@ -67,6 +67,10 @@ def money(value: float | None) -> str:
     return f"${value:,.2f}" if value >= 1 else f"${value:.6f}".rstrip("0").rstrip(".")
 
 
+def replies(count: int) -> str:
+    return f"{count:,} repl{'y' if count == 1 else 'ies'}"
+
+
 def seconds(p50: float | None, p95: float | None) -> str:
     return "—" if p50 is None or p95 is None else f"{p50:.2f} / {p95:.2f}"
 
@@ -305,10 +309,10 @@ def live_stats() -> None:
     cols[1].metric("Output tokens", f"{total['output_tokens']:,}")
     cols[2].metric("Cost", money(total["cost"]), help="From the price table in the "
                    "settings (dollars per million tokens).")
-    if total["unpriced_replies"]:
-        cols[2].caption(f"Not in it: {total['unpriced_replies']:,} of {total['replies']:,} "
-                        "replies, by models with no price in the table.")
-    cols[3].metric("Estimated", f"{total['estimated_replies']} replies",
+    if 0 < total["unpriced_replies"] < total["replies"]:  # none priced: "no price" says it
+        cols[2].caption(f"Not in it: {replies(total['unpriced_replies'])} by models with no "
+                        "price in the table.")
+    cols[3].metric("Estimated", replies(total["estimated_replies"]),
                    help="Replies whose tokens the model did not report (the offline "
                         "model, or a reply stopped early): counted approximately.")
     if total["replies"]:

@@ -526,7 +526,31 @@ class TestStatsPage:
         assert metrics["Agent pool size"] == "1"
         assert metrics["Custom-agent sessions"] == "0"
         assert metrics["Cost"] == "no price"  # the offline model's reply: said, not $0
-        assert any(c.value.startswith("Not in it: 1 of 1 replies") for c in at.caption)
+        assert metrics["Estimated"] == "1 reply"
+
+    def test_the_cost_says_how_many_replies_it_leaves_out(self):
+        """A reply by a model with no price is not counted as $0 without a word."""
+        import time
+
+        from sqlalchemy import insert
+
+        from core.runtime import shared_manager
+        from core.schema import usage
+
+        say(open_app(), "hello")  # the offline model: no price
+        with shared_manager(lambda: None).store.engine.begin() as conn:
+            conn.execute(insert(usage).values(
+                run_id="priced", owner="someone", model="gpt-4o-mini", member="pool:0",
+                agent_version=1, custom=False, status="complete", input_tokens=10,
+                output_tokens=20, estimated=False, cost=0.25, ttft=0.1, total_seconds=1.0,
+                queue_seconds=0.0, finished_at=time.time()))
+        at = AppTest.from_file(APP, default_timeout=30)
+        at.switch_page("pages/stats.py")
+        at.run()
+        assert not at.exception
+        assert {m.label: m.value for m in at.metric}["Cost"] == "$0.25"
+        assert "Not in it: 1 reply by models with no price in the table." in [
+            c.value for c in at.caption]
 
     def test_beside_members_the_queue_of_chats_own_settings_is_in_the_pool_view(self):
         """Their endpoint (OPENAI_BASE_URL) cools down and fills up like a member's: the
