@@ -36,6 +36,7 @@ from pages.chat_sidebar import (
     use_shared_agent,
 )
 from pages.common import browser_id, manager_or_stop
+from pages.unsent import give_back_unsent
 
 FRAME = 0.05          # seconds between updates of a streaming reply (at most 20 a second)
 IDLE_TICK = 0.25      # seconds between updates while no token arrives
@@ -794,6 +795,7 @@ send_stops_as_beacons()
 hold_sends_while_busy()
 say_url_changes()  # for the two below
 keep_drafts_per_chat()
+give_back_unsent(SESSION_PARAM)
 read_back()
 close_sidebar_on_phone()
 

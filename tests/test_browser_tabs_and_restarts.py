@@ -1,6 +1,7 @@
 """End to end in a real headless Chromium against `streamlit run app.py`, continued from
 test_browser.py (a file per worker): tabs that disagree (a chat deleted, a reply or a
-version another tab started), the tab closed, restarts, crashes and other replicas.
+version another tab started), the tab closed, restarts, crashes, other replicas, and
+a connection that goes dead.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from playwright.sync_api import expect
 from tests.browser import (
     WAIT_MS, address, answered_chat_in_two_tabs, expect_only_the_question_and_its_live_reply,
     messages, moved_from, open_expander, send, send_new_version, shot, stored_messages,
-    wait_for_reply, wait_until_idle,
+    wait_for_reply, wait_until, wait_until_drawn, wait_until_idle,
 )
+from tests.proxy import DeadWifi
 from tests.servers import start_app, stop_app
 
 
@@ -387,3 +389,79 @@ def test_a_regenerate_written_by_another_replica_replaces_the_answer_in_sight(
         assert [m["content"] for m in stored_messages(server, page)] == [
             "what is 1+1", "Two, again: 2"]
 
+
+
+@contextmanager
+def behind_wifi(server, new_page):
+    """A page of the app reached through a connection that can go dead, with one
+    question answered."""
+    wifi = DeadWifi(int(server.url.rsplit(":", 1)[1]))
+    try:
+        page = new_page(wifi.url)
+        send(page, "what is 6*7")
+        wait_for_reply(page, 1, "6*7 = 42")
+        wait_until_idle(page)
+        wait_until_drawn(page)
+        yield wifi, page
+    finally:
+        wifi.close()
+
+
+def asked(server, page) -> list[str]:
+    return [m["content"] for m in stored_messages(server, page) if m["role"] == "human"]
+
+
+def test_a_message_sent_into_a_dead_connection_comes_back_to_send_again(server, new_page):
+    """Wi-Fi gone without a word, Enter: the box empties and the message goes nowhere
+    (Streamlit does not send it again once reconnected: it was lost, 4 times in 4). Once
+    the page has reconnected it is back in the box, with a note; Enter sends it."""
+    with behind_wifi(server, new_page) as (wifi, page):
+        box = page.get_by_test_id("stChatInputTextArea")
+        wifi.silence()
+        send(page, "My name is Ada")
+        expect(box).to_have_value("")  # as sent, for all the page knows
+        wifi.cut()  # found dead: the page connects again
+        expect(box).to_have_value("My name is Ada", timeout=WAIT_MS)
+        note = page.get_by_role("status").filter(has_text="did not reach PoolChat")
+        expect(note).to_be_visible()
+        shot(page, "unsent-message-given-back")
+        assert asked(server, page) == ["what is 6*7"]  # never arrived
+        box.press("Enter")
+        wait_for_reply(page, 3, "Nice to meet you, Ada")
+        expect(note).to_be_hidden()
+        assert asked(server, page) == ["what is 6*7", "My name is Ada"]
+
+
+def test_a_message_that_arrived_before_the_connection_died_is_not_given_back(server,
+                                                                            new_page):
+    """The server got the message, the page never heard back before the cut: once
+    reconnected the chat shows it and its reply, and the box stays empty (no second copy
+    to send)."""
+    with behind_wifi(server, new_page) as (wifi, page):
+        box = page.get_by_test_id("stChatInputTextArea")
+        wifi.silence(up=False)  # the server hears the page; the page hears nothing
+        send(page, "My name is Ada")
+        wait_until(lambda: asked(server, page) == ["what is 6*7", "My name is Ada"])
+        wifi.cut()
+        wait_for_reply(page, 3, "Nice to meet you, Ada")
+        wait_until_idle(page)
+        wait_until_drawn(page)
+        expect(box).to_have_value("")
+        expect(page.get_by_role("status").filter(has_text="did not reach")).to_be_hidden()
+        assert asked(server, page) == ["what is 6*7", "My name is Ada"]
+
+
+def test_a_message_sent_into_a_dead_connection_comes_back_after_a_reload_too(server,
+                                                                            new_page):
+    """Reloaded as soon as the connection is back, before the page could tell: the tab
+    still knows what it sent, and the chat drawn after the reload does not show it."""
+    with behind_wifi(server, new_page) as (wifi, page):
+        box = page.get_by_test_id("stChatInputTextArea")
+        wifi.silence()
+        send(page, "My name is Ada")
+        expect(box).to_have_value("")
+        wifi.cut()
+        page.reload()
+        expect(box).to_have_value("My name is Ada", timeout=WAIT_MS)
+        expect(page.get_by_role("status").filter(has_text="did not reach")).to_be_visible()
+        assert asked(server, page) == ["what is 6*7"]

@@ -1,0 +1,127 @@
+"""A message sent while the connection was silently gone is given back, not lost.
+
+On dead Wi-Fi that sends no reset, the page still thinks it is connected: Enter empties
+the box, the message goes nowhere, and Streamlit does not send it again once the page
+reconnects (4 times in 4 in a walk, nothing shown or stored). The page now keeps what it
+sent until a page run answers it; if the connection went (or the tab was loaded again)
+first, the chat drawn after it tells: a message it does not show goes back into the box,
+with a note, to send again.
+"""
+
+from __future__ import annotations
+
+import json
+
+import streamlit as st
+
+NOTE = ("Your last message did not reach PoolChat: the connection dropped. It is back in "
+        "the box; press Enter to send it.")
+
+# Runs in the page (constants: no user text in it), once per tab. The page's run and
+# connection states are those Streamlit marks on the app's root. Kept per tab (session
+# storage) so that a reload before the answer judges it too.
+GIVE_BACK_UNSENT = """<script>
+(() => {
+  if (window.poolchatUnsent) return;
+  window.poolchatUnsent = true;
+  const PARAM = %s, NOTE = %s, KEY = "poolchat-unsent";
+  const BOX = '[data-testid="stChatInputTextArea"]';
+  const ASKED = '[data-testid="stChatMessage"]:has([data-testid="stChatMessageAvatarUser"])';
+  const chatInUrl = () => new URLSearchParams(location.search).get(PARAM);
+  const kept = () => {
+    try { return JSON.parse(sessionStorage.getItem(KEY)); } catch { return null; }
+  };
+  const keep = (value) => {
+    try {
+      if (value) sessionStorage.setItem(KEY, JSON.stringify(value));
+      else sessionStorage.removeItem(KEY);
+    } catch { /* storage off */ }
+  };
+  const letters = (text) => text.replace(/[^\\p{L}\\p{N}]+/gu, "");  // as drawn (markdown)
+  // the message sent that no run has answered yet; "dropped": the connection went, or
+  // the tab was loaded again, since it was sent: the next chat drawn tells
+  let unsent = kept(), ran = false;
+  if (unsent) [unsent.dropped, ran] = [true, true];  // loaded again: this run draws it
+  const note = document.createElement("div");
+  note.className = "poolchat-unsent";
+  note.setAttribute("role", "status");
+  note.hidden = true;
+  note.textContent = NOTE;
+  const style = document.createElement("style");
+  style.textContent = `.poolchat-unsent { position: fixed; z-index: 100; padding: 0.4rem
+    0.8rem; border-radius: 0.5rem; font-size: 0.875rem; box-sizing: border-box;
+    border: 1px solid rgb(255, 75, 75); box-shadow: 0 2px 8px rgba(0, 0, 0, 0.15); }`;
+  document.head.appendChild(style);
+  document.body.appendChild(note);
+  const place = () => {
+    const box = document.querySelector('[data-testid="stChatInput"]');
+    if (!box) return;
+    const area = box.getBoundingClientRect();
+    const app = getComputedStyle(document.querySelector('[data-testid="stApp"]'));
+    note.style.color = app.color;  // the theme's, light or dark
+    note.style.background = app.backgroundColor;
+    note.style.left = `${area.left}px`;
+    note.style.width = `${area.width}px`;
+    note.style.bottom = `${window.innerHeight - area.top + 12}px`;
+  };
+  const giveBack = (text) => {
+    const box = document.querySelector(BOX);
+    if (!box) return;
+    const value = box.value.trim() ? `${text}\\n\\n${box.value}` : text;
+    Object.getOwnPropertyDescriptor(HTMLTextAreaElement.prototype, "value").set
+      .call(box, value);  // as typing does: the box's state and the chat's draft follow
+    box.dispatchEvent(new Event("input", {bubbles: true}));
+    place();
+    note.hidden = false;
+  };
+  const judge = () => {
+    const {text, chat} = unsent;
+    [unsent, ran] = [null, false];
+    keep(null);
+    if (chat !== chatInUrl()) return;  // another chat open: not there to send
+    const asked = [...document.querySelectorAll(ASKED)].slice(-3)
+      .map((bubble) => letters(bubble.innerText));
+    if (!asked.some((shown) => shown.includes(letters(text)))) giveBack(text);
+  };
+  const look = () => {
+    const app = document.querySelector('[data-testid="stApp"]');
+    if (!unsent || !app) return;
+    const script = app.getAttribute("data-test-script-state");
+    if (app.getAttribute("data-test-connection-state") !== "CONNECTED") {
+      [unsent.dropped, ran] = [true, false];
+      keep(unsent);
+    } else if (script === "running") {
+      if (!unsent.dropped) {  // a run since the send, on the same connection: it came
+        unsent = null;
+        keep(null);
+      } else {
+        ran = true;
+      }
+    } else if (unsent.dropped && ran && script === "notRunning") {
+      judge();  // the first run since the connection came back has drawn the chat
+    }
+  };
+  window.addEventListener("poolchat:sent", () => {  // (HOLD_SENDS_WHILE_BUSY)
+    note.hidden = true;
+    const box = document.querySelector(BOX);
+    if (!box || !box.value.trim()) return;
+    unsent = {text: box.value, chat: chatInUrl(), dropped: false};
+    ran = false;
+    keep(unsent);
+  });
+  window.addEventListener("poolchat:navigated", () => { note.hidden = true; });
+  document.addEventListener("input", (event) => {
+    if (event.target.matches?.(BOX) && !event.target.value) note.hidden = true;
+  }, true);
+  window.addEventListener("resize", place);
+  new MutationObserver(look).observe(document.body, {
+    subtree: true, attributes: true,
+    attributeFilter: ["data-test-script-state", "data-test-connection-state"]});
+  look();
+})();
+</script>"""
+
+
+def give_back_unsent(session_param: str) -> None:
+    st.sidebar.html(GIVE_BACK_UNSENT % (json.dumps(session_param), json.dumps(NOTE)),
+                    unsafe_allow_javascript=True)
