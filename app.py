@@ -8,6 +8,7 @@ that declares the pages.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import math
 import secrets
@@ -89,6 +90,76 @@ class NoOutsideImages:
         await self.app(scope, receive, send_with_policy)
 
 
+class ReloadWhenCodeFailsToLoad:
+    """ASGI middleware: the app's page reloads itself once its code can be fetched again.
+
+    Streamlit's page fetches each element's code when first drawn; cut off then (flaky
+    Wi-Fi, a laptop waking), every element showed "Failed to fetch dynamically imported
+    module" in red, the chat box among them, until the user reloaded (3 times in 6 in a
+    walk). The failure is said by Vite's loader (``vite:preloadError``) before any page
+    script of ours could run, so the listener goes into the page's HTML itself. At most
+    3 reloads a minute per tab; drafts and a message not sent are kept in the browser.
+    """
+
+    SCRIPT = b"""<script>
+(() => {
+  let waiting = false;
+  window.addEventListener("vite:preloadError", () => {
+    const KEY = "poolchat-code-reloads", now = Date.now();
+    let times = [];
+    try { times = JSON.parse(sessionStorage.getItem(KEY)) || []; } catch { /* off */ }
+    times = times.filter((t) => t > now - 60000);
+    if (waiting || times.length >= 3) return;
+    waiting = true;
+    try { sessionStorage.setItem(KEY, JSON.stringify([...times, now])); } catch { /* off */ }
+    const tryAgain = () => fetch("_stcore/health", {cache: "no-store"})
+      .then((answer) => answer.ok ? location.reload() : setTimeout(tryAgain, 1000))
+      .catch(() => setTimeout(tryAgain, 1000));
+    tryAgain();
+  });
+})();
+</script>"""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] != "GET":
+            await self.app(scope, receive, send)
+            return
+        start, body = None, []
+
+        async def send_with_script(message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                headers = dict(message.get("headers", []))
+                if (message["status"] == 200
+                        and headers.get(b"content-type", b"").startswith(b"text/html")):
+                    start = message  # held until the whole page is here
+                    return
+            if start is None:
+                await send(message)
+                return
+            body.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            page, headers = self._with_script(b"".join(body), start["headers"])
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": page})
+
+        await self.app(scope, receive, send_with_script)
+
+    def _with_script(self, page: bytes, headers) -> tuple[bytes, list]:
+        zipped = dict(headers).get(b"content-encoding") == b"gzip"
+        html = gzip.decompress(page) if zipped else page
+        if b"</head>" in html:
+            html = html.replace(b"</head>", self.SCRIPT + b"</head>", 1)
+            page = gzip.compress(html) if zipped else html
+        return page, [*((name, value) for name, value in headers
+                        if name != b"content-length"),
+                      (b"content-length", str(len(page)).encode())]
+
+
 def _is_https(scope) -> bool:
     forwarded = dict(scope.get("headers", [])).get(b"x-forwarded-proto", b"")
     return scope.get("scheme") == "https" or forwarded == b"https"
@@ -167,7 +238,8 @@ def api_routes() -> list[Route]:
 
 
 app = st.App("app.py", routes=api_routes(),
-             middleware=[Middleware(BrowserIdCookie), Middleware(NoOutsideImages)],
+             middleware=[Middleware(BrowserIdCookie), Middleware(NoOutsideImages),
+                         Middleware(ReloadWhenCodeFailsToLoad)],
              lifespan=stop_runs_at_shutdown)
 
 if __name__ == "__main__":

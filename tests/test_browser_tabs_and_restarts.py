@@ -465,3 +465,31 @@ def test_a_message_sent_into_a_dead_connection_comes_back_after_a_reload_too(ser
         expect(box).to_have_value("My name is Ada", timeout=WAIT_MS)
         expect(page.get_by_role("status").filter(has_text="did not reach")).to_be_visible()
         assert asked(server, page) == ["what is 6*7"]
+
+
+def test_the_page_reloads_itself_when_its_code_failed_to_load(server, browser):
+    """The chat box's code cut off as the page loads (flaky Wi-Fi): instead of a red
+    "Failed to fetch dynamically imported module" in its place until the user reloads,
+    the page loads again by itself once the server answers, and the chat works."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    cut = []
+
+    def first_fetch_fails(route):
+        if cut:
+            route.continue_()
+        else:
+            cut.append(route.request.url)
+            route.abort("internetdisconnected")
+
+    try:
+        page = context.new_page()
+        page.route("**/static/js/ChatInput*.js", first_fetch_fails)
+        loads = []
+        page.on("load", lambda _: loads.append(page.url))
+        page.goto(server.url)
+        send(page, "what is 6*7")  # the box is there: the page loaded again
+        wait_for_reply(page, 1, "6*7 = 42")
+        assert len(cut) == 1 and len(loads) == 2
+        expect(page.get_by_text("Failed to fetch dynamically imported module")).to_have_count(0)
+    finally:
+        context.close()

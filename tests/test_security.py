@@ -115,3 +115,34 @@ class TestBrowserCookie:
     def test_behind_https_the_cookie_is_secure(self):
         response = client().get("/", headers={"X-Forwarded-Proto": "https"})
         assert "Secure" in response.headers["set-cookie"]
+
+
+class TestReloadWhenCodeFailsToLoad:
+    """The page's own listener goes into its HTML, zipped or not; nothing else changes."""
+
+    @staticmethod
+    def served(body: bytes, media_type: str, **headers: str) -> TestClient:
+        from starlette.responses import Response
+
+        async def page(request):
+            return Response(body, media_type=media_type, headers=headers)
+
+        return TestClient(Starlette(routes=[Route("/", page)], middleware=[
+            Middleware(entry.ReloadWhenCodeFailsToLoad)]))
+
+    def test_the_listener_goes_into_the_page_plain_or_gzipped(self):
+        import gzip
+
+        html = b"<html><head><title>PoolChat</title></head><body></body></html>"
+        for body, headers in ((html, {}), (gzip.compress(html), {"content-encoding": "gzip"})):
+            response = self.served(body, "text/html", **headers).get("/")
+            assert response.status_code == 200
+            assert response.text.count("vite:preloadError") == 1  # before </head>
+            assert response.text.index("vite:preloadError") < response.text.index("</head>")
+            if not headers:  # (a zipped body comes unzipped from the client)
+                assert int(response.headers["content-length"]) == len(response.content)
+
+    def test_other_responses_are_left_as_they_are(self):
+        script = b"console.log('</head>')"
+        response = self.served(script, "text/javascript").get("/")
+        assert response.content == script
