@@ -189,8 +189,9 @@ async def stats_json(request: Request) -> JSONResponse:
 
 
 async def stop_run(request: Request) -> Response:
-    """A Stop click sent again by the page with ``navigator.sendBeacon`` (pages/chat.py),
-    which still goes out when the page is reloaded or closed right after the click.
+    """A Stop click sent again by the page as a keepalive request (pages/chat.py), which
+    still goes out when the page is reloaded or closed right after the click, and is
+    sent again until answered (the connection silently gone meanwhile).
     The body is the run's id; only the browser whose chat it is can stop it."""
     owner = request.cookies.get(BROWSER_COOKIE)
     body = b""

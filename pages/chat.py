@@ -233,19 +233,25 @@ def keep_in_step(session: ChatbotSession, shown: tuple) -> None:
 
 
 # Runs in the page (a constant), once per tab. A Stop button's key is "stop-<run id>";
-# its click also goes as a beacon (app.py's /api/stop), which the browser still sends
-# when the page is reloaded or closed right after the click, when the click's own
-# message to the server dies with the page (without it, 4 of 4 such Stops were lost).
+# its click also goes to app.py's /api/stop as a keepalive request, which the browser
+# still sends when the page is reloaded or closed right after the click, when the
+# click's own message to the server dies with the page (without it, 4 of 4 such Stops
+# were lost). Until answered it is sent again: clicked while the connection was silently
+# gone, the click's message and a single request were both lost (2 of 2 in a walk).
 STOP_BEACON = """<script>
 (() => {
   if (window.poolchatStopBeacon) return;
   window.poolchatStopBeacon = true;
+  const send = (run, until) => fetch("api/stop", {method: "POST", body: run,
+                                                 keepalive: true,
+                                                 signal: AbortSignal.timeout(3000)})
+    .catch(() => Date.now() < until && setTimeout(() => send(run, until), 1000));
   document.addEventListener("click", (event) => {
     const button = event.target.closest?.('[class*="st-key-stop-"] button');
     if (!button) return;
     const holder = button.closest('[class*="st-key-stop-"]');
     const key = [...holder.classList].find((name) => name.startsWith("st-key-stop-"));
-    navigator.sendBeacon("api/stop", key.slice("st-key-stop-".length));
+    send(key.slice("st-key-stop-".length), Date.now() + 180000);  // any answer will do
   }, true);
 })();
 </script>"""

@@ -16,6 +16,7 @@ class DeadWifi:
         self._lock = threading.Lock()
         self._open: list[socket.socket] = []
         self._up, self._down = threading.Event(), threading.Event()  # set: flowing
+        self.held: list[bytes] = []  # what came while silent, from either side
         self._up.set()
         self._down.set()
         threading.Thread(target=self._accept, daemon=True).start()
@@ -54,26 +55,24 @@ class DeadWifi:
                 self._open += [client, server]
             for source, sink, flowing in ((client, server, self._up),
                                           (server, client, self._down)):
-                threading.Thread(target=_pump, args=(source, sink, flowing, self._open_now),
+                threading.Thread(target=self._pump, args=(source, sink, flowing),
                                  daemon=True).start()
 
-    def _open_now(self, sock: socket.socket) -> bool:
-        with self._lock:
-            return sock in self._open
-
-
-def _pump(source, sink, flowing: threading.Event, still_open) -> None:
-    try:
-        while data := source.recv(65536):
-            flowing.wait()  # silent: held here
-            if not still_open(sink):
-                break  # cut meanwhile: what was held is lost
-            sink.sendall(data)
-    except OSError:
-        pass
-    finally:
-        _close(source)
-        _close(sink)
+    def _pump(self, source, sink, flowing: threading.Event) -> None:
+        try:
+            while data := source.recv(65536):
+                if not flowing.is_set():
+                    self.held.append(data)
+                flowing.wait()  # silent: held here
+                with self._lock:
+                    if sink not in self._open:
+                        break  # cut meanwhile: what was held is lost
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            _close(source)
+            _close(sink)
 
 
 def _close(sock: socket.socket) -> None:

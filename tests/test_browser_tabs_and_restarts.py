@@ -493,3 +493,24 @@ def test_the_page_reloads_itself_when_its_code_failed_to_load(server, browser):
         expect(page.get_by_text("Failed to fetch dynamically imported module")).to_have_count(0)
     finally:
         context.close()
+
+
+def test_a_stop_clicked_into_a_dead_connection_still_stops_the_reply(server, new_page):
+    """Stop while the connection is silently gone: the click's message is lost with the
+    connection, and so was a single request sent beside it (the reply ran to its end, 2
+    times in 2 in a walk). The request is sent again until answered: once the
+    connection is back, the reply stops."""
+    with behind_wifi(server, new_page) as (wifi, page):
+        send(page, "Tell me a long story")
+        reply = messages(page).nth(3)
+        expect(reply).to_contain_text("remember your name", timeout=WAIT_MS)
+        wifi.silence()
+        page.get_by_role("button", name="Stop").click()
+        # held, and tried again (by the browser when the server closed an idle
+        # connection under it, or by the page after 3 s): once held, the browser's own
+        # try after the cut could still get through
+        wait_until(lambda: sum(b"POST /api/stop" in data for data in wifi.held) >= 2)
+        wifi.cut()  # the click's message and the requests held are lost
+        expect(reply).to_contain_text("Stopped by you", timeout=WAIT_MS)
+        assert stored_messages(server, page)[-1]["status"] == "stopped"
+        expect(reply).not_to_contain_text("and restart.")  # the story's last words
