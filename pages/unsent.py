@@ -1,11 +1,12 @@
-"""A message sent while the connection was silently gone is given back, not lost.
+"""A connection silently gone: said, and a message sent into it given back, not lost.
 
 On dead Wi-Fi that sends no reset, the page still thinks it is connected: Enter empties
 the box, the message goes nowhere, and Streamlit does not send it again once the page
 reconnects (4 times in 4 in a walk, nothing shown or stored). The page now keeps what it
 sent until a page run answers it; if the connection went (or the tab was loaded again)
 first, the chat drawn after it tells: a message it does not show goes back into the box,
-with a note, to send again.
+with a note, to send again. Meanwhile the page says that the server does not answer
+(Streamlit notices a connection closed, not one that went silent).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import streamlit as st
 
 NOTE = ("Your last message did not reach PoolChat: the connection dropped. It is back in "
         "the box; press Enter to send it.")
+SILENT = ("No answer from PoolChat for a few seconds: the connection may be down. A "
+          "message that does not get through comes back to the box.")
 
 # Runs in the page (constants: no user text in it), once per tab. The page's run and
 # connection states are those Streamlit marks on the app's root. Kept per tab (session
@@ -24,7 +27,7 @@ GIVE_BACK_UNSENT = """<script>
 (() => {
   if (window.poolchatUnsent) return;
   window.poolchatUnsent = true;
-  const PARAM = %s, NOTE = %s, KEY = "poolchat-unsent";
+  const PARAM = %s, NOTE = %s, SILENT = %s, KEY = "poolchat-unsent";
   const BOX = '[data-testid="stChatInputTextArea"]';
   const ASKED = '[data-testid="stChatMessage"]:has([data-testid="stChatMessageAvatarUser"])';
   const chatInUrl = () => new URLSearchParams(location.search).get(PARAM);
@@ -53,16 +56,16 @@ GIVE_BACK_UNSENT = """<script>
     border: 1px solid rgb(255, 75, 75); box-shadow: 0 2px 8px rgba(0, 0, 0, 0.15); }`;
   document.head.appendChild(style);
   document.body.appendChild(note);
-  const place = () => {
+  const place = (element) => {
     const box = document.querySelector('[data-testid="stChatInput"]');
     if (!box) return;
     const area = box.getBoundingClientRect();
     const app = getComputedStyle(document.querySelector('[data-testid="stApp"]'));
-    note.style.color = app.color;  // the theme's, light or dark
-    note.style.background = app.backgroundColor;
-    note.style.left = `${area.left}px`;
-    note.style.width = `${area.width}px`;
-    note.style.bottom = `${window.innerHeight - area.top + 12}px`;
+    element.style.color = app.color;  // the theme's, light or dark
+    element.style.background = app.backgroundColor;
+    element.style.left = `${area.left}px`;
+    element.style.width = `${area.width}px`;
+    element.style.bottom = `${window.innerHeight - area.top + 12}px`;
   };
   const giveBack = (text) => {
     const box = document.querySelector(BOX);
@@ -71,7 +74,7 @@ GIVE_BACK_UNSENT = """<script>
     Object.getOwnPropertyDescriptor(HTMLTextAreaElement.prototype, "value").set
       .call(box, value);  // as typing does: the box's state and the chat's draft follow
     box.dispatchEvent(new Event("input", {bubbles: true}));
-    place();
+    place(note);
     note.hidden = false;
   };
   const judge = () => {
@@ -113,15 +116,33 @@ GIVE_BACK_UNSENT = """<script>
   document.addEventListener("input", (event) => {
     if (event.target.matches?.(BOX) && !event.target.value) note.hidden = true;
   }, true);
-  window.addEventListener("resize", place);
+  window.addEventListener("resize", () => [note, silent].forEach(place));
   new MutationObserver(look).observe(document.body, {
     subtree: true, attributes: true,
     attributeFilter: ["data-test-script-state", "data-test-connection-state"]});
   look();
+  // A dead connection that says nothing is not noticed by Streamlit (its page showed a
+  // reply being written for minutes): the page asks the server how it is, and says when
+  // two questions in a row go unanswered, until one is answered or Streamlit says it.
+  const silent = note.cloneNode();
+  silent.textContent = SILENT;
+  document.body.appendChild(silent);
+  let misses = 0;
+  const answered = () => { misses = 0; silent.hidden = true; };
+  setInterval(() => {
+    const app = document.querySelector('[data-testid="stApp"]');
+    if (app?.getAttribute("data-test-connection-state") !== "CONNECTED") return answered();
+    fetch("_stcore/health", {cache: "no-store", signal: AbortSignal.timeout(3000)})
+      .then(answered, () => {
+        if (++misses < 2 || !note.hidden) return;
+        place(silent);
+        silent.hidden = false;
+      });
+  }, 3000);
 })();
 </script>"""
 
 
 def give_back_unsent(session_param: str) -> None:
-    st.sidebar.html(GIVE_BACK_UNSENT % (json.dumps(session_param), json.dumps(NOTE)),
-                    unsafe_allow_javascript=True)
+    st.sidebar.html(GIVE_BACK_UNSENT % (json.dumps(session_param), json.dumps(NOTE),
+                                        json.dumps(SILENT)), unsafe_allow_javascript=True)

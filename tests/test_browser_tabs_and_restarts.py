@@ -420,10 +420,14 @@ def test_a_message_sent_into_a_dead_connection_comes_back_to_send_again(server, 
         wifi.silence()
         send(page, "My name is Ada")
         expect(box).to_have_value("")  # as sent, for all the page knows
+        silent = page.get_by_role("status").filter(has_text="No answer from PoolChat")
+        expect(silent).to_be_visible(timeout=WAIT_MS)  # said, though Streamlit says nothing
+        shot(page, "connection-silent")
         wifi.cut()  # found dead: the page connects again
         expect(box).to_have_value("My name is Ada", timeout=WAIT_MS)
         note = page.get_by_role("status").filter(has_text="did not reach PoolChat")
         expect(note).to_be_visible()
+        expect(silent).to_be_hidden()
         shot(page, "unsent-message-given-back")
         assert asked(server, page) == ["what is 6*7"]  # never arrived
         box.press("Enter")
