@@ -56,9 +56,9 @@ GIVE_BACK_UNSENT = """<script>
     border: 1px solid rgb(255, 75, 75); box-shadow: 0 2px 8px rgba(0, 0, 0, 0.15); }`;
   document.head.appendChild(style);
   document.body.appendChild(note);
-  const place = (element) => {
+  const place = (element) => {  // above the chat box; false: no chat box (Stats)
     const box = document.querySelector('[data-testid="stChatInput"]');
-    if (!box) return;
+    if (!box) return false;
     const area = box.getBoundingClientRect();
     const app = getComputedStyle(document.querySelector('[data-testid="stApp"]'));
     element.style.color = app.color;  // the theme's, light or dark
@@ -66,6 +66,7 @@ GIVE_BACK_UNSENT = """<script>
     element.style.left = `${area.left}px`;
     element.style.width = `${area.width}px`;
     element.style.bottom = `${window.innerHeight - area.top + 12}px`;
+    return true;
   };
   const giveBack = (text) => {
     const box = document.querySelector(BOX);
@@ -134,9 +135,7 @@ GIVE_BACK_UNSENT = """<script>
     if (app?.getAttribute("data-test-connection-state") !== "CONNECTED") return answered();
     fetch("_stcore/health", {cache: "no-store", signal: AbortSignal.timeout(3000)})
       .then(answered, () => {
-        if (++misses < 2 || !note.hidden) return;
-        place(silent);
-        silent.hidden = false;
+        if (++misses >= 2 && note.hidden) silent.hidden = !place(silent);
       });
   }, 3000);
 })();
