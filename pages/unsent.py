@@ -118,7 +118,32 @@ GIVE_BACK_UNSENT = """<script>
     if (event.target.matches?.(BOX) && !event.target.value) note.hidden = true;
   }, true);
   window.addEventListener("resize", () => [note, silent].forEach(place));
-  new MutationObserver(look).observe(document.body, {
+  // Streamlit disables the box while the connection is down, which takes the cursor out
+  // of it: once back, the cursor goes back (the next letters typed went nowhere)
+  let leftBox = 0, cursorWasThere = false;
+  document.addEventListener("focusout", (event) => {
+    if (event.target.matches?.(BOX)) leftBox = Date.now();
+  }, true);
+  const cursorBack = () => {
+    const app = document.querySelector('[data-testid="stApp"]');
+    if (app?.getAttribute("data-test-connection-state") !== "CONNECTED") {
+      cursorWasThere ||= document.activeElement?.matches?.(BOX) || leftBox > Date.now() - 1000;
+      return;
+    }
+    if (!cursorWasThere) return;
+    cursorWasThere = false;
+    let tries = 0;
+    const back = () => {  // once the box is drawn enabled again (up to 5 s)
+      const box = document.querySelector(BOX), active = document.activeElement;
+      if (box && !box.disabled) {
+        if (!active || active === document.body) box.focus({preventScroll: true});
+      } else if (++tries < 50) {
+        setTimeout(back, 100);
+      }
+    };
+    back();
+  };
+  new MutationObserver(() => { look(); cursorBack(); }).observe(document.body, {
     subtree: true, attributes: true,
     attributeFilter: ["data-test-script-state", "data-test-connection-state"]});
   look();
