@@ -97,14 +97,16 @@ class ReloadWhenCodeFailsToLoad:
     Wi-Fi, a laptop waking), every element showed "Failed to fetch dynamically imported
     module" in red, the chat box among them, until the user reloaded (3 times in 6 in a
     walk). The failure is said by Vite's loader (``vite:preloadError``) before any page
-    script of ours could run, so the listener goes into the page's HTML itself. At most
-    3 reloads a minute per tab; drafts and a message not sent are kept in the browser.
+    script of ours could run, so the listener goes into the page's HTML itself; cut off
+    earlier, the page's own code failed and the page stayed blank (5 of 5): a script or
+    stylesheet of the page that fails to load is caught too. At most 3 reloads a minute
+    per tab; drafts and a message not sent are kept in the browser.
     """
 
     SCRIPT = b"""<script>
 (() => {
   let waiting = false;
-  window.addEventListener("vite:preloadError", () => {
+  const reloadOnceServed = () => {
     const KEY = "poolchat-code-reloads", now = Date.now();
     let times = [];
     try { times = JSON.parse(sessionStorage.getItem(KEY)) || []; } catch { /* off */ }
@@ -116,7 +118,13 @@ class ReloadWhenCodeFailsToLoad:
       .then((answer) => answer.ok ? location.reload() : setTimeout(tryAgain, 1000))
       .catch(() => setTimeout(tryAgain, 1000));
     tryAgain();
-  });
+  };
+  window.addEventListener("vite:preloadError", reloadOnceServed);
+  window.addEventListener("error", (event) => {  // the page's own code: a blank page
+    if (event.target instanceof HTMLScriptElement || event.target instanceof HTMLLinkElement) {
+      reloadOnceServed();
+    }
+  }, true);
 })();
 </script>"""
 

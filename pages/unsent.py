@@ -121,8 +121,8 @@ GIVE_BACK_UNSENT = """<script>
   // Streamlit disables the box while the connection is down, which takes the cursor out
   // of it: once back, the cursor goes back (the next letters typed went nowhere)
   let leftBox = 0, cursorWasThere = false;
-  document.addEventListener("focusout", (event) => {
-    if (event.target.matches?.(BOX)) leftBox = Date.now();
+  document.addEventListener("focusout", (event) => {  // disabled: it goes nowhere
+    if (event.target.matches?.(BOX) && !event.relatedTarget) leftBox = Date.now();
   }, true);
   const cursorBack = () => {
     const app = document.querySelector('[data-testid="stApp"]');

@@ -12,6 +12,7 @@ import time
 from contextlib import contextmanager
 from urllib.parse import parse_qs, urlparse
 
+import pytest
 from playwright.sync_api import expect
 
 from tests.browser import (
@@ -470,10 +471,12 @@ def test_a_message_sent_into_a_dead_connection_comes_back_after_a_reload_too(ser
         assert asked(server, page) == ["what is 6*7"]
 
 
-def test_the_page_reloads_itself_when_its_code_failed_to_load(server, browser):
+@pytest.mark.parametrize("code", ["ChatInput", "index"])
+def test_the_page_reloads_itself_when_its_code_failed_to_load(server, browser, code):
     """The chat box's code cut off as the page loads (flaky Wi-Fi): instead of a red
     "Failed to fetch dynamically imported module" in its place until the user reloads,
-    the page loads again by itself once the server answers, and the chat works."""
+    the page loads again by itself once the server answers, and the chat works. Cut off
+    sooner, the page's own code ("index"): instead of a page that stayed blank."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     cut = []
 
@@ -486,7 +489,7 @@ def test_the_page_reloads_itself_when_its_code_failed_to_load(server, browser):
 
     try:
         page = context.new_page()
-        page.route("**/static/js/ChatInput*.js", first_fetch_fails)
+        page.route(f"**/static/js/{code}.*.js", first_fetch_fails)
         loads = []
         page.on("load", lambda _: loads.append(page.url))
         page.goto(server.url)
@@ -536,4 +539,12 @@ def test_after_the_connection_drops_and_comes_back_the_cursor_is_back_in_the_box
         expect(box).to_be_enabled(timeout=WAIT_MS)
         expect(box).to_be_focused()
         page.keyboard.type("lo")
+        expect(box).to_have_value("Hello")
+        search = page.get_by_placeholder("Search conversations")
+        search.click()  # the user went elsewhere: the cursor is not taken back
+        wifi.cut()
+        expect(box).to_be_disabled(timeout=WAIT_MS)
+        expect(box).to_be_enabled(timeout=WAIT_MS)
+        wait_until_drawn(page)
+        page.keyboard.type(" there")
         expect(box).to_have_value("Hello")
