@@ -80,9 +80,10 @@ GIVE_BACK_UNSENT = """<script>
   };
   const judge = () => {
     const {text, chat} = unsent;
-    [unsent, ran] = [null, false];
+    ran = false;
+    if (chat !== chatInUrl()) return;  // another chat open: judged once its own is drawn
+    unsent = null;
     keep(null);
-    if (chat !== chatInUrl()) return;  // another chat open: not there to send
     const asked = [...document.querySelectorAll(ASKED)].slice(-3)
       .map((bubble) => letters(bubble.innerText));
     if (!asked.some((shown) => shown.includes(letters(text)))) giveBack(text);

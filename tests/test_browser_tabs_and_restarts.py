@@ -437,6 +437,26 @@ def test_a_message_sent_into_a_dead_connection_comes_back_to_send_again(server, 
         assert asked(server, page) == ["what is 6*7", "My name is Ada"]
 
 
+def test_a_message_sent_into_a_dead_connection_waits_for_its_chat_to_be_open_again(
+        server, new_page):
+    """Another chat opened as soon as the connection is back: the message is given back
+    once its own chat is open again, not dropped (2 times in 2 in a walk)."""
+    with behind_wifi(server, new_page) as (wifi, page):
+        box = page.get_by_test_id("stChatInputTextArea")
+        chat = address(page)
+        wifi.silence()
+        send(page, "My name is Ada")
+        expect(box).to_have_value("")
+        wifi.cut()
+        page.goto(wifi.url)  # a new chat, before the page could tell
+        wait_until_idle(page)
+        wait_until_drawn(page)
+        expect(box).to_have_value("")  # not this chat's
+        page.goto(chat)
+        expect(box).to_have_value("My name is Ada", timeout=WAIT_MS)
+        assert asked(server, page) == ["what is 6*7"]
+
+
 def test_a_message_that_arrived_before_the_connection_died_is_not_given_back(server,
                                                                             new_page):
     """The server got the message, the page never heard back before the cut: once
