@@ -31,6 +31,8 @@ GIVE_BACK_UNSENT = """<script>
   const BOX = '[data-testid="stChatInputTextArea"]';
   const ASKED = '[data-testid="stChatMessage"]:has([data-testid="stChatMessageAvatarUser"])';
   const chatInUrl = () => new URLSearchParams(location.search).get(PARAM);
+  const app = () => document.querySelector('[data-testid="stApp"]');
+  const connected = () => app()?.getAttribute("data-test-connection-state") === "CONNECTED";
   const kept = () => {
     try { return JSON.parse(sessionStorage.getItem(KEY)); } catch { return null; }
   };
@@ -60,9 +62,9 @@ GIVE_BACK_UNSENT = """<script>
     const box = document.querySelector('[data-testid="stChatInput"]');
     if (!box) return false;
     const area = box.getBoundingClientRect();
-    const app = getComputedStyle(document.querySelector('[data-testid="stApp"]'));
-    element.style.color = app.color;  // the theme's, light or dark
-    element.style.background = app.backgroundColor;
+    const theme = getComputedStyle(app());
+    element.style.color = theme.color;  // the theme's, light or dark
+    element.style.background = theme.backgroundColor;
     element.style.left = `${area.left}px`;
     element.style.width = `${area.width}px`;
     element.style.bottom = `${window.innerHeight - area.top + 12}px`;
@@ -89,10 +91,9 @@ GIVE_BACK_UNSENT = """<script>
     if (!asked.some((shown) => shown.includes(letters(text)))) giveBack(text);
   };
   const look = () => {
-    const app = document.querySelector('[data-testid="stApp"]');
-    if (!unsent || !app) return;
-    const script = app.getAttribute("data-test-script-state");
-    if (app.getAttribute("data-test-connection-state") !== "CONNECTED") {
+    if (!unsent || !app()) return;
+    const script = app().getAttribute("data-test-script-state");
+    if (!connected()) {
       [unsent.dropped, ran] = [true, false];
       keep(unsent);
     } else if (script === "running") {
@@ -126,8 +127,7 @@ GIVE_BACK_UNSENT = """<script>
     if (event.target.matches?.(BOX) && !event.relatedTarget) leftBox = Date.now();
   }, true);
   const cursorBack = () => {
-    const app = document.querySelector('[data-testid="stApp"]');
-    if (app?.getAttribute("data-test-connection-state") !== "CONNECTED") {
+    if (!connected()) {
       cursorWasThere ||= document.activeElement?.matches?.(BOX) || leftBox > Date.now() - 1000;
       return;
     }
@@ -157,8 +157,7 @@ GIVE_BACK_UNSENT = """<script>
   let misses = 0;
   const answered = () => { misses = 0; silent.hidden = true; };
   setInterval(() => {
-    const app = document.querySelector('[data-testid="stApp"]');
-    if (app?.getAttribute("data-test-connection-state") !== "CONNECTED") return answered();
+    if (!connected()) return answered();
     fetch("_stcore/health", {cache: "no-store", signal: AbortSignal.timeout(3000)})
       .then(answered, () => {
         if (++misses >= 2 && note.hidden) silent.hidden = !place(silent);
