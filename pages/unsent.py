@@ -122,13 +122,15 @@ GIVE_BACK_UNSENT = """<script>
   window.addEventListener("resize", () => [note, silent].forEach(place));
   // Streamlit disables the box while the connection is down, which takes the cursor out
   // of it: once back, the cursor goes back (the next letters typed went nowhere)
-  let leftBox = 0, cursorWasThere = false;
-  document.addEventListener("focusout", (event) => {  // disabled: it goes nowhere
-    if (event.target.matches?.(BOX) && !event.relatedTarget) leftBox = Date.now();
-  }, true);
+  // where the user last put the cursor: by focus, or by a click (on the page itself too);
+  // the box disabled (connection down) blurs it, and that is neither
+  let lastFocused = null, cursorWasThere = false;
+  const put = (event) => { lastFocused = event.target; };
+  document.addEventListener("focusin", put, true);
+  document.addEventListener("mousedown", put, true);
   const cursorBack = () => {
     if (!connected()) {
-      cursorWasThere ||= document.activeElement?.matches?.(BOX) || leftBox > Date.now() - 1000;
+      cursorWasThere ||= Boolean(lastFocused?.matches?.(BOX));
       return;
     }
     if (!cursorWasThere) return;
