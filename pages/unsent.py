@@ -84,6 +84,10 @@ GIVE_BACK_UNSENT = """<script>
     const {text, chat} = unsent;
     ran = false;
     if (chat !== chatInUrl()) return;  // another chat open: judged once its own is drawn
+    if (!document.querySelector(BOX)) {  // the run has ended, its box is drawn a moment on
+      setTimeout(() => unsent?.text === text && judge(), 100);
+      return;
+    }
     unsent = null;
     keep(null);
     const asked = [...document.querySelectorAll(ASKED)].slice(-3)
