@@ -157,13 +157,14 @@ GIVE_BACK_UNSENT = """<script>
   // A dead connection that says nothing is not noticed by Streamlit (its page showed a
   // reply being written for minutes): the page asks the server how it is, and says when
   // two questions in a row go unanswered, until one is answered or Streamlit says it.
+  // Not while the tab is hidden (nobody reads it; each open tab asked every 3 s).
   const silent = note.cloneNode();
   silent.textContent = SILENT;
   document.body.appendChild(silent);
   let misses = 0;
   const answered = () => { misses = 0; silent.hidden = true; };
   setInterval(() => {
-    if (!connected()) return answered();
+    if (!connected() || document.hidden) return answered();
     fetch("_stcore/health", {cache: "no-store", signal: AbortSignal.timeout(3000)})
       .then(answered, () => {
         if (++misses >= 2 && note.hidden) silent.hidden = !place(silent);

@@ -568,3 +568,25 @@ def test_after_the_connection_drops_and_comes_back_the_cursor_is_back_in_the_box
         wait_until_drawn(page)
         page.keyboard.type(" there")
         expect(box).to_have_value("Hello")
+
+
+def test_a_hidden_tab_does_not_ask_the_server_how_it_is(server, new_page):
+    """Each open tab asks ``_stcore/health`` every 3 s to notice a silent connection;
+    a tab in the background does not (nobody reads its banner), and asks again once
+    shown."""
+    def health(request) -> bool:
+        return request.url.endswith("/_stcore/health")
+
+    shown, hidden = new_page(server.url), new_page(server.url)
+    hidden.add_init_script("Object.defineProperty(Document.prototype, 'hidden', "
+                           "{configurable: true, get: () => true})")
+    hidden.reload()
+    expect(hidden.get_by_test_id("stChatInputTextArea")).to_be_visible(timeout=WAIT_MS)
+    asked_hidden = []
+    hidden.on("request", lambda request: health(request) and asked_hidden.append(request))
+    for _ in range(2):  # two rounds of questions, 3 s apart
+        with shown.expect_request(health, timeout=WAIT_MS):
+            pass
+    assert asked_hidden == []
+    with hidden.expect_request(health, timeout=WAIT_MS):  # shown again: it asks
+        hidden.evaluate("Object.defineProperty(document, 'hidden', {get: () => false})")
