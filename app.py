@@ -238,7 +238,7 @@ serialize_parsing()  # Streamlit compiling a page while a calculator parses (cor
 
 def api_routes() -> list[Route]:
     """The API at the root and, behind a base path (``server.baseUrlPath``), under it
-    too: st.App mounts routes at the root only, and the page's Stop beacon posts to a
+    too: st.App mounts routes at the root only, and the page's Stop request posts to a
     relative ``api/stop`` (under a base path it got Streamlit's 405 and was lost)."""
     base = str(st.get_option("server.baseUrlPath") or "").strip("/")
     return [route for prefix in ("", *([f"/{base}"] if base else [])) for route in (

@@ -238,10 +238,10 @@ def keep_in_step(session: ChatbotSession, shown: tuple) -> None:
 # click's own message to the server dies with the page (without it, 4 of 4 such Stops
 # were lost). Until answered it is sent again: clicked while the connection was silently
 # gone, the click's message and a single request were both lost (2 of 2 in a walk).
-STOP_BEACON = """<script>
+STOPS_UNTIL_ANSWERED = """<script>
 (() => {
-  if (window.poolchatStopBeacon) return;
-  window.poolchatStopBeacon = true;
+  if (window.poolchatStops) return;
+  window.poolchatStops = true;
   const send = (run, until) => fetch("api/stop", {method: "POST", body: run,
                                                  keepalive: true,
                                                  signal: AbortSignal.timeout(3000)})
@@ -257,8 +257,8 @@ STOP_BEACON = """<script>
 </script>"""
 
 
-def send_stops_as_beacons() -> None:
-    st.sidebar.html(STOP_BEACON, unsafe_allow_javascript=True)
+def send_stops_until_answered() -> None:
+    st.sidebar.html(STOPS_UNTIL_ANSWERED, unsafe_allow_javascript=True)
 
 
 # Runs in the page (a constant), once per tab. While a reply is written the box stays
@@ -797,7 +797,7 @@ new_chat_button(manager, owner)
 conversation_actions(manager, session, owner, title, rows, whole=not earlier)
 agent_settings(manager, session)
 conversation_list(manager, session, owner)
-send_stops_as_beacons()
+send_stops_until_answered()
 hold_sends_while_busy()
 say_url_changes()  # for the two below
 keep_drafts_per_chat()

@@ -87,7 +87,7 @@ def test_the_sidebar_lists_this_browsers_conversations_across_reloads(server, ne
 
 def test_a_stop_clicked_as_the_tab_closes_still_stops_the_reply(server, new_page):
     """The click's own message to the server dies with a page closed right after it;
-    the page also sends it as a beacon, which the browser sends anyway. (A reload right
+    the page also sends it as a keepalive request, which the browser sends anyway. (A reload right
     after the click is the same case; as a test, its context's close hung once in CI.)"""
     page = new_page(server.url)
     send(page, "Tell me about yourself")

@@ -158,7 +158,7 @@ class TestStop:
 
     def test_a_stop_by_run_id_is_taken_only_from_the_browser_whose_chat_it_is(
             self, scripted):
-        """The page's Stop beacon names a run: another browser, an unknown or malformed
+        """The page's Stop request names a run: another browser, an unknown or malformed
         id stop nothing."""
         manager, model = scripted
         model.enqueue(STORY, pause_after=2, pause=60)

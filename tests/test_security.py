@@ -80,7 +80,7 @@ class TestStopApi:
         assert run.wait(10) and run.status == STOPPED
 
     def test_behind_a_base_path_the_api_answers_under_it_too(self, monkeypatch):
-        """The page's Stop beacon posts to a relative ``api/stop``: behind
+        """The page's Stop request posts to a relative ``api/stop``: behind
         ``server.baseUrlPath`` that is ``/<base>/api/stop`` (st.App mounts routes at
         the root only; there it got Streamlit's 405)."""
         monkeypatch.setattr(entry.st, "get_option", lambda name: {
