@@ -70,8 +70,9 @@ def browser_id() -> str:
 
 
 def stats_unlocked(gate: PasswordGate) -> bool:
-    """Ask for the stats password when one is set; remember it for this browser tab."""
-    if gate.open or st.session_state.get("stats_unlocked"):
+    """Ask for the stats password when one is set; remember it for this tab, and for a
+    while for the browser's other tabs (its cookie: ``PasswordGate.trusts``)."""
+    if gate.open or st.session_state.get("stats_unlocked") or gate.trusts(browser_id()):
         return True
     # a form: the same password can be given again (a text field alone reruns only
     # when its value changes, so after "try again in 3 s" Enter did nothing)

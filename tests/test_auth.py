@@ -56,3 +56,23 @@ def test_a_browser_that_gave_the_password_is_not_locked_out_by_guessers():
         assert gate.check("s3cret-pass", browser="admin-browser")
         with pytest.raises(TooManyGuesses):
             gate.check("s3cret-pass", browser="another-browser")
+
+
+def test_a_browser_that_gave_the_password_is_trusted_in_other_tabs_for_a_while():
+    """A second tab of the browser (the same cookie id) is not asked again; another
+    browser is; after ``TRUST_SECONDS`` the browser is asked again."""
+    from core.auth import TRUST_SECONDS
+
+    clock = Clock()
+    gate = PasswordGate(SecretStr("s3cret-pass"), clock=clock)
+    assert not gate.trusts("admin-browser") and not gate.trusts(None)
+    assert gate.check("wrong", browser="admin-browser") is False
+    assert not gate.trusts("admin-browser")  # a wrong password earns nothing
+    assert gate.check("s3cret-pass", browser="admin-browser")
+    assert gate.trusts("admin-browser")
+    assert not gate.trusts("another-browser") and not gate.trusts(None)
+    clock.now += TRUST_SECONDS - 1
+    assert gate.trusts("admin-browser")
+    clock.now += 1
+    assert not gate.trusts("admin-browser")
+    assert PasswordGate(None).trusts(None)  # no password: nothing to ask

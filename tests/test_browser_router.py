@@ -251,6 +251,21 @@ def test_a_retry_after_a_stop_in_the_queue_drops_the_stopped_note_at_once(server
     wait_for_reply(first, 1, REPLY)
 
 
+def test_the_stats_password_is_asked_once_per_browser_not_per_tab(server, new_page):
+    """A second tab of the browser that gave it opens the stats at once (an admin
+    with the stats in two tabs typed the password twice); another browser is asked."""
+    page = new_page(server.url)
+    unlock_stats(page, server)
+    second_tab = page.context.new_page()
+    second_tab.goto(f"{server.url}/stats")
+    expect_unlocked(second_tab, server)
+    expect(second_tab.get_by_label("Stats password")).to_have_count(0)
+    other_browser = new_page(server.url)
+    other_browser.goto(f"{server.url}/stats")
+    expect(other_browser.get_by_label("Stats password")).to_be_visible(timeout=WAIT_MS)
+    expect(other_browser.get_by_text("Pool members, live")).to_have_count(0)
+
+
 def test_after_the_guess_limit_the_same_password_is_taken_again(server, new_page):
     """Guessers used up the limit: the right password waits, and once the wait is over
     the same password, given again with Enter, unlocks (a field alone would not run the
