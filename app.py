@@ -19,7 +19,7 @@ from streamlit.runtime.pages_manager import PagesManager
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request, cookie_parser
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from core.auth import TooManyGuesses
@@ -243,7 +243,21 @@ def api_routes() -> list[Route]:
     base = str(st.get_option("server.baseUrlPath") or "").strip("/")
     return [route for prefix in ("", *([f"/{base}"] if base else [])) for route in (
         Route(f"{prefix}/api/stats.json", stats_json),
-        Route(f"{prefix}/api/stop", stop_run, methods=["POST"]))]
+        Route(f"{prefix}/api/stop", stop_run, methods=["POST"]),
+        *(Route(f"{prefix}/{CHAT_PATH}{end}", chat_at(f"{prefix}/")) for end in ("", "/")))]
+
+
+CHAT_PATH = "chat"  # the chat page's name; Streamlit serves the default page at "/" only
+
+
+def chat_at(root: str):
+    """``/chat`` (a link, a bookmark, the README) opens the chat: Streamlit ignores the
+    default page's own path and drew "Page not found" over it. The chat's address
+    (``?session=…``) goes along."""
+    async def redirect(request: Request) -> Response:
+        query = request.url.query
+        return RedirectResponse(root + (f"?{query}" if query else ""), status_code=307)
+    return redirect
 
 
 app = st.App("app.py", routes=api_routes(),
@@ -256,7 +270,7 @@ if __name__ == "__main__":
     # from fonts.gstatic.com on every load, outside the image policy above)
     st.set_page_config(page_title="PoolChat", page_icon="💬", layout="wide")
     st.navigation([
-        st.Page("pages/chat.py", title="Chat", icon=":material/chat:", url_path="chat",
+        st.Page("pages/chat.py", title="Chat", icon=":material/chat:", url_path=CHAT_PATH,
                 default=True),
         st.Page("pages/stats.py", title="Stats", icon=":material/monitoring:",
                 url_path="stats"),

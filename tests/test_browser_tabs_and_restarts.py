@@ -590,3 +590,20 @@ def test_a_hidden_tab_does_not_ask_the_server_how_it_is(server, new_page):
     assert asked_hidden == []
     with hidden.expect_request(health, timeout=WAIT_MS):  # shown again: it asks
         hidden.evaluate("Object.defineProperty(document, 'hidden', {get: () => false})")
+
+
+def test_the_chat_pages_own_address_opens_the_chat(server, new_page):
+    """/chat (README's address for it, a bookmark) opens the chat, the chat named in
+    its query with it: Streamlit serves the default page at "/" only, and drew "Page
+    not found" over the chat (3 of 3 in a walk)."""
+    page = new_page(server.url)
+    send(page, "what is 6*7")
+    wait_for_reply(page, 1, "6*7 = 42")
+    wait_until_idle(page)
+    query = urlparse(address(page)).query
+    page.goto(f"{server.url}/chat?{query}")
+    expect(messages(page)).to_have_count(2, timeout=WAIT_MS)
+    expect(messages(page).nth(1)).to_contain_text("6*7 = 42")
+    wait_until_drawn(page)
+    expect(page.get_by_text("Page not found")).to_have_count(0)
+    assert urlparse(address(page)).path == "/"

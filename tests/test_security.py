@@ -91,6 +91,21 @@ class TestStopApi:
         assert api.get("/api/stats.json").status_code == 200  # the root still answers
 
 
+    def test_the_chat_pages_own_address_opens_the_chat_with_its_query(self, monkeypatch):
+        """Streamlit serves the default page at the root only ("/chat" drew "Page not
+        found" over the chat): /chat goes to the root, the chat's id along."""
+        api = client(*entry.api_routes())
+        for path in ("/chat", "/chat/"):
+            moved = api.get(f"{path}?session=abc", follow_redirects=False)
+            assert (moved.status_code, moved.headers["location"]) == (307, "/?session=abc")
+        assert api.get("/chat", follow_redirects=False).headers["location"] == "/"
+        monkeypatch.setattr(entry.st, "get_option", lambda name: {
+            "server.baseUrlPath": "/poolchat/"}.get(name, ""))
+        behind = client(*entry.api_routes()).get("/poolchat/chat?session=abc",
+                                                 follow_redirects=False)
+        assert behind.headers["location"] == "/poolchat/?session=abc"
+
+
 class TestBrowserCookie:
     def test_a_new_browser_gets_a_random_httponly_samesite_cookie(self):
         first = client().get("/")
