@@ -270,12 +270,14 @@ def send_stops_until_answered() -> None:
 # the next send goes at once, before the page is drawn again (the server takes a message
 # sent right after a click: pages/clicks.py); held, it sat unsent in the box.
 # Right after a send the box stays open too (Streamlit's "disable" lost the letters typed
-# in the next 0.3 s, 5 to 8 in a probe).
+# in the next 0.3 s, 5 to 8 in a probe). A send held says why above the box, until the
+# reply has ended: with text in the box its placeholder does not show, and the message
+# sat there, unsent, with no word (3 of 6 in a walk, sent right after an edit).
 HOLD_SENDS_WHILE_BUSY = """<script>
 (() => {
   if (window.poolchatHoldSends) return;
   window.poolchatHoldSends = true;
-  const BUSY = %s;
+  const BUSY = %s, HELD = %s;
   let stopped = false;  // Stop was clicked: the next send goes, drawn again or not yet
   const busy = () => {
     const box = document.querySelector('[data-testid="stChatInputTextArea"]');
@@ -283,12 +285,43 @@ HOLD_SENDS_WHILE_BUSY = """<script>
     if (!shown) stopped = false;
     return shown && !stopped;
   };
-  const hold = (event) => { event.preventDefault(); event.stopImmediatePropagation(); };
+  const said = document.createElement("div");
+  said.setAttribute("role", "status");
+  said.hidden = true;
+  said.textContent = HELD;
+  said.style.cssText = "position: fixed; z-index: 100; padding: 0.4rem 0.8rem; "
+    + "border-radius: 0.5rem; font-size: 0.875rem; box-sizing: border-box; "
+    + "box-shadow: 0 2px 8px rgba(0, 0, 0, 0.15); "
+    + "border: 1px solid color-mix(in srgb, currentColor 25%%, transparent);";
+  document.body.appendChild(said);
+  let watching = null;
+  const placeSaid = () => {  // above the box, in the theme's colours; gone once sendable
+    const box = document.querySelector('[data-testid="stChatInput"]');
+    if (said.hidden || !box || !busy()) {
+      said.hidden = true;
+      watching = null;
+      return;
+    }
+    const area = box.getBoundingClientRect();
+    const app = getComputedStyle(document.querySelector('[data-testid="stApp"]'));
+    Object.assign(said.style, {color: app.color, background: app.backgroundColor,
+      left: `${area.left}px`, width: `${area.width}px`,
+      bottom: `${window.innerHeight - area.top + 12}px`});
+    watching = setTimeout(placeSaid, 250);
+  };
+  const hold = (event) => {
+    event.preventDefault();
+    event.stopImmediatePropagation();
+    said.hidden = false;
+    window.dispatchEvent(new Event("poolchat:held"));  // in its place (GIVE_BACK_UNSENT)
+    if (!watching) placeSaid();
+  };
   const sent = (event) => {
     if (busy()) {
       hold(event);
     } else {
       stopped = false;  // one send after a Stop; then the reply it starts holds again
+      said.hidden = true;
       window.dispatchEvent(new Event("poolchat:sent"));  // (KEEP_DRAFTS_PER_CHAT)
     }
   };
@@ -314,8 +347,13 @@ HOLD_SENDS_WHILE_BUSY = """<script>
 
 
 def hold_sends_while_busy() -> None:
-    st.sidebar.html(HOLD_SENDS_WHILE_BUSY % json.dumps(BUSY_PLACEHOLDER),
+    st.sidebar.html(HOLD_SENDS_WHILE_BUSY % (json.dumps(BUSY_PLACEHOLDER),
+                                             json.dumps(HELD_WHILE_BUSY)),
                     unsafe_allow_javascript=True)
+
+
+HELD_WHILE_BUSY = ("A reply is being written: your message waits here. Press Enter "
+                   "once the reply has ended, or Stop it to send now.")
 
 
 # Runs in the page (a constant), once per tab: says when the page's address changed

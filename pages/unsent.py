@@ -120,6 +120,7 @@ GIVE_BACK_UNSENT = """<script>
     keep(unsent);
   });
   window.addEventListener("poolchat:navigated", () => { note.hidden = true; });
+  window.addEventListener("poolchat:held", () => { note.hidden = true; });  // said there
   document.addEventListener("input", (event) => {
     if (event.target.matches?.(BOX) && !event.target.value) note.hidden = true;
   }, true);

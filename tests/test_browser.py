@@ -284,7 +284,9 @@ def test_a_draft_typed_while_the_reply_streams_is_kept_and_sent_after_it(
     box = page.get_by_test_id("stChatInputTextArea")
     arrow = page.get_by_test_id("stChatInputSubmitButton")
     box.press_sequentially("what is 6")
-    box.press("Enter")  # too early: held in the page
+    box.press("Enter")  # too early: held in the page, which says so
+    held = page.get_by_role("status").filter(has_text="your message waits here")
+    expect(held).to_be_visible()
     box.press_sequentially("*7")  # typed on at once
     expect(arrow).to_have_css("opacity", "0.3")
     arrow.click()  # held too
@@ -294,6 +296,7 @@ def test_a_draft_typed_while_the_reply_streams_is_kept_and_sent_after_it(
     wait_for_reply(page, 1, "and restart.")
     expect(box).to_have_value("what is 6*7")
     expect(arrow).to_have_css("opacity", "1")
+    expect(held).to_be_hidden()  # sendable now
     box.press("Enter")
     wait_for_reply(page, 3, "6*7 = 42")
     stored = stored_messages(server, page)
