@@ -181,6 +181,9 @@ def apply_settings(manager: ChatbotSessionManager, session: ChatbotSession,
         st.session_state.settings_refused = (
             "These settings were changed in another tab or window meanwhile; here they "
             "are now. Change them again if you still want to.")
+        typed = st.session_state.get(keys["prompt"], "")
+        if typed.strip() and typed != manager.settings_offered(session).system_prompt:
+            st.session_state.settings_unsaved = typed  # a long prompt is not retyped
         return
     model = st.session_state.get(keys["model"], "")
     try:
@@ -251,6 +254,10 @@ def agent_settings(manager: ChatbotSessionManager, session: ChatbotSession) -> N
         refused = st.session_state.pop("settings_refused", None)
         if refused:
             st.error(refused)
+        unsaved = st.session_state.pop("settings_unsaved", None)
+        if unsaved:
+            st.caption("Your system prompt, not saved (copy it back to use it):")
+            st.code(unsaved, language=None, wrap_lines=True)
         if session.has_custom_agent:
             st.button("Reset to shared agent", icon=":material/restart_alt:",
                       on_click=use_shared_agent, args=(session,))

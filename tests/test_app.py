@@ -412,11 +412,16 @@ def test_settings_saved_from_a_stale_form_do_not_undo_another_tabs_change():
     manager.store.update_session(at.query_params["session"], agent_spec={
         **elsewhere, "system_prompt": "Be a pirate."})  # another replica's save
     at.sidebar.slider[0].set_value(1.5)
+    at.sidebar.text_area[0].input("Be terse, and cite sources.")
     next(b for b in at.sidebar.button if b.label == "Use these settings").click().run()
     assert "changed in another tab or window meanwhile" in at.sidebar.error[0].value
+    assert [c.value for c in at.sidebar.code] == [  # the prompt typed here, to copy back
+        "Be terse, and cite sources."]
     stored = manager.store.get_session(at.query_params["session"])["agent_spec"]
     assert (stored["system_prompt"], stored["temperature"]) == ("Be a pirate.", 0.7)
     assert at.sidebar.text_area[0].value == "Be a pirate."  # drawn as it is now
+    at.run()
+    assert list(at.sidebar.code) == []  # said once
     at.sidebar.slider[0].set_value(1.5)
     next(b for b in at.sidebar.button if b.label == "Use these settings").click().run()
     assert manager_session(at).agent_spec == AgentSpec("offline-demo", "Be a pirate.", 1.5)
