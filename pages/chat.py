@@ -36,7 +36,7 @@ from pages.chat_sidebar import (
     use_shared_agent,
 )
 from pages.common import browser_id, manager_or_stop
-from pages.unsent import give_back_unsent
+from pages.unsent import LAST_PUT, give_back_unsent
 
 FRAME = 0.05          # seconds between updates of a streaming reply (at most 20 a second)
 IDLE_TICK = 0.25      # seconds between updates while no token arrives
@@ -663,15 +663,21 @@ def shown_end(session: ChatbotSession) -> int | None:
 
 # Runs in the page (a constant: no user text in it). A send locks the box until its page
 # run ends, so the browser's focus falls to the page: typing after the reply went nowhere.
+# Not when the user last put the cursor in another field that is still there: disabled
+# while the connection was down, it lost the focus, and the page drawn again after the
+# reconnect ran this and took the cursor (1 in 4 runs of the browser test).
 FOCUS_CHAT_BOX = """<script>
 (() => {
-  if (!window.matchMedia("(pointer: fine)").matches) return;  // a phone: no keyboard pop
+  if (!window.matchMedia("(pointer: fine)").matches) return;  // a phone: no keyboard pop%s
+  const FIELD = "input, textarea, select, [contenteditable]";
   let tries = 0;
   const settled = () => {  // at once, then until the box is drawn enabled (up to 3 s)
     const box = document.querySelector('[data-testid="stChatInputTextArea"]');
     const active = document.activeElement;  // a button clicked (New chat) keeps none
-    if ((active && active !== box && active.matches("input, textarea, select, "
-        + "[contenteditable]")) || String(window.getSelection()) || ++tries > 120) {
+    const put = lastPut.at;
+    if ((active && active !== box && active.matches(FIELD))
+        || (put && put !== box && put.isConnected && put.matches?.(FIELD))
+        || String(window.getSelection()) || ++tries > 120) {
       return true;  // the user is in another field, or selecting: leave it
     }
     if (box && !box.disabled) {
@@ -695,7 +701,7 @@ def focus_chat_box(chat: str, last_shown: int) -> None:
     # a container keyed by both: an element only changed in place is not run again
     # (an empty chat after another empty chat kept the focus on New chat)
     st.container(key=f"focus-{chat}-{int(last_shown)}").html(
-        FOCUS_CHAT_BOX, unsafe_allow_javascript=True)
+        FOCUS_CHAT_BOX % LAST_PUT, unsafe_allow_javascript=True)
 
 
 def count_page_view(manager: ChatbotSessionManager) -> None:

@@ -20,6 +20,19 @@ NOTE = ("Your last message did not reach PoolChat: the connection dropped. It is
 SILENT = ("No answer from PoolChat for a few seconds: the connection may be down. A "
           "message that does not get through comes back to the box.")
 
+# Where the user last put the cursor, by focus or by a click (on the page itself too),
+# for the page scripts that put it back in the chat box: a field disabled while the
+# connection is down loses the focus, and that is not the user leaving it. Kept once per
+# tab (the first script that runs it sets it up).
+LAST_PUT = """
+  const lastPut = window.poolchatLastPut ||= (() => {
+    const where = {at: null};
+    const put = (event) => { where.at = event.target; };
+    document.addEventListener("focusin", put, true);
+    document.addEventListener("mousedown", put, true);
+    return where;
+  })();"""
+
 # Runs in the page (constants: no user text in it), once per tab. The page's run and
 # connection states are those Streamlit marks on the app's root. Kept per tab (session
 # storage) so that a reload before the answer judges it too.
@@ -127,15 +140,11 @@ GIVE_BACK_UNSENT = """<script>
   window.addEventListener("resize", () => [note, silent].forEach(place));
   // Streamlit disables the box while the connection is down, which takes the cursor out
   // of it: once back, the cursor goes back (the next letters typed went nowhere)
-  // where the user last put the cursor: by focus, or by a click (on the page itself too);
-  // the box disabled (connection down) blurs it, and that is neither
-  let lastFocused = null, cursorWasThere = false;
-  const put = (event) => { lastFocused = event.target; };
-  document.addEventListener("focusin", put, true);
-  document.addEventListener("mousedown", put, true);
+  // if the user last put it there (LAST_PUT)
+  let cursorWasThere = false;%s
   const cursorBack = () => {
     if (!connected()) {
-      cursorWasThere ||= Boolean(lastFocused?.matches?.(BOX));
+      cursorWasThere ||= Boolean(lastPut.at?.matches?.(BOX));
       return;
     }
     if (!cursorWasThere) return;
@@ -177,4 +186,5 @@ GIVE_BACK_UNSENT = """<script>
 
 def give_back_unsent(session_param: str) -> None:
     st.sidebar.html(GIVE_BACK_UNSENT % (json.dumps(session_param), json.dumps(NOTE),
-                                        json.dumps(SILENT)), unsafe_allow_javascript=True)
+                                        json.dumps(SILENT), LAST_PUT),
+                    unsafe_allow_javascript=True)

@@ -570,6 +570,24 @@ def test_after_the_connection_drops_and_comes_back_the_cursor_is_back_in_the_box
         expect(box).to_have_value("Hello")
 
 
+def test_a_field_that_lost_the_cursor_by_being_disabled_does_not_give_it_to_the_box(
+        server, new_page):
+    """The user put the cursor in the search field; the connection dropped, which
+    disables it (the cursor falls to the page); the page drawn again after (here: a reply
+    from the other tab) put the cursor in the chat box, and the next letters went there
+    (the test above failed 1 in 4 runs so). Here the field is disabled as Streamlit does."""
+    page, second = answered_chat_in_two_tabs(server, new_page)
+    search = page.get_by_placeholder("Search conversations")
+    search.click()
+    search.evaluate("field => { field.disabled = true; }")  # as while disconnected
+    expect(search).not_to_be_focused()
+    send(second, "what is 3+3")
+    wait_for_reply(page, 3, "3+3 = 6")  # this tab drawn again, with the new reply
+    wait_until_idle(page)
+    wait_until_drawn(page)
+    expect(page.get_by_test_id("stChatInputTextArea")).not_to_be_focused()
+
+
 def test_a_hidden_tab_does_not_ask_the_server_how_it_is(server, new_page):
     """Each open tab asks ``_stcore/health`` every 3 s to notice a silent connection;
     a tab in the background does not (nobody reads its banner), and asks again once
