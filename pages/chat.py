@@ -304,9 +304,11 @@ HOLD_SENDS_WHILE_BUSY = """<script>
     }
     const area = box.getBoundingClientRect();
     const app = getComputedStyle(document.querySelector('[data-testid="stApp"]'));
+    const jump = document.querySelector(".poolchat-jump:not([hidden])");  // (READ_BACK)
+    const above = jump ? jump.getBoundingClientRect().height + 8 : 0;  // over it, not on
     Object.assign(said.style, {color: app.color, background: app.backgroundColor,
       left: `${area.left}px`, width: `${area.width}px`,
-      bottom: `${window.innerHeight - area.top + 12}px`});
+      bottom: `${window.innerHeight - area.top + 12 + above}px`});
     watching = setTimeout(placeSaid, 250);
   };
   const hold = (event) => {
