@@ -14,7 +14,7 @@ import weakref
 import pytest
 from playwright.sync_api import Locator, Page, expect, sync_playwright
 
-from tests.servers import ROOT, start_app, stop_app
+from tests.servers import ROOT, RUNNING, start_app, stop_app
 
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = os.environ.get("POOLCHAT_CHROMIUM", "/usr/bin/chromium")
@@ -60,13 +60,30 @@ def new_page(browser):
         contexts.append(context)
         page = context.new_page()
         watch_connection(page)
+        errors: list[str] = []
+        page.on("console", lambda m: m.type == "error" and errors.append(m.text[:200]))
         page.goto(url)
-        expect(page.get_by_test_id("stChatInputTextArea")).to_be_visible(timeout=WAIT_MS)
+        try:
+            expect(page.get_by_test_id("stChatInputTextArea")).to_be_visible(
+                timeout=WAIT_MS)
+        except AssertionError as failure:  # twice in CI under load: say where it stood
+            shot(page, "first-page-not-drawn")
+            raise AssertionError(f"{failure}\n{page_state(page)}; the page says "
+                                 f"{page.inner_text('body')[:300]!r}; console errors "
+                                 f"{errors[-5:]}; {server_log_end(url)}") from failure
         return page
 
     yield open_page
     for context in contexts:
         context.close()
+
+
+def server_log_end(url: str, lines: int = 15) -> str:
+    """The end of the log of the test server at ``url`` (if the tests started it)."""
+    server = next((s for address, s in RUNNING.items() if url.startswith(address)), None)
+    if server is None:
+        return "no log of its server"
+    return "its server's log ends with:\n" + "\n".join(server.log().splitlines()[-lines:])
 
 
 _socket_closes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -68,7 +68,11 @@ def start_streamlit(script: str, data_dir: Path, root: Path = ROOT,
     except BaseException:
         stop_app(server)
         raise
+    RUNNING[server.url] = server
     return server
+
+
+RUNNING: dict[str, AppServer] = {}  # by address: a failing page can quote its server's log
 
 
 def wait_until_healthy(server: AppServer, timeout: float = 60) -> None:
@@ -86,6 +90,7 @@ def wait_until_healthy(server: AppServer, timeout: float = 60) -> None:
 
 
 def stop_app(server: AppServer) -> None:
+    RUNNING.pop(server.url, None)
     server.process.terminate()
     try:
         server.process.wait(timeout=20)
