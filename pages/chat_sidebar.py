@@ -183,7 +183,10 @@ def apply_settings(manager: ChatbotSessionManager, session: ChatbotSession,
             "are now. Change them again if you still want to.")
         typed = st.session_state.get(keys["prompt"], "")
         if typed.strip() and typed != manager.settings_offered(session).system_prompt:
-            st.session_state.settings_unsaved = typed  # a long prompt is not retyped
+            # a long prompt is not retyped: kept in sight until saved or dismissed (the
+            # page is drawn again when a reply ends: a one-time note was gone by then)
+            st.session_state.settings_unsaved = {"chat": session.session_id,
+                                                 "prompt": typed}
         return
     model = st.session_state.get(keys["model"], "")
     try:
@@ -192,6 +195,8 @@ def apply_settings(manager: ChatbotSessionManager, session: ChatbotSession,
                                   st.session_state.get(keys["temperature"], 0.0))
     except ValueError as exc:
         st.session_state.settings_refused = str(exc)
+        return
+    st.session_state.pop("settings_unsaved", None)  # saved now: nothing left to copy
 
 
 def use_shared_agent(session: ChatbotSession) -> None:
@@ -254,10 +259,13 @@ def agent_settings(manager: ChatbotSessionManager, session: ChatbotSession) -> N
         refused = st.session_state.pop("settings_refused", None)
         if refused:
             st.error(refused)
-        unsaved = st.session_state.pop("settings_unsaved", None)
-        if unsaved:
-            st.caption("Your system prompt, not saved (copy it back to use it):")
-            st.code(unsaved, language=None, wrap_lines=True)
+        unsaved = st.session_state.get("settings_unsaved")
+        if unsaved and unsaved["chat"] == session.session_id:
+            st.caption("Your system prompt, not saved: the settings were changed in "
+                       "another tab. Copy it back to use it.")
+            st.code(unsaved["prompt"], language=None, wrap_lines=True)
+            st.button("Dismiss", key="settings-unsaved-dismiss", type="tertiary",
+                      on_click=st.session_state.pop, args=("settings_unsaved", None))
         if session.has_custom_agent:
             st.button("Reset to shared agent", icon=":material/restart_alt:",
                       on_click=use_shared_agent, args=(session,))

@@ -420,11 +420,19 @@ def test_settings_saved_from_a_stale_form_do_not_undo_another_tabs_change():
     stored = manager.store.get_session(at.query_params["session"])["agent_spec"]
     assert (stored["system_prompt"], stored["temperature"]) == ("Be a pirate.", 0.7)
     assert at.sidebar.text_area[0].value == "Be a pirate."  # drawn as it is now
-    at.run()
-    assert list(at.sidebar.code) == []  # said once
+    at.run()  # drawn again (as when a reply ends): still there to copy
+    assert [c.value for c in at.sidebar.code] == ["Be terse, and cite sources."]
     at.sidebar.slider[0].set_value(1.5)
     next(b for b in at.sidebar.button if b.label == "Use these settings").click().run()
     assert manager_session(at).agent_spec == AgentSpec("offline-demo", "Be a pirate.", 1.5)
+    assert list(at.sidebar.code) == []  # saved: nothing left to copy
+    manager.store.update_session(at.query_params["session"], agent_spec={
+        **elsewhere, "system_prompt": "Be a poet."})  # once more elsewhere
+    at.sidebar.text_area[0].input("Be brief.")
+    next(b for b in at.sidebar.button if b.label == "Use these settings").click().run()
+    assert [c.value for c in at.sidebar.code] == ["Be brief."]
+    next(b for b in at.sidebar.button if b.label == "Dismiss").click().run()
+    assert list(at.sidebar.code) == []
 
 
 def test_a_long_chat_shows_its_latest_turns_whole_and_earlier_ones_on_request():
