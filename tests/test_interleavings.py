@@ -188,12 +188,14 @@ def test_a_version_switch_while_a_message_is_sent_leaves_the_message_in_sight(
         make_manager, monkeypatch):
     """Tab A clicks "‹" (an older version) and finds no reply being written; tab B's
     message is stored and its reply starts before the switch is written. The switch
-    is refused (a reply is being written), so B's message and its reply stay shown."""
-    manager = make_manager()
+    is refused (a reply is being written), so B's message and its reply stay shown.
+    (B's reply is written slowly: at full speed it had once ended, on PostgreSQL under
+    a loaded CI, before A's switch was written, and the switch was then rightly taken.)"""
+    manager = make_manager(OFFLINE_STREAM_DELAY=0.2)
     session = manager.create_session(owner="ada")
-    assert session.start("what is 2+2").wait(10)
+    assert session.start("what is 2+2").wait(30)
     older = manager.store.load_rows(session.session_id)[0][0]
-    assert session.edit(older, "what is 3+3").wait(10)
+    assert session.edit(older, "what is 3+3").wait(30)
     sid = session.session_id
     running_run = manager.store.runs.running_run
     sent = {}
@@ -208,7 +210,7 @@ def test_a_version_switch_while_a_message_is_sent_leaves_the_message_in_sight(
     monkeypatch.setattr(manager.store.runs, "running_run", checked_then_tab_b_sends)
     assert not manager.choose_branch(session, older)  # tab A's click: refused
     monkeypatch.undo()
-    assert sent["run"].wait(10)
+    assert sent["run"].wait(30)
     shown = [m.text for _, m, _ in manager.store.load_rows(sid)]
     assert "what is 5*5" in shown and shown[-1] == "5*5 = 25"
 
